@@ -1,0 +1,316 @@
+"""An NLA bundle: AV + AR + sidecar + reference statistics, saved small and loaded anywhere.
+
+Two on-disk formats:
+
+**nlakit bundle** (what `nlakit train` writes and the package ships)::
+
+    bundle/
+      nla_meta.yaml            role: nla; nlakit: {format, target, av, ar}
+      reference.safetensors    training-set mean of normalised vectors etc. (FVE is centred on it)
+      av/                      PEFT LoRA adapter over the target (adapter_config.json + adapter_model.safetensors)
+      ar/                      PEFT LoRA adapter over blocks 0..K + value_head.safetensors
+
+  The target's own weights are not copied: `nlakit.targets.load_target(meta.nlakit["target"])` supplies them.
+
+**released format** (`nla-checkpoint-format.md` §2): an AV directory (full HF causal LM + tokenizer + sidecar) and
+an AR directory (K+1-block backbone without final norm or LM head + ``value_head.safetensors`` + sidecar).
+`load_released` reads it, `export_released` writes it (bf16 by default).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from nlakit.errors import NlakitError
+from nlakit.io import atomic_path, write_json
+from nlakit.meta import META_FILE, NLAMeta
+from nlakit.metrics import Reference
+from nlakit.reconstructor import Reconstructor, truncate_config, truncated_backbone
+from nlakit.targets import Target, load_target, resolve_device, resolve_dtype
+from nlakit.verbalizer import Explanation, Verbalizer
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FORMAT = "nlakit-bundle/1"
+REFERENCE_FILE = "reference.safetensors"
+VALUE_HEAD_FILE = "value_head.safetensors"
+DEFAULT_BUNDLE = Path(__file__).parent / "data" / "default_nla"
+
+
+@dataclass
+class NLA:
+    """A ready-to-use NLA. `explain` runs the AV, `reconstruct` the AR; `reference` centres FVE."""
+
+    av: Verbalizer
+    ar: Reconstructor
+    meta: NLAMeta
+    reference: Reference | None = None
+    source: str = ""
+
+    @property
+    def layer(self) -> int:
+        return self.meta.layer
+
+    @property
+    def d_model(self) -> int:
+        return self.meta.d_model
+
+    def explain(self, vectors: torch.Tensor, **kw) -> list[Explanation]:
+        return self.av.explain(vectors, **kw)
+
+    def reconstruct(self, texts: list[str], **kw) -> torch.Tensor:
+        return self.ar.reconstruct(texts, **kw)
+
+    def require_reference(self) -> Reference:
+        if self.reference is None:
+            raise NlakitError(f"the NLA at {self.source or '?'} has no reference statistics, so FVE has no centre",
+                              "pass --reference-data TRAIN.jsonl (training-like text) to compute them, or use an nlakit bundle")
+        return self.reference
+
+    def save(self, directory: str | Path) -> Path:
+        return save_bundle(self, directory)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# nlakit bundles
+# ---------------------------------------------------------------------------------------------------------------
+def save_reference(ref: Reference, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        save_file(ref.tensors(), str(tmp))
+
+
+def load_reference(path: Path) -> Reference:
+    return Reference.from_tensors(_read_safetensors(path))
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.exists():
+        raise NlakitError(f"{path} is missing", "re-save or re-download the NLA bundle")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise NlakitError(f"{path} is corrupted or not a safetensors file ({type(e).__name__})", "re-save or re-download the NLA bundle") from e
+
+
+def _save_module(module: torch.nn.Module, directory: Path) -> str:
+    """Save a PEFT adapter (small) or, for a plain module, its full state dict. Returns the kind saved."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if hasattr(module, "peft_config"):
+        module.save_pretrained(str(directory))  # adapter_config.json + adapter_model.safetensors (atomic enough: new dir)
+        return "lora"
+    with atomic_path(directory / "model.safetensors") as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(tmp))
+    return "full"
+
+
+def save_bundle(nla: NLA, directory: str | Path) -> Path:
+    """Write an nlakit bundle (see module docstring). Writes into a temp dir, then renames it into place."""
+    import shutil
+    import tempfile
+
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        av_kind = _save_module(nla.av.model, tmp / "av")
+        ar_kind = _save_module(nla.ar.backbone, tmp / "ar")
+        with atomic_path(tmp / "ar" / VALUE_HEAD_FILE) as t:
+            save_file({"weight": nla.ar.value_head.weight.detach().float().contiguous().cpu()}, str(t))
+        if nla.reference is not None:
+            save_reference(nla.reference, tmp / REFERENCE_FILE)
+        extra = dict(nla.meta.nlakit)
+        extra.update(format=BUNDLE_FORMAT, av=av_kind, ar=ar_kind,
+                     reference=REFERENCE_FILE if nla.reference is not None else None)
+        nla.meta.with_(nlakit=extra, role="nla").save(tmp)
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            directory.rename(old)
+            tmp.rename(directory)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(directory)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return directory
+
+
+def load_nla(path: str | Path = "default", *, device: str | None = "cpu", dtype: str | torch.dtype = "float32",
+             target: Target | None = None) -> NLA:
+    """Load an NLA: ``"default"`` (the bundled one), an nlakit bundle directory, or a released AV directory whose
+    sibling AR directory is found by name (``…-av`` → ``…-ar``); for other layouts use `load_released`."""
+    if str(path) == "default":
+        path = DEFAULT_BUNDLE
+        if not (path / META_FILE).exists():
+            raise NlakitError("no default NLA is bundled with this install", "pass --nla DIR (an nlakit bundle or a released AV directory)")
+    path = Path(path)
+    if not path.exists():
+        raise NlakitError(f"NLA path {path} does not exist", "pass an nlakit bundle directory, a released AV directory, or 'default'")
+    meta = NLAMeta.load(path)
+    if meta.nlakit.get("format") == BUNDLE_FORMAT:
+        return _load_bundle(path, meta, device=device, dtype=dtype, target=target)
+    if meta.role == "av":
+        ar_dir = path.with_name(path.name[:-3] + "-ar") if path.name.endswith("-av") else None
+        if ar_dir is None or not ar_dir.exists():
+            raise NlakitError(f"{path} is a released AV but its AR directory was not found next to it",
+                              "call load_released(av_dir, ar_dir), or pass --ar DIR")
+        return load_released(path, ar_dir, device=device, dtype=dtype)
+    raise NlakitError(f"{path} is neither an nlakit bundle nor a released AV directory (role {meta.role!r})",
+                      "pass the bundle root, or the AV directory of a released pair")
+
+
+def _load_bundle(path: Path, meta: NLAMeta, *, device, dtype, target: Target | None) -> NLA:
+    from peft import PeftModel
+
+    spec = meta.nlakit.get("target")
+    if target is None:
+        if not spec:
+            raise NlakitError(f"{path / META_FILE} names no target model", "add nlakit.target to the sidecar")
+        target = load_target(spec, device=device, dtype=dtype)
+    if target.d_model != meta.d_model:
+        raise NlakitError(f"the bundle expects d_model={meta.d_model} but target {target.name} has {target.d_model}",
+                          "load the bundle with the target it was trained on")
+    target.check_layer(meta.layer)
+    av_model = copy.deepcopy(target.model)
+    if meta.nlakit.get("av") == "lora":
+        _require(path / "av" / "adapter_config.json")
+        av_model = PeftModel.from_pretrained(av_model, str(path / "av")).merge_and_unload()
+    else:
+        av_model.load_state_dict(_read_safetensors(path / "av" / "model.safetensors"))
+    backbone = truncated_backbone(target.model, meta.layer)
+    if meta.nlakit.get("ar") == "lora":
+        _require(path / "ar" / "adapter_config.json")
+        backbone = PeftModel.from_pretrained(backbone, str(path / "ar")).merge_and_unload()
+    else:
+        backbone.load_state_dict(_read_safetensors(path / "ar" / "model.safetensors"))
+    head = torch.nn.Linear(meta.d_model, meta.d_model, bias=False)
+    head.weight.data.copy_(_head_weight(path / "ar" / VALUE_HEAD_FILE, meta.d_model))
+    av = Verbalizer(av_model.eval(), target.tokenizer, meta)
+    ar = Reconstructor(backbone.eval(), target.tokenizer, meta, head).to(target.device)
+    ar.requires_grad_(False)
+    av.model.requires_grad_(False)
+    ref_file = meta.nlakit.get("reference")
+    ref = load_reference(path / ref_file) if ref_file else None
+    return NLA(av=av, ar=ar, meta=meta, reference=ref, source=str(path))
+
+
+def _require(path: Path) -> None:
+    if not path.exists():
+        raise NlakitError(f"{path} is missing", "re-save or re-download the NLA bundle")
+
+
+def _head_weight(path: Path, d: int) -> torch.Tensor:
+    t = _read_safetensors(path)
+    if set(t) != {"weight"}:
+        raise NlakitError(f"{path} holds {sorted(t)}, expected exactly one tensor 'weight'", "use the value head saved with this AR")
+    w = t["weight"]
+    if tuple(w.shape) != (d, d):
+        raise NlakitError(f"{path} has shape {tuple(w.shape)}, expected ({d}, {d})", "use the AR that matches this sidecar's d_model")
+    return w.float()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# released checkpoint format
+# ---------------------------------------------------------------------------------------------------------------
+def load_released(av_dir: str | Path, ar_dir: str | Path, *, device: str | None = "cpu", dtype: str | torch.dtype = "float32",
+                  reference: Reference | None = None) -> NLA:
+    """Load a released AV/AR pair (`nla-checkpoint-format.md` §2–5), checking that the two halves agree."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype)
+    av_dir, ar_dir = Path(av_dir), Path(ar_dir)
+    for d in (av_dir, ar_dir):
+        if not d.is_dir():
+            raise NlakitError(f"{d} is not a directory", "pass the AV and AR checkpoint directories")
+        _require(d / "config.json")
+    av_meta, ar_meta = NLAMeta.load(av_dir), NLAMeta.load(ar_dir)
+    if av_meta.d_model != ar_meta.d_model or av_meta.layer != ar_meta.layer:
+        raise NlakitError(f"AV ({av_dir.name}: d_model {av_meta.d_model}, layer {av_meta.layer}) and AR ({ar_dir.name}: "
+                          f"d_model {ar_meta.d_model}, layer {ar_meta.layer}) do not match", "pair the AV with the AR released beside it")
+    av_tok = AutoTokenizer.from_pretrained(str(av_dir))
+    ar_tok = AutoTokenizer.from_pretrained(str(ar_dir))
+    ar_tok.padding_side = "right"
+    av_model = AutoModelForCausalLM.from_pretrained(str(av_dir), dtype=torch_dtype).to(device).eval()
+    hidden = getattr(getattr(av_model.config, "text_config", None) or av_model.config, "hidden_size")
+    if hidden != av_meta.d_model:
+        raise NlakitError(f"{av_dir / 'config.json'} has hidden_size {hidden} but its sidecar says d_model {av_meta.d_model}",
+                          "use the config and sidecar from the same checkpoint")
+    cfg = AutoConfig.from_pretrained(str(ar_dir))
+    cfg = getattr(cfg, "text_config", None) or cfg
+    if cfg.num_hidden_layers != ar_meta.layer + 1:
+        raise NlakitError(f"{ar_dir / 'config.json'} has {cfg.num_hidden_layers} layers but the sidecar names layer {ar_meta.layer}",
+                          f"the AR must keep exactly K+1 = {ar_meta.layer + 1} blocks")
+    backbone = AutoModel.from_config(cfg)
+    state = {}
+    for f in sorted(ar_dir.glob("model*.safetensors")):
+        if f.name == "model-megatron-compat.safetensors":
+            continue  # dummy norm / lm_head written for Megatron; loaders ignore it
+        for k, v in _read_safetensors(f).items():
+            state[k[len("model."):] if k.startswith("model.") else k] = v
+    if not state:
+        raise NlakitError(f"{ar_dir} has no model*.safetensors", "copy the AR weights into the directory")
+    for attr in ("norm", "final_layernorm", "ln_f"):
+        if hasattr(backbone, attr):
+            setattr(backbone, attr, torch.nn.Identity())
+    missing, unexpected = backbone.load_state_dict(state, strict=False)
+    missing = [k for k in missing if "rotary" not in k]
+    unexpected = [k for k in unexpected if not k.startswith(("norm.", "lm_head."))]
+    if missing or unexpected:
+        raise NlakitError(f"{ar_dir} weights do not fit its config (missing {missing[:3]}, unexpected {unexpected[:3]})",
+                          "use the weights and config.json from the same AR checkpoint")
+    head = torch.nn.Linear(ar_meta.d_model, ar_meta.d_model, bias=False)
+    head.weight.data.copy_(_head_weight(ar_dir / VALUE_HEAD_FILE, ar_meta.d_model))
+    av = Verbalizer(av_model, av_tok, av_meta)
+    ar = Reconstructor(backbone.to(torch_dtype).eval(), ar_tok, ar_meta, head).to(device)
+    av_model.requires_grad_(False)
+    ar.requires_grad_(False)
+    if reference is None and (av_dir / REFERENCE_FILE).exists():
+        reference = load_reference(av_dir / REFERENCE_FILE)
+    return NLA(av=av, ar=ar, meta=av_meta, reference=reference, source=str(av_dir))
+
+
+def export_released(nla: NLA, out_dir: str | Path, *, dtype: str | torch.dtype = "bfloat16") -> tuple[Path, Path]:
+    """Write `out_dir/av` and `out_dir/ar` in the released format (bf16 by default, as the exporter checklist asks)."""
+    torch_dtype = resolve_dtype(dtype)
+    out_dir = Path(out_dir)
+    av_dir, ar_dir = out_dir / "av", out_dir / "ar"
+    dtype_name = str(torch_dtype).removeprefix("torch.")
+    # AV: the full causal LM
+    av_model = copy.deepcopy(nla.av.model).to(torch_dtype)
+    av_model.config.torch_dtype = dtype_name
+    av_model.save_pretrained(str(av_dir), safe_serialization=True)
+    nla.av.tokenizer.save_pretrained(str(av_dir))
+    nla.meta.with_(role="av", nlakit={}).save(av_dir, role="av")
+    # AR: backbone tensors under model.*, no norm / lm_head; config with K+1 layers
+    K = nla.meta.layer
+    state = {f"model.{k}": v.detach().to(torch_dtype).contiguous().cpu() for k, v in nla.ar.backbone.state_dict().items()
+             if not k.startswith("norm.") and "rotary_emb" not in k}
+    ar_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(ar_dir / "model.safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    cfg = truncate_config(nla.av.model.config, K + 1)
+    cfg.torch_dtype = dtype_name
+    cfg_dict = cfg.to_dict()
+    cfg_dict.pop("_name_or_path", None)
+    write_json(ar_dir / "config.json", cfg_dict)
+    with atomic_path(ar_dir / VALUE_HEAD_FILE) as tmp:
+        save_file({"weight": nla.ar.value_head.weight.detach().to(torch_dtype).contiguous().cpu()}, str(tmp))
+    tok = copy.deepcopy(nla.ar.tokenizer)
+    tok.padding_side = "right"
+    tok.save_pretrained(str(ar_dir))
+    nla.meta.with_(role="ar", nlakit={}).save(ar_dir, role="ar")
+    if nla.reference is not None:  # not part of the released format; harmless extra that keeps FVE centred
+        save_reference(nla.reference, av_dir / REFERENCE_FILE)
+    return av_dir, ar_dir
