@@ -107,9 +107,31 @@ def _save_module(module: torch.nn.Module, directory: Path) -> str:
     if hasattr(module, "peft_config"):
         module.save_pretrained(str(directory))  # adapter_config.json + adapter_model.safetensors (atomic enough: new dir)
         return "lora"
+    state, seen = {}, set()
+    for k, v in module.state_dict().items():
+        if v.data_ptr() in seen:  # tied weights (lm_head = embeddings) are stored once; loading re-fills both
+            continue
+        seen.add(v.data_ptr())
+        state[k] = v.detach().contiguous().cpu()
     with atomic_path(directory / "model.safetensors") as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(tmp))
+        save_file(state, str(tmp))
     return "full"
+
+
+def _load_full(module: torch.nn.Module, path: Path) -> None:
+    """Load a full state dict saved by `_save_module`; a mismatch is a user error (wrong sidecar or target)."""
+    state = _read_safetensors(path)
+    own = module.state_dict()
+    bad = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    if bad:
+        raise NlakitError(f"{path} has tensors of the wrong shape ({bad[0]}: {tuple(state[bad[0]].shape)}, model has "
+                          f"{tuple(own[bad[0]].shape)})", "load the bundle with the target and sidecar it was saved with")
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    stored_once = {n for n, _ in module.named_parameters()}  # a tied weight is named once (the embeddings)
+    missing = [k for k in missing if k in stored_once]
+    if missing or unexpected:
+        raise NlakitError(f"{path} does not fit the model built from the sidecar (missing {missing[:3]}, unexpected {unexpected[:3]})",
+                          "keep nla_meta.yaml (layer, d_model, target) together with the weights it was saved with")
 
 
 def save_bundle(nla: NLA, directory: str | Path) -> Path:
@@ -187,13 +209,13 @@ def _load_bundle(path: Path, meta: NLAMeta, *, device, dtype, target: Target | N
         _require(path / "av" / "adapter_config.json")
         av_model = PeftModel.from_pretrained(av_model, str(path / "av")).merge_and_unload()
     else:
-        av_model.load_state_dict(_read_safetensors(path / "av" / "model.safetensors"))
+        _load_full(av_model, path / "av" / "model.safetensors")
     backbone = truncated_backbone(target.model, meta.layer)
     if meta.nlakit.get("ar") == "lora":
         _require(path / "ar" / "adapter_config.json")
         backbone = PeftModel.from_pretrained(backbone, str(path / "ar")).merge_and_unload()
     else:
-        backbone.load_state_dict(_read_safetensors(path / "ar" / "model.safetensors"))
+        _load_full(backbone, path / "ar" / "model.safetensors")
     head = torch.nn.Linear(meta.d_model, meta.d_model, bias=False)
     head.weight.data.copy_(_head_weight(path / "ar" / VALUE_HEAD_FILE, meta.d_model))
     av = Verbalizer(av_model.eval(), target.tokenizer, meta)
