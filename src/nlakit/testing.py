@@ -90,3 +90,35 @@ def tiny_target(arch: str = "llama", seed: int = 0, n_layers: int = 4, d_model: 
     model = tiny_model(arch, vocab_size=len(tok), n_layers=n_layers, d_model=d_model, seed=seed)
     model.requires_grad_(False)
     return Target(model=model, tokenizer=tok, name=f"tiny-{arch}", spec=f"tiny:{arch}", device="cpu")
+
+
+def tiny_nla(arch: str = "llama", layer: int = 2, seed: int = 0, *, target: Target | None = None,
+             injection_scale: float | None = None):
+    """An untrained NLA over a tiny target: AV = a copy of the target, AR = blocks 0..`layer` + identity head.
+
+    The `Reference` comes from the target's own activations on the tokenizer's training paragraphs, and
+    `meta.nlakit["target"]` is ``"tiny:<arch>"`` so a saved bundle reloads with `load_nla(dir)` (for seed 0;
+    pass `target=` to `load_nla` otherwise). Its explanations are noise and rarely parse: use it to test wiring only.
+    """
+    import copy
+
+    from nlakit.activations import extract
+    from nlakit.bundle import NLA
+    from nlakit.metrics import Reference
+    from nlakit.reconstructor import Reconstructor
+    from nlakit.verbalizer import Verbalizer, new_meta_for
+
+    target = target or tiny_target(arch, seed=seed)
+    texts = [line for line in _TRAIN_TEXT.splitlines() if line.strip()][:9]
+    docs = extract(target, texts, layer)
+    vectors = torch.cat([d.vectors for d in docs])  # (N, d_model)
+    ref = Reference.from_vectors(vectors)
+    meta = new_meta_for(target.tokenizer, d_model=target.d_model, layer=layer,
+                        injection_scale=injection_scale or ref.norm_mean, base_checkpoint=target.spec)
+    meta = meta.with_(nlakit={"target": target.spec})
+    av_model = copy.deepcopy(target.model)
+    av_model.requires_grad_(False)
+    av = Verbalizer(av_model, target.tokenizer, meta)
+    ar = Reconstructor.from_target(target, meta)
+    ar.requires_grad_(False)
+    return NLA(av=av, ar=ar, meta=meta, reference=ref, source=f"tiny_nla({arch!r}, layer={layer}, seed={seed})")
