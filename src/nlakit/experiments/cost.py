@@ -75,7 +75,7 @@ class EveryKth:
     blocking = False
 
     def describe(self) -> str:
-        return f"every {self.k}-th token"
+        return f"every {self.k}th token"
 
     def explained_per_day(self, tokens_per_day: float, transcripts_per_day: float) -> float:
         return tokens_per_day / self.k
@@ -101,7 +101,7 @@ class SampledTraffic:
     blocking = False
 
     def describe(self) -> str:
-        return f"every token of {self.fraction:.2%} of transcripts (offline audit)"
+        return f"every token of {100 * self.fraction:g}% of transcripts (offline audit)"
 
     def explained_per_day(self, tokens_per_day: float, transcripts_per_day: float) -> float:
         return self.fraction * tokens_per_day
@@ -217,7 +217,8 @@ class CostConfig:
         ]
         for f in dataclasses.fields(self):
             if f.metadata and f.name not in ("av",):
-                rows.append({"name": f.name, "value": getattr(self, f.name), "unit": f.metadata["unit"], "source": f.metadata["source"]})
+                value = self.ar_model.n_layers if f.name == "ar_layers" else getattr(self, f.name)
+                rows.append({"name": f.name, "value": value, "unit": f.metadata["unit"], "source": f.metadata["source"]})
         hw = self.hardware
         rows += [
             {"name": "gpu", "value": hw.name, "unit": "", "source": hw.source},
@@ -276,6 +277,17 @@ def serving_phase(cfg: CostConfig) -> Phase:
     return _phase(cfg, m, "serving_decode", batch=b, n_new=1, ctx=cfg.serving_context, calls=1, efficiency=cfg.efficiency.decode, gpus=g)
 
 
+def compute_bound_from_batch(cfg: CostConfig, m: ModelSpec, ctx: float, max_batch: int = 1 << 16) -> int | None:
+    """Smallest power-of-two batch at which a decode call at context `ctx` is compute-bound (None: never, up to max_batch)."""
+    kw = dict(bytes_per_param=cfg.bytes_per_param, kv_bytes=cfg.kv_bytes)
+    b = 1
+    while b <= max_batch:
+        if forward_flops(m, batch=b, n_new=1, ctx=ctx) / cfg.hardware.peak_flops >= forward_bytes(m, batch=b, n_new=1, ctx=ctx, **kw) / cfg.hardware.mem_bw:
+            return b
+        b *= 2
+    return None
+
+
 def break_even(cost_per_activation_gpu_s: float, serving_per_token_gpu_s: float, overhead: float) -> float:
     """Fraction of generated tokens that can be explained for monitoring ≤ `overhead` × serving (capped at 1)."""
     return min(1.0, overhead * serving_per_token_gpu_s / cost_per_activation_gpu_s)
@@ -318,11 +330,14 @@ def estimate(cfg: CostConfig) -> dict[str, Any]:
             "gpu_s_if_bandwidth_bound": sum(p["gpu_s_per_seq_if_bandwidth_bound"] for p in phase_dicts),
             "serving_token_equivalents": {"flops": act_flops / tok_flops, "gpu_time": act_gpu_s / tok_gpu_s},
             "sequential_decode_steps": cfg.explanation_len,
+            "av_decode_compute_bound_from_batch": compute_bound_from_batch(
+                cfg, cfg.av_model, cfg.av_prompt_len + (cfg.explanation_len - 1) / 2),
             "latency_s": latency, "latency_s_batch1": latency_1, "latency_budget_s": cfg.latency_budget_s,
             "phases": phase_dicts,
         },
         "serving": {
             "per_token": serve.to_dict(), "flops_per_token": tok_flops, "gpu_s_per_token": tok_gpu_s,
+            "compute_bound_from_batch": compute_bound_from_batch(cfg, cfg.target, cfg.serving_context),
             "flops_per_day": cfg.tokens_per_day * tok_flops, "gpu_hours_per_day": serving_gpu_h, "usd_per_day": serving_gpu_h * usd_h,
         },
         "break_even": [
@@ -351,6 +366,20 @@ FORMULAS = [
 ]
 
 
+GLOSSARY = {
+    "per_activation.flops / gpu_s / usd": "cost of explaining one activation (AV prefill + AV decode + AR prefill), per sequence",
+    "per_activation.gpu_s_if_compute_bound / _if_bandwidth_bound": "the same with only one roofline term, to show which binds",
+    "per_activation.serving_token_equivalents": "one activation costs as much as this many generated tokens of the target (FLOPs; GPU-time)",
+    "per_activation.latency_s": "wall time of one explanation at the monitor batch (what a blocking monitor adds); _batch1 = best case",
+    "serving.gpu_s_per_token": "GPU-seconds to generate one token of the target at the serving batch and context",
+    "policies[].multiple_of_serving": "monitoring GPU-hours per day / serving GPU-hours per day",
+    "break_even[].fraction": "largest fraction of generated tokens explainable with monitoring ≤ overhead × serving; one_in = 1/fraction",
+    "*compute_bound_from_batch": "smallest power-of-two batch at which that decode call turns compute-bound (null: never)",
+    "phases[].binds": "compute or bandwidth: the larger roofline term; overhead: the fixed per-call cost is larger than both",
+    "sensitivity": "multiple of serving and $/day vs fraction of tokens explained; served-token equivalents vs explanation length",
+}
+
+
 def run(configs: list[CostConfig], fractions: int = 25, lengths: tuple[int, ...] = (25, 50, 100, 150, 250, 500, 1000)) -> dict[str, Any]:
     """Estimate every config (one per target) and the sensitivity sweeps; returns the self-describing results dict."""
     if not configs:
@@ -377,7 +406,7 @@ def run(configs: list[CostConfig], fractions: int = 25, lengths: tuple[int, ...]
     return {
         "kind": "cost", "schema_version": SCHEMA_VERSION,
         "hardware": dataclasses.asdict(first.hardware), "efficiency": dataclasses.asdict(first.efficiency),
-        "formulas": FORMULAS, "overheads": list(OVERHEADS),
+        "formulas": FORMULAS, "glossary": GLOSSARY, "overheads": list(OVERHEADS),
         "scenarios": scenarios,
         "sensitivity": {"fractions": grid, "lengths": list(lengths), "series": sens},
         "notes": _notes(configs, scenarios),
