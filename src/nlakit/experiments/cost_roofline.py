@@ -93,6 +93,14 @@ class Hardware:
     usd_per_gpu_hour: float
     source: str = ""
 
+    def __post_init__(self) -> None:
+        bad = [f"{k}={getattr(self, k)}" for k in ("peak_flops", "mem_bw", "hbm_bytes") if not getattr(self, k) > 0]
+        if self.usd_per_gpu_hour < 0:
+            bad.append(f"usd_per_gpu_hour={self.usd_per_gpu_hour}")
+        if bad:
+            raise NlakitError(f"GPU {self.name!r} has impossible specs ({', '.join(bad)})",
+                              "pass positive --peak-tflops, --mem-bw-tbs, --hbm-gb and a non-negative --usd-per-gpu-hour")
+
 
 @dataclass(frozen=True)
 class Efficiency:
@@ -254,7 +262,7 @@ FEASIBILITY_BENCH: dict[str, Any] = {
 }
 
 
-def _roofline_generation_s(m: ModelSpec, hw: Hardware, *, batch: int, prompt_len: int, new_tokens: int) -> float:
+def roofline_generation_s(m: ModelSpec, hw: Hardware, *, batch: int, prompt_len: int, new_tokens: int) -> float:
     """Roofline seconds (efficiency 1, no overhead) to prefill `prompt_len` and decode `new_tokens` for a batch."""
     kw = dict(bytes_per_param=2, kv_bytes=2)
     pre = max(forward_flops(m, batch=batch, n_new=prompt_len, ctx=0) / hw.peak_flops,
@@ -287,7 +295,7 @@ def calibrate(bench: dict[str, Any], source: str = "") -> Efficiency:
         if not r.get(key):
             raise NlakitError(f"bench row {r} has no {key}", "each row needs 'batch' and 'engine_tok_s' or 'hf_tok_s'")
         b = int(r["batch"])
-        pts.append((b, _roofline_generation_s(m, hw, batch=b, prompt_len=p, new_tokens=n), b * n / float(r[key])))
+        pts.append((b, roofline_generation_s(m, hw, batch=b, prompt_len=p, new_tokens=n), b * n / float(r[key])))
     calls = (n + 1) * m.n_layers  # overhead is paid per call per layer
     method, eff, over = "largest batch, no overhead", pts[-1][1] / pts[-1][2], 0.0
     if len(pts) >= 2 and len({r for _, r, _ in pts}) >= 2:
