@@ -105,7 +105,10 @@ def _save_module(module: torch.nn.Module, directory: Path) -> str:
     """Save a PEFT adapter (small) or, for a plain module, its full state dict. Returns the kind saved."""
     directory.mkdir(parents=True, exist_ok=True)
     if hasattr(module, "peft_config"):
-        module.save_pretrained(str(directory))  # adapter_config.json + adapter_model.safetensors (atomic enough: new dir)
+        module.save_pretrained(str(directory))  # adapter_config.json + adapter_model.safetensors (inside a fresh temp dir)
+        f = directory / "adapter_model.safetensors"
+        tensors = _read_safetensors(f)  # store adapters in bf16: half the size, and the precision LoRA deltas need
+        save_file({k: (v.to(torch.bfloat16) if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}, str(f))
         return "lora"
     state, seen = {}, set()
     for k, v in module.state_dict().items():

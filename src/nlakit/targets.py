@@ -112,8 +112,10 @@ class Target:
     def encode(self, texts: list[str], *, max_length: int | None = None, add_special_tokens: bool = True) -> Encoding:
         """Tokenize raw text (no chat template), right-padded, with character offsets.
 
-        Text longer than `max_length` (default: the model's context window) is truncated with a warning.
+        Text longer than the model's context window is truncated with a warning; an explicit, shorter
+        `max_length` truncates silently (the caller asked for it).
         """
+        explicit = max_length is not None and max_length < self.max_length
         if isinstance(texts, str):
             texts = [texts]
         for i, t in enumerate(texts):
@@ -125,8 +127,9 @@ class Target:
                   truncation=False, padding=False)
         ids, offsets = enc["input_ids"], enc["offset_mapping"]
         for i, row in enumerate(ids):
-            if len(row) > max_length:
+            if len(row) > max_length and not explicit:
                 log.warning("text #%d has %d tokens; truncated to the context window of %d", i, len(row), max_length)
+            if len(row) > max_length:
                 ids[i], offsets[i] = row[:max_length], offsets[i][:max_length]
         lengths = [len(r) for r in ids]
         T = max(lengths)

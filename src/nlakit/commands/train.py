@@ -1,0 +1,147 @@
+"""`nlakit datagen` and `nlakit train {all,ar,av,rl}`: thin wrappers over `nlakit.train.*`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+train_app = typer.Typer(help="Train an NLA: AR supervised, AV supervised, RL (GRPO), or all of it under a time budget.",
+                        no_args_is_help=True)
+
+
+def _printer():
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    last: dict[str, float] = {}
+
+    def show(rec: dict) -> None:
+        stage = rec.get("stage", "")
+        if stage.startswith("datagen"):
+            if rec["done"] == rec["of"] or rec["done"] - last.get(stage, 0) >= max(1, rec["of"] // 10):
+                last[stage] = rec["done"]
+                console.print(f"[cyan]{stage}[/] {rec['done']}/{rec['of']}")
+        elif stage in ("ar_sft", "av_sft"):
+            console.print(f"[cyan]{stage}[/] step {rec['step'] + 1}/{rec['of']} loss {rec['loss']:.4f}")
+        elif stage == "rl":
+            fve = "—" if rec.get("fve_nrm") is None else f"{rec['fve_nrm']:.3f}"
+            console.print(f"[magenta]rl[/] step {rec['step']} reward {rec['reward']:.3f} fve {fve} ok {rec['ok_rate']:.2f} "
+                          f"kl {rec['kl']:.4f} len {rec['length']:.0f} copy {rec['copy_rate_4gram']:.2f} ({rec['sec']:.1f}s)")
+        elif stage == "rl_eval":
+            console.print(f"[bold magenta]held-out fve_nrm[/] at step {rec['step']}: {rec['eval_fve_nrm']:.3f}")
+
+    return console, show
+
+
+def _config(out, target, layer, data, eval_data, source, time_budget, device, n_docs, rl_steps, describe, injection_scale):
+    from nlakit.train.pipeline import TrainConfig
+    from nlakit.train.rl import RLConfig
+
+    return TrainConfig(out=str(out), target=target, layer=layer, data=data, eval_data=eval_data, source=source,
+                       time_budget=time_budget, device=device, n_docs=n_docs, describe=describe,
+                       injection_scale=injection_scale, rl=replace(RLConfig(), steps=rl_steps))
+
+
+_OPTS = dict(
+    target=typer.Option("smollm2", help="Target: smollm2, gemma3-270m, an HF dir, a .gguf file, or tiny:llama."),
+    layer=typer.Option(20, help="Block K whose output is explained (HF hidden_states[K+1])."),
+    out=typer.Option(..., help="Run directory (checkpoints, logs, bundle)."),
+    data=typer.Option(None, help="Training JSONL(.gz) (default: the shared corpus's train.jsonl.gz)."),
+    eval_data=typer.Option(None, help="Held-out JSONL for evaluation only (default: the shared corpus's heldout file)."),
+    source=typer.Option("template", help="Warm-start explanation source: template or self."),
+    time_budget=typer.Option(None, help="Stop (checkpointed) after this long, e.g. 9m."),
+    device=typer.Option("auto", help="cpu, cuda or auto."),
+    n_docs=typer.Option(6000, help="Training documents to sample."),
+    rl_steps=typer.Option(300, help="GRPO steps."),
+    describe=typer.Option(True, help="Also generate the `self` source (one short generation per document)."),
+    injection_scale=typer.Option(None, help="Injection norm (default: a round number above the mean norm)."),
+)
+
+
+@train_app.command("all")
+def train_all_cmd(out: Path = _OPTS["out"], target: str = _OPTS["target"], layer: int = _OPTS["layer"],
+                  data: Optional[str] = _OPTS["data"], eval_data: Optional[str] = _OPTS["eval_data"], source: str = _OPTS["source"],
+                  time_budget: Optional[str] = _OPTS["time_budget"], device: str = _OPTS["device"], n_docs: int = _OPTS["n_docs"],
+                  rl_steps: int = _OPTS["rl_steps"], describe: bool = _OPTS["describe"],
+                  injection_scale: Optional[float] = _OPTS["injection_scale"],
+                  resume: bool = typer.Option(True, help="Continue a run found in --out (the default); --no-resume refuses to."),
+                  ) -> None:
+    """Datagen -> AR -> AV -> RL -> held-out eval -> bundle, resumable, under --time-budget."""
+    from nlakit.errors import NlakitError
+    from nlakit.train.pipeline import train_all
+
+    if not resume and (out / "log.jsonl").exists():
+        raise NlakitError(f"{out} already holds a run", "pass --resume to continue it, or choose a new --out")
+    console, show = _printer()
+    cfg = _config(out, target, layer, data, eval_data, source, time_budget, device, n_docs, rl_steps, describe, injection_scale)
+    res = train_all(cfg, callback=show)
+    fe = res.get("final_eval")
+    if fe:
+        console.print(f"[bold green]held-out fve_nrm {fe['fve_nrm']['mean']:.3f}[/] "
+                      f"(95% CI {fe['fve_nrm']['ci95'][0]:.3f}–{fe['fve_nrm']['ci95'][1]:.3f}, n={fe['n']}); bundle: {out / 'bundle'}")
+    else:
+        console.print(f"[yellow]stopped at RL step {res['rl']['steps_done']}/{cfg.rl.steps}[/]; run again with the same --out to continue")
+
+
+def _single_stage(out: Path, target: str, layer: int, data, eval_data, source, device, stop_after: str) -> None:
+    """Run the pipeline up to one stage (earlier stages are reused when done)."""
+    from nlakit.train.pipeline import train_all
+
+    console, show = _printer()
+    rl_steps = {"ar": 0, "av": 0}.get(stop_after, 300)
+    cfg = _config(out, target, layer, data, eval_data, source, None, device, 6000, rl_steps, True, None)
+    res = train_all(cfg, callback=show)
+    console.print(json.dumps({k: res.get(k) for k in ("ar_sft", "av_sft")}, indent=1, default=str)[:2000])
+
+
+@train_app.command("ar")
+def train_ar_cmd(out: Path = _OPTS["out"], target: str = _OPTS["target"], layer: int = _OPTS["layer"],
+                 data: Optional[str] = _OPTS["data"], eval_data: Optional[str] = _OPTS["eval_data"],
+                 source: str = _OPTS["source"], device: str = _OPTS["device"]) -> None:
+    """AR supervised (runs datagen first if --out has none). Stops before RL."""
+    _single_stage(out, target, layer, data, eval_data, source, device, "ar")
+
+
+@train_app.command("av")
+def train_av_cmd(out: Path = _OPTS["out"], target: str = _OPTS["target"], layer: int = _OPTS["layer"],
+                 data: Optional[str] = _OPTS["data"], eval_data: Optional[str] = _OPTS["eval_data"],
+                 source: str = _OPTS["source"], device: str = _OPTS["device"]) -> None:
+    """AV supervised (after the AR; earlier stages are reused). Stops before RL."""
+    _single_stage(out, target, layer, data, eval_data, source, device, "av")
+
+
+@train_app.command("rl")
+def train_rl_cmd(out: Path = _OPTS["out"], target: str = _OPTS["target"], layer: int = _OPTS["layer"],
+                 source: str = _OPTS["source"], device: str = _OPTS["device"], rl_steps: int = _OPTS["rl_steps"],
+                 time_budget: Optional[str] = _OPTS["time_budget"]) -> None:
+    """GRPO on the AV (after both supervised stages), resumable."""
+    train_all_cmd(out=out, target=target, layer=layer, data=None, eval_data=None, source=source, time_budget=time_budget,
+                  device=device, n_docs=6000, rl_steps=rl_steps, describe=True, injection_scale=None, resume=True)
+
+
+def datagen_cmd(out: Path = _OPTS["out"], target: str = _OPTS["target"], layer: int = _OPTS["layer"],
+                data: Optional[str] = _OPTS["data"], eval_data: Optional[str] = _OPTS["eval_data"],
+                n_docs: int = _OPTS["n_docs"], positions_per_doc: int = typer.Option(6, help="Positions sampled per document."),
+                describe: bool = _OPTS["describe"], device: str = _OPTS["device"]) -> None:
+    """Sample training positions, extract activations and write warm-start explanations (no API)."""
+    from nlakit.targets import load_target
+    from nlakit.train.datagen import DatagenConfig, datagen
+    from nlakit.train.pipeline import default_corpus
+
+    console, show = _printer()
+    t = load_target(target, device=device)
+    cfg = DatagenConfig(data=data or default_corpus("train.jsonl.gz"), out=str(out), layer=layer, n_docs=n_docs,
+                        positions_per_doc=positions_per_doc, describe=describe,
+                        eval_data=eval_data or default_corpus("heldout.jsonl.gz"),
+                        dtype="bfloat16" if t.device.startswith("cuda") else None)
+    datagen(cfg, t, progress=lambda stage, i, n: show({"stage": f"datagen/{stage}", "done": i, "of": n}))
+    console.print(f"[green]wrote[/] {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(train_app, name="train")
+    app.command("datagen")(datagen_cmd)

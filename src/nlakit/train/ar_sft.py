@@ -1,0 +1,109 @@
+"""Stage 1 — AR supervised: explanation text -> activation direction.
+
+    nlakit train ar --data runs/smol/data --out runs/smol
+
+The AR is the target's blocks 0..K (LoRA adapters) plus an identity-initialised value head (trained in full).
+Loss = mse_nrm = mean_d (n(AR(e)) - n(v))^2 = 2 (1 - cos), on the ``ar`` split. Saves ``ar_sft.pt``
+(adapter + head), and reports held-out fve_nrm of the AR fed the gold explanation text (the ceiling of the
+warm-start source) and fed shuffled text (a control that must be far below zero).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from nlakit.metrics import Reference, fve_nrm, mse_nrm, summarize
+from nlakit.reconstructor import Reconstructor
+from nlakit.train.common import (Budget, Pairs, add_lora, batches, cosine_lr, load_lora_state, lora_state, save_state,
+                                 seed_everything, stage_done, write_stage_done)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ARConfig:
+    source: str = "template"
+    rank: int = 16
+    lr: float = 5e-4  # LoRA
+    head_lr: float = 1e-3
+    batch_size: int = 64
+    epochs: float = 2.0
+    max_length: int = 256
+    seed: int = 0
+    dtype: str | None = None  # autocast on GPU
+
+
+def new_ar(target, meta, rank: int) -> Reconstructor:
+    ar = Reconstructor.from_target(target, meta)
+    ar.backbone = add_lora(ar.backbone, rank)
+    ar.value_head.requires_grad_(True)
+    return ar
+
+
+def ar_loss(ar: Reconstructor, texts: list[str], gold: torch.Tensor, max_length: int, dtype) -> torch.Tensor:
+    ids, mask = ar.encode(texts, max_length=max_length)
+    with torch.autocast(device_type=ar.device.type, dtype=dtype, enabled=dtype is not None):
+        pred = ar(ids, mask)
+    return mse_nrm(pred.float(), gold.to(ar.device)).mean()
+
+
+def ar_optimizer(ar: Reconstructor, lr: float, head_lr: float) -> torch.optim.Optimizer:
+    lora = [p for n, p in ar.backbone.named_parameters() if p.requires_grad]
+    return torch.optim.AdamW([{"params": lora, "lr": lr, "base_lr": lr},
+                              {"params": ar.value_head.parameters(), "lr": head_lr, "base_lr": head_lr}], weight_decay=0.0)
+
+
+def train_ar(cfg: ARConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None, ref: Reference, out: Path,
+             budget: Budget | None = None, log_fn: Callable[[dict], None] | None = None) -> Reconstructor:
+    """Train the AR on the ``ar`` split; resumable from ``out/ar_sft.pt``. Returns the trained AR."""
+    seed_everything(cfg.seed)
+    ar = new_ar(target, meta, cfg.rank)
+    ckpt = out / "ar_sft.pt"
+    if stage_done(out, "ar_sft") and ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        load_lora_state(ar.backbone, state["lora"])
+        ar.value_head.load_state_dict(state["head"])
+        return ar
+    dtype = {"bfloat16": torch.bfloat16}.get(cfg.dtype or "")
+    data = pairs.split("ar")
+    texts = data.texts(cfg.source)
+    opt = ar_optimizer(ar, cfg.lr, cfg.head_lr)
+    ar.train()
+    losses = []
+    for step, total, idx in batches(len(data), cfg.batch_size, seed=cfg.seed, epochs=cfg.epochs):
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(step, total, g["base_lr"])
+        loss = ar_loss(ar, [texts[i] for i in idx], data.vectors[idx], cfg.max_length, dtype)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in ar.parameters() if p.requires_grad], 1.0)
+        opt.step()
+        losses.append(loss.item())
+        if log_fn and (step % 20 == 0 or step == total - 1):
+            log_fn({"stage": "ar_sft", "step": step, "of": total, "loss": sum(losses[-20:]) / len(losses[-20:])})
+        if budget is not None and budget.out(margin=30):
+            log.warning("AR stage stopped by the time budget at step %d/%d", step, total)
+            break
+    ar.eval()
+    summary = {"config": asdict(cfg), "steps": len(losses), "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:]))}
+    if eval_pairs is not None:
+        summary.update(gold_ceiling(ar, eval_pairs, ref, cfg.source, dtype))
+    save_state(ckpt, {"lora": lora_state(ar.backbone), "head": ar.value_head.state_dict()})
+    write_stage_done(out, "ar_sft", summary)
+    return ar
+
+
+@torch.no_grad()
+def gold_ceiling(ar: Reconstructor, eval_pairs: Pairs, ref: Reference, source: str, dtype=None) -> dict:
+    """Held-out fve_nrm of the AR fed the gold warm-start text, and fed a shuffled pairing (control)."""
+    texts = eval_pairs.texts(source) if source in eval_pairs.rows[0]["explanations"] else eval_pairs.texts("template")
+    pred = ar.reconstruct(texts, dtype=dtype)
+    perm = torch.randperm(len(texts), generator=torch.Generator().manual_seed(0))
+    pred_shuf = pred[perm]
+    return {"eval_gold_fve_nrm": summarize(fve_nrm(pred, eval_pairs.vectors, ref.mu_nrm)),
+            "eval_shuffled_fve_nrm": summarize(fve_nrm(pred_shuf, eval_pairs.vectors, ref.mu_nrm))}

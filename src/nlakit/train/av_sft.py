@@ -1,0 +1,94 @@
+"""Stage 2 — AV supervised: injected activation -> warm-start explanation (next-token cross-entropy on the response).
+
+    nlakit train av --data runs/smol/data --out runs/smol
+
+The AV is a copy of the target with LoRA adapters; the activation replaces the marker's embedding exactly as at
+inference (`Verbalizer.embed`). The loss covers the wrapped explanation and the turn-end token only (prompt masked).
+Saves ``av_sft.pt`` (adapter) and a held-out evaluation with the SFT-time AR.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from nlakit.metrics import Reference
+from nlakit.reconstructor import Reconstructor
+from nlakit.train.common import (Budget, Pairs, add_lora, batches, cosine_lr, load_lora_state, lora_state, save_state,
+                                 seed_everything, stage_done, write_stage_done)
+from nlakit.train.heldout import evaluate_heldout
+from nlakit.verbalizer import Verbalizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AVConfig:
+    source: str = "template"
+    rank: int = 24
+    lr: float = 5e-4
+    batch_size: int = 64
+    epochs: float = 2.0
+    seed: int = 0
+    dtype: str | None = None
+    eval_max_new_tokens: int = 96
+
+
+def new_av(target, meta, rank: int) -> Verbalizer:
+    model = add_lora(copy.deepcopy(target.model), rank)
+    model.requires_grad_(False)
+    for n, p in model.named_parameters():
+        if "lora_" in n:
+            p.requires_grad_(True)
+    return Verbalizer(model, target.tokenizer, meta)
+
+
+def sft_loss(av: Verbalizer, vectors: torch.Tensor, responses: list[list[int]], dtype) -> torch.Tensor:
+    embeds, mask, labels = av.batch(vectors, responses)
+    with torch.autocast(device_type=embeds.device.type, dtype=dtype, enabled=dtype is not None):
+        logits = av.model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits  # (B, T, V)
+    return torch.nn.functional.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+
+
+def train_av(cfg: AVConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None, ar: Reconstructor, ref: Reference, out: Path,
+             budget: Budget | None = None, log_fn: Callable[[dict], None] | None = None) -> Verbalizer:
+    """Train the AV on the ``av`` split; resumable from ``out/av_sft.pt``."""
+    seed_everything(cfg.seed)
+    av = new_av(target, meta, cfg.rank)
+    ckpt = out / "av_sft.pt"
+    if stage_done(out, "av_sft") and ckpt.exists():
+        load_lora_state(av.model, torch.load(ckpt, map_location="cpu", weights_only=False)["lora"])
+        return av
+    dtype = {"bfloat16": torch.bfloat16}.get(cfg.dtype or "")
+    data = pairs.split("av")
+    responses = av.response_ids(data.texts(cfg.source))
+    params = [p for p in av.model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    av.model.train()
+    losses = []
+    for step, total, idx in batches(len(data), cfg.batch_size, seed=cfg.seed, epochs=cfg.epochs):
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(step, total, cfg.lr)
+        loss = sft_loss(av, data.vectors[idx], [responses[i] for i in idx], dtype)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        losses.append(loss.item())
+        if log_fn and (step % 20 == 0 or step == total - 1):
+            log_fn({"stage": "av_sft", "step": step, "of": total, "loss": sum(losses[-20:]) / len(losses[-20:])})
+        if budget is not None and budget.out(margin=60):
+            log.warning("AV stage stopped by the time budget at step %d/%d", step, total)
+            break
+    av.model.eval()
+    summary = {"config": asdict(cfg), "steps": len(losses), "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:]))}
+    if eval_pairs is not None:
+        summary["eval"] = evaluate_heldout(av, ar, eval_pairs, ref, max_new_tokens=cfg.eval_max_new_tokens, dtype=dtype)
+    save_state(ckpt, {"lora": lora_state(av.model)})
+    write_stage_done(out, "av_sft", summary)
+    return av

@@ -1,0 +1,193 @@
+"""Pieces every training stage shares: LoRA wrapping, the pair dataset, checkpoints, the time budget, held-out eval."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nlakit.errors import NlakitError
+from nlakit.io import atomic_path, write_json
+from nlakit.metrics import Reference
+
+log = logging.getLogger(__name__)
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def add_lora(module: torch.nn.Module, rank: int, alpha: float | None = None, dropout: float = 0.0):
+    """Wrap `module` with a fresh PEFT LoRA adapter on every attention and MLP projection."""
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, lora_dropout=dropout, target_modules=LORA_TARGETS, bias="none")
+    model = get_peft_model(module, cfg)
+    return model
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Budget:
+    """Wall-clock budget shared by all stages of one `train all` call."""
+
+    def __init__(self, seconds: float | None):
+        self.start = time.monotonic()
+        self.seconds = seconds
+
+    def left(self) -> float:
+        return math.inf if self.seconds is None else self.seconds - (time.monotonic() - self.start)
+
+    def out(self, margin: float = 0.0) -> bool:
+        return self.left() <= margin
+
+
+def parse_duration(text: str | None) -> float | None:
+    """'9m', '90s', '1h', '300' -> seconds; None/'' -> no limit."""
+    if text in (None, "", "none"):
+        return None
+    text = str(text).strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        if text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except (ValueError, IndexError) as e:
+        raise NlakitError(f"bad duration {text!r}", "write it like 9m, 540s or 1h") from e
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the pair dataset written by datagen
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class Pairs:
+    """(activation, explanation) pairs with their split. vectors: (N, D) float32."""
+
+    vectors: torch.Tensor
+    rows: list[dict]  # per pair: doc, pos, token, kind, split, explanations {source: text}
+
+    def split(self, name: str) -> "Pairs":
+        idx = [i for i, r in enumerate(self.rows) if r["split"] == name]
+        return Pairs(self.vectors[idx], [self.rows[i] for i in idx])
+
+    def texts(self, source: str) -> list[str]:
+        try:
+            return [r["explanations"][source] for r in self.rows]
+        except KeyError as e:
+            known = sorted(self.rows[0]["explanations"]) if self.rows else []
+            raise NlakitError(f"explanation source {source!r} is not in this dataset", f"use one of {known}") from e
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+PAIRS_VECTORS = "pairs.safetensors"
+PAIRS_ROWS = "pairs.jsonl"
+REFERENCE = "reference.safetensors"
+
+
+def save_pairs(directory: Path, pairs: Pairs) -> None:
+    from safetensors.torch import save_file
+
+    with atomic_path(directory / PAIRS_VECTORS) as tmp:
+        save_file({"vectors": pairs.vectors.contiguous()}, str(tmp))
+    with atomic_path(directory / PAIRS_ROWS) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for r in pairs.rows:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def load_pairs(directory: str | Path) -> Pairs:
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    if not (directory / PAIRS_VECTORS).exists():
+        raise NlakitError(f"{directory} holds no datagen output ({PAIRS_VECTORS} missing)", "run `nlakit datagen --out DIR` first")
+    vectors = load_file(str(directory / PAIRS_VECTORS))["vectors"].float()
+    rows = [json.loads(l) for l in open(directory / PAIRS_ROWS, encoding="utf-8")]
+    assert len(rows) == vectors.shape[0], "pairs.jsonl and pairs.safetensors disagree"
+    return Pairs(vectors, rows)
+
+
+def load_reference_file(directory: str | Path) -> Reference:
+    from nlakit.bundle import load_reference
+
+    return load_reference(Path(directory) / REFERENCE)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# checkpoints (small files: adapters, heads, optimiser state, RNG, step)
+# ---------------------------------------------------------------------------------------------------------------
+def save_state(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_state(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)  # our own checkpoint, never a user-supplied file
+
+
+def lora_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()}
+
+
+def load_lora_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    from peft import set_peft_model_state_dict
+
+    set_peft_model_state_dict(model, state)
+
+
+def write_stage_done(directory: Path, name: str, summary: dict) -> None:
+    write_json(directory / f"{name}.done.json", summary)
+
+
+def stage_done(directory: Path, name: str) -> dict | None:
+    p = directory / f"{name}.done.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def cosine_lr(step: int, total: int, base: float, warmup: int = 20, floor: float = 0.1) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def batches(n: int, batch_size: int, *, seed: int, epochs: float = 1.0):
+    """Shuffled index batches over `epochs` passes (fractional epochs allowed), (step, idx) pairs."""
+    g = torch.Generator().manual_seed(seed)
+    total = int(math.ceil(n * epochs / batch_size))
+    perm = torch.randperm(n, generator=g)
+    k = 0
+    for step in range(total):
+        if k + batch_size > n:
+            perm = torch.randperm(n, generator=g)
+            k = 0
+        yield step, total, perm[k : k + batch_size]
+        k += batch_size

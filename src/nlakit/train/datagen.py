@@ -1,0 +1,216 @@
+"""Stage 0 — data generation: activations of the target plus warm-start explanations, with no external API.
+
+    nlakit datagen --target smollm2 --layer 20 --out runs/smol/data --n-docs 12000
+
+For each sampled training document (never the held-out file): tokenize the first `max_tokens` tokens (chat and math
+documents are rendered with the target's chat template, so chat-formatted data is included), sample positions spread
+over the document (skipping attention sinks and the first `min_position` tokens), run the target once, keep the
+layer-L vector and the target's own next-token predictions, and write explanation targets from two sources:
+
+- ``template``: a sentence template from the context and the target's own predictions — the genre, the last
+  `tail_tokens` tokens of context, the current token, and the target's top next-token guesses;
+- ``self``: the ``template`` text preceded by the target's own one-line description of the document so far
+  (the target is asked, through its chat template, what the text is about).
+
+Both are natural language; `nlakit train` picks one with ``--source``. Documents are split (by document) into
+``av`` (AV supervised), ``ar`` (AR supervised) and ``rl`` portions. The reference statistics that FVE is centred on
+are computed from all training vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from nlakit.errors import NlakitError
+from nlakit.io import read_jsonl
+from nlakit.metrics import Reference
+from nlakit.targets import Target
+from nlakit.train.common import REFERENCE, Pairs, save_pairs, stage_done, write_stage_done
+
+log = logging.getLogger(__name__)
+
+KIND_WORDS = {"prose": "non-fiction prose", "fiction": "a story", "chat": "a chat between a user and an assistant",
+              "math": "a math word problem", "code": "programming documentation or code", "multilingual": "non-English text"}
+
+
+@dataclass(frozen=True)
+class DatagenConfig:
+    data: str  # training JSONL(.gz); never the held-out file
+    out: str
+    layer: int
+    n_docs: int = 6000
+    positions_per_doc: int = 6
+    max_tokens: int = 256
+    min_position: int = 16
+    tail_tokens: int = 12
+    n_guesses: int = 3  # next-token guesses in the template
+    describe: bool = True  # also write the `self` source (costs one short generation per document)
+    describe_tokens: int = 24
+    split: tuple[float, float, float] = (0.4, 0.3, 0.3)  # av / ar / rl, by document
+    batch_size: int = 32
+    seed: int = 42
+    dtype: str | None = None  # autocast dtype on GPU, e.g. "bfloat16"
+    eval_data: str | None = None  # held-out JSONL: evaluation positions only, never trained on
+    eval_positions: int = 512
+
+
+def _doc_text(target: Target, row: dict) -> str:
+    msgs = row.get("messages")
+    if msgs and getattr(target.tokenizer, "chat_template", None):
+        try:
+            return target.chat_text([{"role": m["role"], "content": m["content"]} for m in msgs], add_generation_prompt=False)
+        except Exception:  # a template that rejects the roles: fall back to the plain rendering
+            pass
+    return row["text"]
+
+
+def _clean(s: str) -> str:
+    return " ".join(s.replace("\n", " / ").split())
+
+
+def template_explanation(kind: str, tail: str, token: str, guesses: list[str]) -> str:
+    """The `template` source text. Plain sentences, no raw dumps."""
+    genre = KIND_WORDS.get(kind, "text")
+    g = ", ".join(f'"{_clean(x)}"' for x in guesses if _clean(x)) or "unclear"
+    return (f"This is {genre}. The text so far ends with: \"…{_clean(tail)}\".\n\n"
+            f"The current token is \"{_clean(token)}\". The next word is likely one of {g}.")
+
+
+def _split_of(doc_id: str, seed: int, split: tuple[float, float, float]) -> str:
+    h = int(hashlib.sha256(f"{seed}|{doc_id}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "av" if h < split[0] else ("ar" if h < split[0] + split[1] else "rl")
+
+
+@torch.no_grad()
+def _describe(target: Target, contexts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
+    prompts = [f"In one short sentence, what is the following text about?\n\n{c[-1200:]}" for c in contexts]
+    outs = target.generate(prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    return [_clean(o).split(". ")[0].strip().rstrip(".") + "." if o.strip() else "" for o in outs]
+
+
+def datagen(cfg: DatagenConfig, target: Target, progress: Callable[[str, int, int], None] | None = None) -> Path:
+    """Run data generation; resumable (a finished run is not redone). Returns the output directory."""
+    out = Path(cfg.out)
+    if stage_done(out, "datagen"):
+        log.info("datagen already done in %s", out)
+        return out
+    if "heldout" in Path(cfg.data).name:
+        raise NlakitError(f"{cfg.data} looks like the held-out evaluation file", "generate training data from the training corpus")
+    target.check_layer(cfg.layer)
+    docs = read_jsonl(cfg.data)
+    rng = random.Random(cfg.seed)
+    rng.shuffle(docs)
+    docs = [d for d in docs if isinstance(d.get("text"), str) and d["text"].strip()][: cfg.n_docs]
+    if not docs:
+        raise NlakitError(f"{cfg.data} has no documents with text", 'write one {"text": ...} object per line')
+    tok = target.tokenizer
+    special = set(tok.all_special_ids or [])
+    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(cfg.dtype or "", None)
+
+    vectors: list[torch.Tensor] = []
+    rows: list[dict] = []
+    describe_jobs: list[tuple[int, str]] = []  # (first row index of the doc, context to describe)
+    done = n_tokens = 0
+    for s in range(0, len(docs), cfg.batch_size):
+        chunk = docs[s : s + cfg.batch_size]
+        texts = [_doc_text(target, d) for d in chunk]
+        enc = target.encode(texts, max_length=cfg.max_tokens)
+        n_tokens += sum(enc.lengths)
+        ids, mask = enc.input_ids.to(target.device), enc.attention_mask.to(target.device)
+        with torch.autocast(device_type=ids.device.type, dtype=dtype, enabled=dtype is not None):
+            outp = target.model(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
+        h = outp.hidden_states[cfg.layer + 1].float()  # (B, T, D): output of block `layer`
+        top = outp.logits.float().topk(cfg.n_guesses, dim=-1).indices.cpu()  # (B, T, k)
+        h = h.cpu()
+        for j, doc in enumerate(chunk):
+            n = enc.lengths[j]
+            tids = enc.input_ids[j, :n].tolist()
+            cand = [p for p in range(cfg.min_position, n) if tids[p] not in special]
+            if not cand:
+                continue
+            prng = random.Random(f"{cfg.seed}|{doc.get('id', s + j)}")
+            pos = sorted(prng.sample(cand, min(cfg.positions_per_doc, len(cand))))
+            split = _split_of(str(doc.get("id", s + j)), cfg.seed, cfg.split)
+            first_row = len(rows)
+            for p in pos:
+                tail = tok.decode(tids[max(0, p - cfg.tail_tokens + 1) : p + 1])
+                token = tok.decode([tids[p]])
+                guesses = [tok.decode([t]) for t in top[j, p].tolist()]
+                rows.append({"doc": str(doc.get("id", s + j)), "pos": p, "token": token, "kind": doc.get("kind", "text"),
+                             "split": split, "text": texts[j][: enc.offsets[j][p][1]][-400:], "explanations": {"template": template_explanation(doc.get("kind", "text"), tail, token, guesses)}})
+                vectors.append(h[j, p].clone())
+            if cfg.describe:
+                describe_jobs.append((first_row, texts[j][: enc.offsets[j][pos[0]][1]]))
+        done += len(chunk)
+        if progress:
+            progress("extract", done, len(docs))
+
+    if cfg.describe and describe_jobs:
+        descs: list[str] = []
+        for s in range(0, len(describe_jobs), 256):
+            descs += _describe(target, [c for _, c in describe_jobs[s : s + 256]], cfg.describe_tokens, batch_size=128)
+            if progress:
+                progress("describe", min(s + 256, len(describe_jobs)), len(describe_jobs))
+        bounds = [r for r, _ in describe_jobs] + [len(rows)]
+        for k, desc in enumerate(descs):
+            for r in range(bounds[k], bounds[k + 1]):
+                base = rows[r]["explanations"]["template"]
+                rows[r]["explanations"]["self"] = (f"The model reads this as: {desc}\n\n{base}" if desc else base)
+
+    V = torch.stack(vectors)
+    pairs = Pairs(V, rows)
+    out.mkdir(parents=True, exist_ok=True)
+    save_pairs(out, pairs)
+    from nlakit.bundle import save_reference
+
+    save_reference(Reference.from_vectors(V), out / REFERENCE)
+    if cfg.eval_data:
+        ev = eval_pairs(target, cfg.eval_data, cfg.layer, n=cfg.eval_positions, max_tokens=cfg.max_tokens, seed=cfg.seed,
+                        tail_tokens=cfg.tail_tokens, n_guesses=cfg.n_guesses, dtype=dtype)
+        save_pairs(out / "eval", ev)
+    counts = {k: sum(r["split"] == k for r in rows) for k in ("av", "ar", "rl")}
+    write_stage_done(out, "datagen", {"config": asdict(cfg), "n_pairs": len(rows), "n_docs": len(docs), "splits": counts,
+                                      "sources": sorted(rows[0]["explanations"]) if rows else [], "tokens": n_tokens})
+    return out
+
+
+@torch.no_grad()
+def eval_pairs(target: Target, data: str, layer: int, *, n: int, max_tokens: int = 256, min_position: int = 33,
+               per_doc: int = 2, seed: int = 42, tail_tokens: int = 12, n_guesses: int = 3, dtype=None) -> Pairs:
+    """Held-out evaluation positions (>= `min_position`, `per_doc` per document, seeded), with gold template texts."""
+    docs = read_jsonl(data)
+    rng = random.Random(seed + 1)
+    rng.shuffle(docs)
+    tok = target.tokenizer
+    special = set(tok.all_special_ids or [])
+    vectors, rows = [], []
+    for s in range(0, len(docs), 32):
+        if len(rows) >= n:
+            break
+        chunk = docs[s : s + 32]
+        texts = [_doc_text(target, d) for d in chunk]
+        enc = target.encode(texts, max_length=max_tokens)
+        ids, mask = enc.input_ids.to(target.device), enc.attention_mask.to(target.device)
+        with torch.autocast(device_type=ids.device.type, dtype=dtype, enabled=dtype is not None):
+            outp = target.model(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
+        h = outp.hidden_states[layer + 1].float().cpu()
+        top = outp.logits.float().topk(n_guesses, dim=-1).indices.cpu()
+        for j, doc in enumerate(chunk):
+            tids = enc.input_ids[j, : enc.lengths[j]].tolist()
+            cand = [p for p in range(min_position, len(tids)) if tids[p] not in special]
+            for p in sorted(random.Random(f"eval|{seed}|{doc.get('id', s + j)}").sample(cand, min(per_doc, len(cand)))):
+                tail = tok.decode(tids[max(0, p - tail_tokens + 1) : p + 1])
+                token = tok.decode([tids[p]])
+                guesses = [tok.decode([t]) for t in top[j, p].tolist()]
+                rows.append({"doc": str(doc.get("id", s + j)), "pos": p, "token": token, "kind": doc.get("kind", "text"),
+                             "split": "eval", "text": texts[j][: enc.offsets[j][p][1]][-400:],
+                             "explanations": {"template": template_explanation(doc.get("kind", "text"), tail, token, guesses)}})
+                vectors.append(h[j, p].clone())
+    return Pairs(torch.stack(vectors[:n]), rows[:n])

@@ -1,0 +1,187 @@
+"""`nlakit train all`: datagen -> AR supervised -> AV supervised -> RL -> held-out eval -> bundle, under a time budget.
+
+    nlakit train all --target smollm2 --layer 20 --out runs/smol --time-budget 9m --resume
+
+Every stage is resumable: finished stages leave ``<stage>.done.json`` and are skipped, RL continues from
+``rl_state.pt``. When the budget runs out mid-RL the run checkpoints, writes the bundle so far and exits; call it
+again to continue. The bundle (``out/bundle``: LoRA adapters in bf16, AR head, sidecar, reference) stays small.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from nlakit.bundle import NLA, save_bundle
+from nlakit.errors import NlakitError
+from nlakit.io import write_json
+from nlakit.meta import NLAMeta
+from nlakit.targets import Target, load_target
+from nlakit.train.ar_sft import ARConfig, gold_ceiling, new_ar, train_ar
+from nlakit.train.av_sft import AVConfig, train_av
+from nlakit.train.common import Budget, load_lora_state, load_pairs, load_reference_file, parse_duration, stage_done
+from nlakit.train.datagen import DatagenConfig, datagen
+from nlakit.train.heldout import evaluate_heldout
+from nlakit.train.rl import RLConfig, train_rl
+from nlakit.verbalizer import new_meta_for
+
+log = logging.getLogger(__name__)
+
+
+def default_corpus(name: str) -> str:
+    """`$NLAKIT_CORPUS/<name>`, else `../shared/corpus/<name>` or `shared/corpus/<name>` from the working directory."""
+    cands = []
+    if os.environ.get("NLAKIT_CORPUS"):
+        cands.append(Path(os.environ["NLAKIT_CORPUS"]) / name)
+    cands += [Path("../shared/corpus") / name, Path("shared/corpus") / name]
+    for c in cands:
+        if c.exists():
+            return str(c)
+    raise NlakitError(f"no corpus file {name} found (looked in {', '.join(map(str, cands))})",
+                      "pass --data FILE.jsonl(.gz), or set NLAKIT_CORPUS to the folder holding it")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    out: str
+    target: str = "smollm2"
+    layer: int = 20
+    data: str | None = None  # training JSONL; default: the shared corpus
+    eval_data: str | None = None  # held-out JSONL for evaluation only; default: the shared corpus's heldout file
+    source: str = "template"  # warm-start explanation source (see datagen)
+    injection_scale: float | None = None  # default: a round number a bit above the mean training norm
+    device: str | None = "auto"
+    dtype: str | None = None  # autocast dtype; default bfloat16 on CUDA, none on CPU
+    time_budget: str | None = None
+    n_docs: int = 6000
+    positions_per_doc: int = 6
+    describe: bool = True
+    eval_positions: int = 512
+    final_eval_positions: int = 1024
+    datagen_batch: int = 32
+    ar: ARConfig = field(default_factory=ARConfig)
+    av: AVConfig = field(default_factory=AVConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+
+
+def auto_injection_scale(norm_mean: float) -> float:
+    """'A round number a bit above the mean L2 norm of the dataset vectors' (the released recipe)."""
+    mag = 10 ** math.floor(math.log10(max(norm_mean, 1e-6)))
+    step = mag / 2 if norm_mean / mag < 5 else mag
+    return float(math.ceil(norm_mean * 1.1 / step) * step)
+
+
+class RunLog:
+    """Appends JSON lines to out/log.jsonl and forwards each record to an optional callback (the CLI's progress)."""
+
+    def __init__(self, out: Path, callback: Callable[[dict], None] | None = None):
+        self.path = out / "log.jsonl"
+        self.callback = callback
+
+    def __call__(self, rec: dict) -> None:
+        rec = {"time": time.time(), **rec}
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+        if self.callback:
+            self.callback(rec)
+
+
+def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, target: Target | None = None) -> dict:
+    """Run (or continue) the whole pipeline. Returns the results dict also written to out/results.json."""
+    budget = Budget(parse_duration(cfg.time_budget))
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runlog = RunLog(out, callback)
+    t0 = time.monotonic()
+    target = target or load_target(cfg.target, device=cfg.device)
+    dtype = cfg.dtype or ("bfloat16" if target.device.startswith("cuda") else None)
+    ar_cfg, av_cfg, rl_cfg = (replace(cfg.ar, source=cfg.source, dtype=dtype), replace(cfg.av, source=cfg.source, dtype=dtype),
+                              replace(cfg.rl, dtype=dtype))
+    timings: dict[str, float] = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else {}
+
+    def timed(name: str, t_start: float) -> None:
+        timings[name] = timings.get(name, 0.0) + time.monotonic() - t_start
+        write_json(out / "timings.json", timings)
+
+    # 0. data
+    t = time.monotonic()
+    data_dir = out / "data"
+    if not stage_done(data_dir, "datagen"):
+        dg = DatagenConfig(data=cfg.data or default_corpus("train.jsonl.gz"), out=str(data_dir), layer=cfg.layer,
+                           n_docs=cfg.n_docs, positions_per_doc=cfg.positions_per_doc, describe=cfg.describe,
+                           eval_data=cfg.eval_data or default_corpus("heldout.jsonl.gz"), eval_positions=cfg.eval_positions,
+                           batch_size=cfg.datagen_batch, dtype=dtype)
+        datagen(dg, target, progress=lambda stage, i, n: runlog({"stage": f"datagen/{stage}", "done": i, "of": n}))
+        timed("datagen", t)
+    pairs, ref = load_pairs(data_dir), load_reference_file(data_dir)
+    eval_pairs = load_pairs(data_dir / "eval") if (data_dir / "eval" / "pairs.safetensors").exists() else None
+
+    # the sidecar is fixed once and reused on resume
+    meta_dir = out / "meta"
+    if (meta_dir / "nla_meta.yaml").exists():
+        meta = NLAMeta.load(meta_dir)
+    else:
+        meta = new_meta_for(target.tokenizer, d_model=target.d_model, layer=cfg.layer,
+                            injection_scale=cfg.injection_scale or auto_injection_scale(ref.norm_mean), base_checkpoint=target.name)
+        meta = meta.with_(nlakit={"target": cfg.target, "source": cfg.source})
+        meta.save(meta_dir)
+
+    # 1. AR supervised
+    t = time.monotonic()
+    ar = train_ar(ar_cfg, target, meta, pairs, eval_pairs, ref, out, budget, runlog)
+    timed("ar_sft", t)
+    # 2. AV supervised
+    t = time.monotonic()
+    av = train_av(av_cfg, target, meta, pairs, eval_pairs, ar, ref, out, budget, runlog)
+    timed("av_sft", t)
+    # 3. RL (co-trains the AR)
+    t = time.monotonic()
+
+    def write_bundle(step: int) -> None:
+        save_bundle(NLA(av=av, ar=ar, meta=meta.with_(stage="rl", nlakit={**meta.nlakit, "rl_steps": step}), reference=ref),
+                    out / "bundle")
+
+    rl_summary = train_rl(rl_cfg, av, ar, pairs, eval_pairs, ref, out, budget, runlog, on_checkpoint=write_bundle)
+    timed("rl", t)
+    results = {"config": asdict(cfg), "target": target.name, "layer": cfg.layer, "device": _device_name(target.device),
+               "datagen": stage_done(data_dir, "datagen"), "ar_sft": stage_done(out, "ar_sft"), "av_sft": stage_done(out, "av_sft"),
+               "rl": {k: v for k, v in rl_summary.items() if k != "history"}, "rl_history": rl_summary["history"],
+               "timings_sec": timings, "finished": rl_summary["finished"]}
+    # 4. final held-out evaluation: co-trained AR, and the frozen SFT-time AR (so the RL gain is attributed honestly)
+    if rl_summary["finished"] and eval_pairs is not None and not budget.out(margin=20):
+        t = time.monotonic()
+        n = cfg.final_eval_positions
+        results["final_eval"] = evaluate_heldout(av, ar, eval_pairs, ref, max_new_tokens=rl_cfg.max_new_tokens,
+                                                 dtype=_dt(dtype), n=n)
+        sft_ar = new_ar(target, meta, ar_cfg.rank)
+        state = torch.load(out / "ar_sft.pt", map_location="cpu", weights_only=False)
+        load_lora_state(sft_ar.backbone, state["lora"])
+        sft_ar.value_head.load_state_dict(state["head"])
+        results["final_eval_frozen_ar"] = evaluate_heldout(av, sft_ar.eval(), eval_pairs, ref, max_new_tokens=rl_cfg.max_new_tokens,
+                                                           dtype=_dt(dtype), n=n, n_examples=0)
+        results["final_eval_gold_ceiling"] = gold_ceiling(ar, eval_pairs, ref, cfg.source, _dt(dtype))
+        timed("final_eval", t)
+    results["wall_sec_this_call"] = time.monotonic() - t0
+    write_bundle(rl_summary["steps_done"])
+    write_json(out / "results.json", results)
+    return results
+
+
+def _dt(name):
+    return {"bfloat16": torch.bfloat16}.get(name or "")
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    import platform
+
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"

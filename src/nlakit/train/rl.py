@@ -1,0 +1,220 @@
+"""Stage 3 — RL: GRPO on the AV with reward = -mse_nrm from the (co-trained) AR.
+
+    nlakit train rl --data runs/smol/data --out runs/smol --steps 300
+
+The variant, exactly:
+- each step samples `n_prompts` activations from the ``rl`` split and `group` explanations per activation at
+  temperature `temperature`, capped at `max_new_tokens`;
+- reward = -mse_nrm(AR(explanation), v) = -2 (1 - cos); a failed parse or a capped (truncated) sample gets the
+  fixed penalty -2.0 (orthogonal-equivalent, `nla-checkpoint-format.md` §7);
+- advantages are normalised within each group: (r - mean_g) / (std_g + 1e-4); no value function;
+- one on-policy update per batch (so no ratio clipping is needed): loss = -mean_i(A_i * mean_t log p_it)
+  + `kl_coef` * mean_t KL_k3(p || p_sft), the k3 estimator against the frozen supervised AV; per-token mean
+  within a sequence, then mean over sequences;
+- the AR keeps training online: one supervised step on the batch's fresh, parsed explanations (its gradient never
+  reaches the AV).
+Checkpoints (`rl_state.pt`: adapters, heads, optimisers, RNG, step, log) are written every `save_every` steps and
+when the time budget runs out; the next call resumes from them.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import torch
+
+from nlakit.metrics import Reference, fve_baseline, mse_nrm
+from nlakit.reconstructor import Reconstructor
+from nlakit.train.ar_sft import ar_loss, ar_optimizer
+from nlakit.train.common import (Budget, Pairs, load_lora_state, load_state, lora_state, rng_state, save_state,
+                                 seed_everything, set_rng_state, write_stage_done)
+from nlakit.train.heldout import copy_rate, evaluate_heldout, generate
+from nlakit.verbalizer import Verbalizer
+
+log = logging.getLogger(__name__)
+
+FAIL_REWARD = -2.0
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    steps: int = 300
+    n_prompts: int = 32
+    group: int = 8
+    temperature: float = 1.0
+    max_new_tokens: int = 96
+    lr: float = 2e-5  # AV LoRA
+    kl_coef: float = 0.02
+    ar_lr: float = 5e-5  # AR LoRA, online
+    ar_head_lr: float = 2e-4
+    co_train_ar: bool = True
+    micro_batch: int = 128  # sequences per backward pass
+    save_every: int = 25
+    eval_every: int = 50
+    eval_n: int = 256
+    seed: int = 0
+    dtype: str | None = None
+
+
+class Rollout(NamedTuple):
+    vectors: torch.Tensor  # (P*G, D) the activation each sample explains
+    responses: list[list[int]]  # (P*G) sampled token ids, EOS appended when the sample finished
+    texts: list[str]  # (P*G) parsed payloads (raw text when the parse failed)
+    ok: torch.Tensor  # (P*G,) bool: parsed and not truncated
+    rewards: torch.Tensor  # (P*G,)
+    advantages: torch.Tensor  # (P*G,)
+    lengths: torch.Tensor  # (P*G,) generated tokens
+
+
+def reward_fn(ar: Reconstructor, texts: list[str], vectors: torch.Tensor, ok: torch.Tensor, dtype=None) -> torch.Tensor:
+    """-mse_nrm of the AR's reconstruction; FAIL_REWARD where `ok` is False. (N,)"""
+    r = torch.full((len(texts),), FAIL_REWARD)
+    idx = ok.nonzero().flatten().tolist()
+    if idx:
+        pred = ar.reconstruct([texts[i] for i in idx], dtype=dtype)
+        r[idx] = -mse_nrm(pred, vectors[idx])
+    return r
+
+
+def group_advantages(rewards: torch.Tensor, group: int) -> torch.Tensor:
+    r = rewards.view(-1, group)
+    return ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)).flatten()
+
+
+@torch.no_grad()
+def rollout(av: Verbalizer, ar: Reconstructor, vectors: torch.Tensor, cfg: RLConfig, seed: int, dtype=None) -> Rollout:
+    rep = vectors.repeat_interleave(cfg.group, dim=0)  # (P*G, D), groups contiguous
+    av.model.eval()
+    with torch.autocast(device_type=av.device.type, dtype=dtype, enabled=dtype is not None):
+        rows = generate(av, rep, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=seed, batch_size=1024)
+    exps = av.decode(rows)
+    ok = torch.tensor([e.ok and not e.truncated for e in exps])
+    rewards = reward_fn(ar, [e.text for e in exps], rep, ok, dtype)
+    end = av.eos[0] if av.tokenizer.eos_token_id is None else int(av.tokenizer.eos_token_id)
+    responses = [[t for t in r if t >= 0] + ([] if (r and r[-1] == -1) else [end]) for r in rows]
+    responses = [r if r else [end] for r in responses]
+    return Rollout(rep, responses, [e.text for e in exps], ok, rewards, group_advantages(rewards, cfg.group),
+                   torch.tensor([e.n_tokens for e in exps], dtype=torch.float))
+
+
+def policy_step(av: Verbalizer, ref: Verbalizer, ro: Rollout, opt: torch.optim.Optimizer, cfg: RLConfig, dtype=None) -> dict:
+    """One GRPO update over the rollout, in micro-batches. Returns the mean KL and loss."""
+    av.model.train()
+    opt.zero_grad(set_to_none=True)
+    n = len(ro.responses)
+    kl_sum = loss_sum = 0.0
+    for s in range(0, n, cfg.micro_batch):
+        sl = slice(s, s + cfg.micro_batch)
+        resp = ro.responses[sl]
+        with torch.autocast(device_type=av.device.type, dtype=dtype, enabled=dtype is not None):
+            lp, mask = av.token_logprobs(ro.vectors[sl], resp)  # (b, R)
+            with torch.no_grad():
+                ref_lp, _ = ref.token_logprobs(ro.vectors[sl], resp)
+        ntok = mask.sum(1).clamp_min(1)
+        d = (ref_lp - lp) * mask
+        kl = ((d.exp() - d - 1) * mask).sum(1) / ntok  # k3 estimator per sequence
+        adv = ro.advantages[sl].to(lp.device)
+        loss_i = -adv * (lp.sum(1) / ntok) + cfg.kl_coef * kl
+        loss = loss_i.sum() / n
+        loss.backward()
+        kl_sum += kl.detach().sum().item()
+        loss_sum += loss.item()
+    torch.nn.utils.clip_grad_norm_([p for p in av.model.parameters() if p.requires_grad], 1.0)
+    opt.step()
+    av.model.eval()
+    return {"kl": kl_sum / n, "loss": loss_sum}
+
+
+def ar_step(ar: Reconstructor, opt, ro: Rollout, max_length: int = 256, dtype=None) -> float | None:
+    idx = ro.ok.nonzero().flatten().tolist()
+    if not idx:
+        return None
+    ar.train()
+    loss = ar_loss(ar, [ro.texts[i] for i in idx], ro.vectors[idx], max_length, dtype)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for p in ar.parameters() if p.requires_grad], 1.0)
+    opt.step()
+    ar.eval()
+    return loss.item()
+
+
+def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eval_pairs: Pairs | None, ref: Reference,
+             out: Path, budget: Budget | None = None, log_fn: Callable[[dict], None] | None = None,
+             on_checkpoint: Callable[[int], None] | None = None) -> dict:
+    """Run GRPO until `cfg.steps` or the budget; resumable from ``out/rl_state.pt``. Returns the stage summary."""
+    dtype = {"bfloat16": torch.bfloat16}.get(cfg.dtype or "")
+    data = pairs.split("rl")
+    ref_av = Verbalizer(copy.deepcopy(av.model).eval(), av.tokenizer, av.meta)  # frozen supervised AV (KL anchor)
+    ref_av.model.requires_grad_(False)
+    av_params = [p for p in av.model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(av_params, lr=cfg.lr, weight_decay=0.0)
+    ar_opt = ar_optimizer(ar, cfg.ar_lr, cfg.ar_head_lr)
+    B = fve_baseline(ref.mu_nrm)
+    state_path = out / "rl_state.pt"
+    history: list[dict] = []
+    start = 0
+    seed_everything(cfg.seed)
+    state = load_state(state_path)
+    if state is not None:
+        load_lora_state(av.model, state["av_lora"])
+        load_lora_state(ar.backbone, state["ar_lora"])
+        ar.value_head.load_state_dict(state["ar_head"])
+        opt.load_state_dict(state["opt"])
+        ar_opt.load_state_dict(state["ar_opt"])
+        set_rng_state(state["rng"])
+        history, start = state["history"], state["step"]
+        log.info("resuming RL at step %d", start)
+
+    def checkpoint(step: int) -> None:
+        save_state(state_path, {"av_lora": lora_state(av.model), "ar_lora": lora_state(ar.backbone),
+                                "ar_head": ar.value_head.state_dict(), "opt": opt.state_dict(), "ar_opt": ar_opt.state_dict(),
+                                "rng": rng_state(), "history": history, "step": step, "config": asdict(cfg)})
+        if on_checkpoint:
+            on_checkpoint(step)
+
+    g = torch.Generator().manual_seed(cfg.seed)
+    for _ in range(start):  # keep the prompt sampler in step after a resume
+        torch.randint(0, len(data), (cfg.n_prompts,), generator=g)
+    step = start
+    for step in range(start, cfg.steps):
+        if budget is not None and budget.out(margin=90):
+            log.warning("RL stopped by the time budget at step %d/%d", step, cfg.steps)
+            break
+        t0 = time.monotonic()
+        idx = torch.randint(0, len(data), (cfg.n_prompts,), generator=g)
+        ro = rollout(av, ar, data.vectors[idx], cfg, seed=cfg.seed * 100003 + step, dtype=dtype)
+        t_gen = time.monotonic() - t0
+        stats = policy_step(av, ref_av, ro, opt, cfg, dtype)
+        ar_l = ar_step(ar, ar_opt, ro, dtype=dtype) if cfg.co_train_ar else None
+        okr = ro.rewards[ro.ok]
+        ctx = [data.rows[i]["text"] if "text" in data.rows[i] else "" for i in idx.repeat_interleave(cfg.group).tolist()]
+        rec = {"step": step + 1, "reward": ro.rewards.mean().item(),
+               "fve_nrm": (1 + okr / B).mean().item() if len(okr) else None,  # 1 - mse/B on parsed samples
+               "ok_rate": ro.ok.float().mean().item(), "kl": stats["kl"], "length": ro.lengths.mean().item(),
+               "copy_rate_4gram": sum(copy_rate(t, c) for t, c in zip(ro.texts, ctx)) / len(ctx),
+               "ar_loss": ar_l, "sec": time.monotonic() - t0, "gen_sec": t_gen}
+        history.append(rec)
+        if log_fn:
+            log_fn({"stage": "rl", **rec})
+        if eval_pairs is not None and cfg.eval_every and (step + 1) % cfg.eval_every == 0:
+            ev = evaluate_heldout(av, ar, eval_pairs, ref, max_new_tokens=cfg.max_new_tokens, dtype=dtype, n=cfg.eval_n, n_examples=0)
+            history[-1]["eval_fve_nrm"] = ev["fve_nrm"]["mean"]
+            if log_fn:
+                log_fn({"stage": "rl_eval", "step": step + 1, "eval_fve_nrm": ev["fve_nrm"]["mean"]})
+        if (step + 1) % cfg.save_every == 0:
+            checkpoint(step + 1)
+    else:
+        step = cfg.steps
+    done_steps = history[-1]["step"] if history else start
+    checkpoint(done_steps)
+    summary = {"config": asdict(cfg), "steps_done": done_steps, "finished": done_steps >= cfg.steps,
+               "seconds": sum(h["sec"] for h in history), "history": history}
+    if done_steps >= cfg.steps:
+        write_stage_done(out, "rl", {k: v for k, v in summary.items() if k != "history"})
+    return summary
