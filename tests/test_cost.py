@@ -340,3 +340,13 @@ def test_cli_errors_are_nlakit_errors():
     assert isinstance(res.exception, NlakitError) and "--av-layers" in str(res.exception)
     res = _cli(["--model", "nope"])
     assert isinstance(res.exception, NlakitError)
+
+
+def test_a_wider_replica_cuts_latency_not_gpu_seconds():
+    cfg = CostConfig(target=cost.resolve_model("7b"), efficiency=Efficiency(0.5, 0.5))
+    a, b = cost.estimate(cfg), cost.estimate(dataclasses.replace(cfg, gpus_per_replica=4))
+    assert b["gpus_per_replica"]["av_decode"] == 4 * a["gpus_per_replica"]["av_decode"]
+    assert b["per_activation"]["gpu_s"] == pytest.approx(a["per_activation"]["gpu_s"])
+    assert b["per_activation"]["latency_s"] < a["per_activation"]["latency_s"]
+    for s in (a, b):
+        assert s["per_activation"]["latency_s_batch1"] <= s["per_activation"]["latency_s"]

@@ -170,6 +170,7 @@ def register(app: typer.Typer) -> None:
         serving_batch: Optional[int] = typer.Option(None, help="Serving: concurrent sequences per replica (default 64)."),
         serving_context: Optional[int] = typer.Option(None, help="Serving: mean attended context (default 4096)."),
         monitor_batch: Optional[int] = typer.Option(None, help="Monitor: AV/AR batch (default 256)."),
+        gpus_per_replica: Optional[int] = typer.Option(None, help="GPUs per replica (default: smallest power of two that fits); cuts latency."),
         latency_budget_s: Optional[float] = typer.Option(None, help="Blocking monitor: latency budget in s (default 2)."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for cost.json + cost.html."),
     ) -> None:
@@ -215,7 +216,7 @@ def register(app: typer.Typer) -> None:
             "tokens_per_day": tokens_per_day, "transcripts_per_day": transcripts_per_day, "every_k": every_k,
             "sample_fraction": sample_fraction, "tokens_per_transcript": tokens_per_transcript,
             "actions_per_transcript": actions_per_transcript, "serving_batch": serving_batch, "serving_context": serving_context,
-            "monitor_batch": monitor_batch, "latency_budget_s": latency_budget_s, "ar_layers": ar_layers,
+            "monitor_batch": monitor_batch, "latency_budget_s": latency_budget_s, "gpus_per_replica": gpus_per_replica, "ar_layers": ar_layers,
         }
         given = {k: v for k, v in given.items() if v is not None}
         configs = [lib.CostConfig(target=t, hardware=hw, efficiency=eff, av=av, include_ar=not no_ar, **given) for t in targets]

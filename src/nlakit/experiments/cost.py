@@ -151,6 +151,7 @@ class CostConfig:
     serving_batch: int = _arg(64, "sequences", "concurrent sequences per serving replica (assumption)")
     serving_context: int = _arg(4096, "tokens", "mean attended context per generated token; conservative (longer makes serving dearer)")
     monitor_batch: int = _arg(256, "sequences", "AV/AR batch: contexts are short (~250-600 tokens), so batching is easy (research facts §3)")
+    gpus_per_replica: int | None = _arg(None, "GPUs", "None = smallest power of two that holds weights + KV; more GPUs cut latency, not GPU-seconds")
     latency_budget_s: float = _arg(2.0, "s", "how long a tool call may wait for a blocking monitor (assumption)")
     bytes_per_param: float = _arg(2, "bytes", "bf16 weights")
     kv_bytes: float = _arg(2, "bytes", "bf16 KV cache")
@@ -171,6 +172,8 @@ class CostConfig:
             problems.append(f"sample_fraction must be in (0, 1] (got {self.sample_fraction})")
         if not 0 < self.memory_utilisation <= 1:
             problems.append(f"memory_utilisation must be in (0, 1] (got {self.memory_utilisation})")
+        if self.gpus_per_replica is not None and self.gpus_per_replica < 1:
+            problems.append(f"gpus_per_replica must be ≥ 1 (got {self.gpus_per_replica})")
         if self.ar_layers is not None and not 1 <= self.ar_layers <= self.target.n_layers:
             problems.append(f"ar_layers must be in [1, {self.target.n_layers}] (got {self.ar_layers})")
         if self.transcripts_per_day > self.tokens_per_day:
@@ -250,23 +253,27 @@ def _phase(cfg: CostConfig, m: ModelSpec, name: str, *, batch: int, n_new: float
 
 
 def _gpus(cfg: CostConfig, m: ModelSpec, batch: int, max_ctx: float) -> int:
-    return gpus_needed(m, batch=batch, max_ctx=max_ctx, hw=cfg.hardware, bytes_per_param=cfg.bytes_per_param,
-                       kv_bytes=cfg.kv_bytes, memory_utilisation=cfg.memory_utilisation)
+    return max(cfg.gpus_per_replica or 1, gpus_needed(m, batch=batch, max_ctx=max_ctx, hw=cfg.hardware, bytes_per_param=cfg.bytes_per_param,
+               kv_bytes=cfg.kv_bytes, memory_utilisation=cfg.memory_utilisation))
 
 
 def monitor_phases(cfg: CostConfig, batch: int | None = None) -> list[Phase]:
-    """AV prefill, AV decode and (if included) AR prefill for one batch of explained activations."""
+    """AV prefill, AV decode and (if included) AR prefill for one batch of explained activations.
+
+    Replicas are sized for the monitor batch even when `batch` is smaller (one request alone on them).
+    """
     b = batch if batch is not None else cfg.monitor_batch
     eff = cfg.efficiency
     av, ar, p, L = cfg.av_model, cfg.ar_model, cfg.av_prompt_len, cfg.explanation_len
-    g_av = _gpus(cfg, av, b, p + L)
+    g_av = _gpus(cfg, av, max(b, cfg.monitor_batch), p + L)
     phases = [
         _phase(cfg, av, "av_prefill", batch=b, n_new=p, ctx=0, calls=1, efficiency=eff.prefill, gpus=g_av),
         _phase(cfg, av, "av_decode", batch=b, n_new=1, ctx=p + (L - 1) / 2, calls=L, efficiency=eff.decode, gpus=g_av),
     ]
     if cfg.include_ar:
         t = L + cfg.ar_template_len
-        phases.append(_phase(cfg, ar, "ar_prefill", batch=b, n_new=t, ctx=0, calls=1, efficiency=eff.prefill, gpus=_gpus(cfg, ar, b, t)))
+        phases.append(_phase(cfg, ar, "ar_prefill", batch=b, n_new=t, ctx=0, calls=1, efficiency=eff.prefill,
+                             gpus=_gpus(cfg, ar, max(b, cfg.monitor_batch), t)))
     return phases
 
 
@@ -362,7 +369,7 @@ FORMULAS = [
     "serving one token = one decode call at serving_batch and serving_context",
     "multiple of serving = explained/day · GPU-s per activation / (tokens/day · GPU-s per served token)",
     "break-even fraction for overhead x = x · GPU-s per served token / GPU-s per activation",
-    "replica size = smallest power of 2 of GPUs with weights + batch·max_ctx·KV ≤ memory_utilisation·HBM",
+    "replica size = smallest power of 2 of GPUs with weights + batch·max_ctx·KV ≤ memory_utilisation·HBM (or gpus_per_replica if larger)",
 ]
 
 
@@ -370,7 +377,7 @@ GLOSSARY = {
     "per_activation.flops / gpu_s / usd": "cost of explaining one activation (AV prefill + AV decode + AR prefill), per sequence",
     "per_activation.gpu_s_if_compute_bound / _if_bandwidth_bound": "the same with only one roofline term, to show which binds",
     "per_activation.serving_token_equivalents": "one activation costs as much as this many generated tokens of the target (FLOPs; GPU-time)",
-    "per_activation.latency_s": "wall time of one explanation at the monitor batch (what a blocking monitor adds); _batch1 = best case",
+    "per_activation.latency_s": "wall time of one explanation at the monitor batch (what a blocking monitor adds); _batch1: one request alone on the same replica",
     "serving.gpu_s_per_token": "GPU-seconds to generate one token of the target at the serving batch and context",
     "policies[].multiple_of_serving": "monitoring GPU-hours per day / serving GPU-hours per day",
     "break_even[].fraction": "largest fraction of generated tokens explainable with monitoring ≤ overhead × serving; one_in = 1/fraction",
