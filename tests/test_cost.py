@@ -217,6 +217,7 @@ def test_calibrate_falls_back_when_overhead_bound_and_default_is_the_feasibility
     assert 0.01 < e.decode < 0.05  # 38k tok/s vs a ~1.4M tok/s roofline
     assert "feasibility" in e.source and "recalibrated" in e.source
     assert CostConfig(target=TOY).efficiency == e
+    assert "overhead-bound" in cost.run([CostConfig(target=TOY)])["efficiency_caveat"]
 
 
 def test_calibrate_prefill_from_extract_throughput():
@@ -306,6 +307,7 @@ def test_cli_writes_json_and_html(tmp_path):
     r = json.loads((tmp_path / "cost.json").read_text())
     assert r["kind"] == "cost" and len(r["scenarios"]) == 3
     assert r["efficiency"]["decode"] == 0.5 and "command line" in r["efficiency"]["source"]
+    assert r["efficiency_caveat"] is None  # both efficiencies set by hand: no "overhead-bound" warning
     assert "--decode-efficiency 0.5" in r["command"]
     assert any(s["hypothetical"] for s in r["scenarios"])
     assert {p["key"] for p in r["scenarios"][0]["policies"]} == {
@@ -316,6 +318,7 @@ def test_cli_writes_json_and_html(tmp_path):
     from nlakit.report import render
 
     assert "Sensitivity" in render("cost", r)
+    assert "Sensitivity" in render("cost", r, figs={})  # what `nlakit report` passes for kinds it has no figures for
 
 
 def test_cli_custom_target_gpu_and_calibration(tmp_path):

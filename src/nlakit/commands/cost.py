@@ -86,10 +86,9 @@ def figures(results: dict[str, Any]) -> dict[str, str]:
 
 
 def _print(results: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from nlakit.commands._common import console
     eff = results["efficiency"]
     hw = results["hardware"]
     console.print(
@@ -209,7 +208,8 @@ def register(app: typer.Typer) -> None:
                     "overhead_s_per_layer": None if overhead_ms_per_layer is None else overhead_ms_per_layer / 1e3}
         eff_over = {k: v for k, v in eff_over.items() if v is not None}
         if eff_over:
-            eff = dataclasses.replace(eff, **eff_over, source=f"set on the command line ({', '.join(eff_over)}); the rest: {eff.source}")
+            cal = None if eff.calibration is None else {**eff.calibration, "overridden": sorted(eff_over)}
+            eff = dataclasses.replace(eff, **eff_over, calibration=cal, source=f"set on the command line ({', '.join(eff_over)}); the rest: {eff.source}")
 
         given = {
             "explanation_len": explanation_len, "av_prompt_len": av_prompt_len, "ar_template_len": ar_template_len,
@@ -230,4 +230,6 @@ def register(app: typer.Typer) -> None:
 
             js = write_json(out / OUT_JSON, results)
             html = write_report("cost", js, out / OUT_HTML, figs=figures(results))
-            typer.echo(f"wrote {js} and {html}")
+            from nlakit.commands._common import console
+
+            console.print(f"wrote {js} and {html}")

@@ -416,8 +416,19 @@ def run(configs: list[CostConfig], fractions: int = 25, lengths: tuple[int, ...]
         "formulas": FORMULAS, "glossary": GLOSSARY, "overheads": list(OVERHEADS),
         "scenarios": scenarios,
         "sensitivity": {"fractions": grid, "lengths": list(lengths), "series": sens},
+        "efficiency_caveat": efficiency_caveat(first.efficiency),
         "notes": _notes(configs, scenarios),
     }
+
+
+def efficiency_caveat(eff: Efficiency) -> str | None:
+    """A warning when the decode efficiency is the overhead-bound fallback of `calibrate`, unchanged by the user."""
+    cal = eff.calibration or {}
+    if not cal.get("method", "").startswith("largest") or cal.get("overridden"):
+        return None
+    return (f"Efficiency {eff.decode:.3f} comes from a throughput that is launch-overhead-bound on a small model; applied to large "
+            "models it overstates absolute GPU-hours, $ and latency (the multiples of serving are less affected, since serving "
+            "uses the same efficiency). Recalibrate with --calibrate docs/benchmarks/engine.json.")
 
 
 def _notes(configs: list[CostConfig], scenarios: list[dict[str, Any]]) -> list[str]:
@@ -427,13 +438,9 @@ def _notes(configs: list[CostConfig], scenarios: list[dict[str, Any]]) -> list[s
     ]
     if any(c.target.hypothetical for c in configs):
         notes.append("The ~1T MoE target is hypothetical: no NLA has been trained at that scale.")
-    eff = configs[0].efficiency
-    if eff.calibration and eff.calibration.get("method", "").startswith("largest"):
-        notes.append(
-            f"Efficiency {eff.decode:.3f} comes from a throughput that is launch-overhead-bound on a small model; applied to large "
-            "models it overstates absolute GPU-hours, $ and latency (the multiples of serving are less affected, since serving "
-            "uses the same efficiency). Recalibrate with --calibrate docs/benchmarks/engine.json."
-        )
+    caveat = efficiency_caveat(configs[0].efficiency)
+    if caveat:
+        notes.append(caveat)
     binds = {s["per_activation"]["phases"][1]["binds"] for s in scenarios}
     notes.append(f"AV decode at the monitor batch is {'/'.join(sorted(binds))}-bound; serving decode is "
                  f"{'/'.join(sorted({s['serving']['per_token']['binds'] for s in scenarios}))}-bound.")
