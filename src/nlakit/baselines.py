@@ -65,6 +65,11 @@ class Samples:
         s, e = self.offsets[self.doc[i]][self.pos[i]]
         return self.texts[self.doc[i]][s:e]
 
+    def context(self, i: int, chars: int = 80) -> str:
+        """Up to `chars` characters of text before row i's token (the token itself excluded)."""
+        s, _ = self.offsets[self.doc[i]][self.pos[i]]
+        return self.texts[self.doc[i]][max(0, s - chars) : s]
+
     def window(self, i: int, k: int) -> list[int]:
         """The last `k` token ids up to and including row i's token (fewer near the start of the document)."""
         ids, p = self.token_ids[self.doc[i]], self.pos[i]

@@ -29,7 +29,7 @@ from nlakit.verbalizer import Explanation, check_vectors
 
 log = logging.getLogger(__name__)
 
-# progress(stage, advance, total): called as work gets done; `total` is known on the first call of a stage.
+# progress(stage, completed, total): called as work gets done, with the count completed so far in that stage.
 Progress = Callable[[str, int, "int | None"], None]
 
 
@@ -223,7 +223,7 @@ def _score_all(nla, target: Target, test: B.Samples, train: B.Samples | None, re
         aggregate.append(aggregate_row(name, per_baseline[name], cfg.seed))
     rows = []
     for i, r in enumerate(nla_part["rows"]):
-        rows.append({"doc": test.doc[i], "pos": test.pos[i], "token": test.token_text(i), **r,
+        rows.append({"doc": test.doc[i], "pos": test.pos[i], "token": test.token_text(i), "context": test.context(i), **r,
                      "baselines": {name: {"fve_nrm": float(m["fve_nrm"][i]), "cos": float(m["cos"][i])} for name, m in per_baseline.items()}})
     return {"aggregate": aggregate, "rows": rows, "parse_rate": nla_part["parse_rate"],
             "mean_explanation_tokens": nla_part["mean_explanation_tokens"],

@@ -1,0 +1,116 @@
+"""Shared pieces of the CLI verbs: Rich consoles, progress bars, option types, and loading a target or NLA.
+
+Only CLI code imports this module (Rich lives here, never in the library).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.console import Console
+
+from nlakit.errors import NlakitError
+
+console = Console()  # results (stdout)
+err_console = Console(stderr=True)  # progress and notes (stderr), so --json output stays clean
+
+# Reusable options (Typer reads the metadata from the default value).
+DeviceOpt = typer.Option("cpu", "--device", help="cpu, cuda or auto.")
+DtypeOpt = typer.Option("float32", "--dtype", help="Weights dtype: float32 or bfloat16.")
+BatchOpt = typer.Option(16, "--batch-size", min=1, help="Texts per forward pass.")
+NlaOpt = typer.Option("default", "--nla", help="NLA bundle directory, a released AV directory, or 'default' (the bundled one).")
+TargetOpt = typer.Option(None, "--target", help="Target model (smollm2, gemma3-270m, an HF dir, a .gguf, tiny:llama). "
+                                                "Default: the one the NLA names.")
+
+
+@contextmanager
+def progress_bar(enabled: bool = True) -> Iterator:
+    """Yield a `progress(stage, completed, total)` callback that drives one Rich bar per stage."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=False) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, completed: int, total: int | None) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=completed, total=total)
+
+        yield update
+
+
+def open_target(spec: str, device: str, dtype: str):
+    from nlakit.targets import load_target
+
+    with err_console.status(f"loading target {spec} …"):
+        return load_target(spec, device=device, dtype=dtype)
+
+
+def nla_dir(nla: str) -> Path:
+    """The directory an --nla value points at (raising the loader's clean error when there is none)."""
+    from nlakit.bundle import DEFAULT_BUNDLE, load_nla
+    from nlakit.meta import META_FILE
+
+    path = DEFAULT_BUNDLE if nla == "default" else Path(nla).expanduser()
+    if not (path / META_FILE).exists():
+        load_nla(nla)  # raises NlakitError naming the problem (no default bundle, missing dir, no sidecar)
+        raise NlakitError(f"{path} has no {META_FILE}", "pass an NLA bundle directory")  # pragma: no cover
+    return path
+
+
+def open_nla(nla: str, target: Optional[str], device: str, dtype: str):
+    """Load an NLA and the target it explains: --target, else the target named in the bundle's sidecar."""
+    from nlakit.bundle import load_nla
+    from nlakit.meta import NLAMeta
+
+    path = nla_dir(nla)
+    meta = NLAMeta.load(path)
+    spec = target or meta.nlakit.get("target")
+    if not spec:
+        raise NlakitError(f"{path} does not name the target model it explains", "pass --target MODEL")
+    tgt = open_target(spec, device, dtype)
+    with err_console.status(f"loading NLA {path} …"):
+        return load_nla(path, device=device, dtype=dtype, target=tgt), tgt
+
+
+def read_texts(source: str, text_key: str = "text", limit: Optional[int] = None) -> list[str]:
+    """A .jsonl(.gz) path → its `text_key` fields; anything else is taken as the text itself."""
+    from nlakit.io import read_jsonl
+
+    p = Path(source)
+    if source.endswith((".jsonl", ".jsonl.gz")):
+        rows = read_jsonl(p, limit=limit)
+        missing = [i for i, r in enumerate(rows, 1) if not isinstance(r.get(text_key), str)]
+        if missing:
+            raise NlakitError(f"{p}: line {missing[0]} has no string field {text_key!r}", f"pass --text-key NAME, or add {text_key!r} to every line")
+        if not rows:
+            raise NlakitError(f"{p} holds no documents", "pass a JSONL file with one {\"text\": ...} object per line")
+        return [r[text_key] for r in rows]
+    return [source]
+
+
+def fmt(x, nd: int = 3) -> str:
+    return "—" if x is None else f"{x:.{nd}f}"
+
+
+def score_table(aggregate: list[dict], title: str = "scores"):
+    """A Rich table of aggregate rows (NLA first, then the baselines)."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("predictor")
+    for col in ("fve_nrm", "95% CI", "fve_raw", "cos", "n"):
+        table.add_column(col, justify="right")
+    for row in aggregate:
+        lo, hi = row["fve_nrm_ci95"]
+        style = "bold" if row["name"] == "nla" else None
+        table.add_row(row["name"], fmt(row["fve_nrm"]), f"[{fmt(lo, 2)}, {fmt(hi, 2)}]", fmt(row["fve_raw"]), fmt(row["cos"]),
+                      str(row["n"]), style=style)
+    return table
