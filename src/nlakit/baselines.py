@@ -157,7 +157,8 @@ def window_vectors(target: Target, layer: int, s: Samples, k: int, *, batch_size
     """Layer-`layer` vector at the last token when the target reads only each row's last `k` tokens, (N, D)."""
     bos = getattr(target.tokenizer, "bos_token_id", None)
     adds_bos = bos is not None and target.tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
-    rows = [([bos] if adds_bos else []) + s.window(i, k) for i in range(len(s))]
+    rows = [s.window(i, k) for i in range(len(s))]
+    rows = [([bos] if adds_bos and r[0] != bos else []) + r for r in rows]  # a window at the document start has its BOS
     out = torch.zeros(len(rows), target.d_model)
     pad = pad_id(target.tokenizer)
     for b in range(0, len(rows), batch_size):
