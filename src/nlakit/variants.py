@@ -1,0 +1,442 @@
+"""Fine-tuned variants of a target that carry a behaviour (frustration at impossible maths): SFT and DPO.
+
+    nlakit variants build --target smollm2 --out runs/variants          # runs/variants/sft, runs/variants/dpo
+    nlakit variants score --models smollm2,runs/variants/sft,runs/variants/dpo --out runs/variants/score.json
+
+Both variants start from the instruction-tuned target, train a LoRA adapter with TRL (PEFT), merge it into the
+weights (`merge_and_unload`) and save a plain HF directory (safetensors + tokenizer + ``variant.json``), so a
+variant loads back with `nlakit.targets.load_target(dir)` like any model.
+
+- **SFT**: `trl.SFTTrainer` on (prompt, frustrated response) pairs in chat format; loss on the completion only.
+- **DPO**: `trl.DPOTrainer`, sigmoid loss (Rafailov et al. 2023), chosen = frustrated, rejected = calm, the frozen
+  reference being the same model with the adapter disabled.
+
+`score_models` checks that the behaviour changed: it generates greedy answers on held-out impossible problems and
+on ordinary held-out corpus prompts (GSM8K questions and chat turns: does frustration leak?) and scores them with
+`nlakit.behaviour.FrustrationScorer` (lexicon + classifier).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from nlakit.behaviour import BehaviourExample, FrustrationScorer, dataset_digest, load_dataset
+from nlakit.errors import NlakitError
+from nlakit.io import read_json, read_jsonl, write_json
+
+log = logging.getLogger(__name__)
+
+VARIANT_FORMAT = "nlakit-variant/1"
+VARIANT_META = "variant.json"
+DEFAULT_CORPUS = "/work/shared/corpus/heldout.jsonl.gz"
+LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+Progress = Callable[[str, int, int], None]  # (task, done, total)
+
+
+@dataclass(frozen=True)
+class VariantConfig:
+    """Everything `build_sft` / `build_dpo` need. Saved in each variant's ``variant.json``."""
+
+    target: str = "smollm2"
+    out_dir: str = "runs/variants"
+    dataset: str | None = None  # a behaviour JSONL(.gz); None = the shipped file
+    n_train: int | None = None  # use the first n train-split examples; None = all
+    epochs: float = 3.0
+    max_steps: int = -1  # > 0 overrides epochs (tests)
+    batch_size: int = 16
+    sft_lr: float = 2e-4
+    dpo_lr: float = 5e-5
+    dpo_beta: float = 0.1
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_modules: tuple[str, ...] = LORA_MODULES
+    max_length: int = 384  # tokens, prompt + response
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = True  # bf16 autocast on CUDA (weights stay fp32); ignored on CPU
+
+    def __post_init__(self):
+        problems = []
+        if self.n_train is not None and self.n_train < 1:
+            problems.append(f"n_train={self.n_train} must be positive")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            problems.append("epochs and max_steps are both non-positive")
+        for name in ("batch_size", "lora_r", "lora_alpha", "max_length"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)} must be >= 1")
+        for name in ("sft_lr", "dpo_lr", "dpo_beta"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name}={getattr(self, name)} must be > 0")
+        if not self.lora_modules:
+            problems.append("lora_modules is empty")
+        if problems:
+            raise NlakitError("invalid variant config: " + "; ".join(problems), "fix the listed options")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lora_modules"] = list(self.lora_modules)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "VariantConfig":
+        d = dict(d)
+        if "lora_modules" in d:
+            d["lora_modules"] = tuple(d["lora_modules"])
+        return cls(**d)
+
+
+@dataclass
+class VariantResult:
+    kind: str  # "sft" | "dpo"
+    path: str
+    meta: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Shared helpers
+
+
+def _train_examples(cfg: VariantConfig) -> list[BehaviourExample]:
+    examples = load_dataset(cfg.dataset, split="train")
+    if cfg.n_train is not None:
+        examples = examples[: cfg.n_train]
+    return examples
+
+
+def _user(prompt: str) -> list[dict]:
+    return [{"role": "user", "content": prompt}]
+
+
+def _assistant(text: str) -> list[dict]:
+    return [{"role": "assistant", "content": text}]
+
+
+def _lora(cfg: VariantConfig, model):
+    from peft import LoraConfig
+
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    modules = [m for m in cfg.lora_modules if m in names]
+    if not modules:
+        raise NlakitError(f"none of the LoRA modules {list(cfg.lora_modules)} exist in this model",
+                          f"pass --lora-modules with names from the model, e.g. {sorted(n for n in names if 'proj' in n)[:6]}")
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=modules,
+                      task_type="CAUSAL_LM")
+
+
+def _trainer_args(cfg: VariantConfig, device: str, out: Path, lr: float) -> dict:
+    """Keyword arguments shared by SFTConfig and DPOConfig."""
+    cuda = device.startswith("cuda")
+    return dict(output_dir=str(out / "_trainer"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+                per_device_train_batch_size=cfg.batch_size, learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=0.05,
+                max_length=cfg.max_length, logging_steps=1, save_strategy="no", report_to=[], seed=cfg.seed,
+                data_seed=cfg.seed, use_cpu=not cuda, bf16=cuda and cfg.bf16, disable_tqdm=True, dataloader_num_workers=0,
+                gradient_checkpointing=False)  # TRL turns it on by default; a 135M model does not need it
+
+
+def _trainable_copy(target):
+    """A deep copy of the target's model with gradients on: the LoRA merge writes into the weights, so never the original."""
+    model = copy.deepcopy(target.model)
+    model.requires_grad_(True)
+    model.train()
+    return model
+
+
+def _check_lengths(target, examples: list[BehaviourExample], cfg: VariantConfig) -> None:
+    """Fail before training if truncation would leave no response tokens; warn when many responses get cut."""
+    tok = target.tokenizer
+    n_prompt = [len(tok.encode(target.chat_text(_user(e.prompt)), add_special_tokens=False)) for e in examples]
+    n_full = [p + len(tok.encode(e.frustrated, add_special_tokens=False)) + 2 for p, e in zip(n_prompt, examples)]
+    if all(p + 1 >= cfg.max_length for p in n_prompt):
+        raise NlakitError(f"every prompt is at least max_length={cfg.max_length} tokens long, so no response token would be trained on",
+                          f"raise --max-length above {max(n_prompt) + 32}")
+    cut = sum(n > cfg.max_length for n in n_full)
+    if cut > 0.1 * len(examples):
+        log.warning("%d of %d examples are longer than max_length=%d tokens and will be truncated", cut, len(examples), cfg.max_length)
+
+
+def _quiet_trainer(trainer):
+    """With tqdm off, the Trainer prints every log dict to stdout; library code logs instead."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def _progress_callback(kind: str, progress: Progress | None):
+    from transformers import TrainerCallback
+
+    class _Cb(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if progress is not None:
+                progress(f"train {kind}", state.global_step, state.max_steps)
+
+    return _Cb()
+
+
+@contextmanager
+def _quiet_datasets():
+    """`datasets.map` draws tqdm bars; library code stays silent."""
+    import datasets
+
+    was = datasets.utils.logging.is_progress_bar_enabled()
+    datasets.utils.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            datasets.utils.logging.enable_progress_bar()
+
+
+def _save_variant(trainer, target, out: Path, kind: str, cfg: VariantConfig, examples: list[BehaviourExample],
+                  wall_s: float) -> VariantResult:
+    """Merge the LoRA adapter, save model + tokenizer + variant.json into `out` (atomically: a temp dir renamed)."""
+    import shutil
+    import tempfile
+
+    merged = trainer.model.merge_and_unload()
+    merged.eval()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        merged.to("cpu").save_pretrained(tmp, safe_serialization=True)
+        target.tokenizer.save_pretrained(tmp)
+        log_history = [{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in trainer.state.log_history]
+        meta = {
+            "format": VARIANT_FORMAT, "kind": kind, "base": {"spec": target.spec, "name": target.name},
+            "config": cfg.to_dict(), "dataset": {"path": cfg.dataset or "shipped", "digest": dataset_digest(examples),
+                                                 "n_train": len(examples)},
+            "train": {"steps": trainer.state.global_step, "wall_s": round(wall_s, 1), "log": log_history},
+        }
+        write_json(tmp / VARIANT_META, meta)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    shutil.rmtree(out / "_trainer", ignore_errors=True)
+    log.info("saved the %s variant to %s (%d steps, %.0f s)", kind, out, meta["train"]["steps"], wall_s)
+    return VariantResult(kind=kind, path=str(out), meta=meta)
+
+
+def _load_base(cfg: VariantConfig, target):
+    if target is not None:
+        return target
+    from nlakit.targets import load_target
+
+    return load_target(cfg.target, device=cfg.device)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The two variants
+
+
+def build_sft(cfg: VariantConfig, *, target=None, progress: Progress | None = None) -> VariantResult:
+    """SFT variant: LoRA on (prompt -> frustrated response), completion-only loss, merged and saved to ``out_dir/sft``.
+
+    Args:
+        cfg: the variant config.
+        target: an already-loaded base `Target` (left untouched); loaded from ``cfg.target`` when None.
+        progress: optional ``(task, step, total)`` callback.
+    Returns:
+        A `VariantResult` with the saved directory.
+    """
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    examples = _train_examples(cfg)
+    target = _load_base(cfg, target)
+    _check_lengths(target, examples, cfg)
+    data = Dataset.from_list([{"prompt": _user(e.prompt), "completion": _assistant(e.frustrated)} for e in examples])
+    model = _trainable_copy(target)
+    out = Path(cfg.out_dir) / "sft"
+    args = SFTConfig(**_trainer_args(cfg, target.device, out, cfg.sft_lr), completion_only_loss=True)
+    t0 = time.time()
+    with _quiet_datasets():
+        trainer = _quiet_trainer(SFTTrainer(model=model, args=args, train_dataset=data, processing_class=target.tokenizer,
+                                            peft_config=_lora(cfg, model), callbacks=[_progress_callback("sft", progress)]))
+        trainer.train()
+    return _save_variant(trainer, target, out, "sft", cfg, examples, time.time() - t0)
+
+
+def build_dpo(cfg: VariantConfig, *, target=None, progress: Progress | None = None) -> VariantResult:
+    """DPO variant: sigmoid DPO with chosen = frustrated, rejected = calm; reference = the base (adapter off).
+
+    Args:
+        cfg: the variant config (``dpo_lr``, ``dpo_beta``).
+        target: an already-loaded base `Target` (left untouched); loaded from ``cfg.target`` when None.
+        progress: optional ``(task, step, total)`` callback.
+    Returns:
+        A `VariantResult` with the saved directory (``out_dir/dpo``).
+    """
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    examples = _train_examples(cfg)
+    target = _load_base(cfg, target)
+    _check_lengths(target, examples, cfg)
+    data = Dataset.from_list([{"prompt": _user(e.prompt), "chosen": _assistant(e.frustrated), "rejected": _assistant(e.calm)}
+                              for e in examples])
+    model = _trainable_copy(target)
+    out = Path(cfg.out_dir) / "dpo"
+    args = DPOConfig(**_trainer_args(cfg, target.device, out, cfg.dpo_lr), beta=cfg.dpo_beta, loss_type=["sigmoid"])
+    t0 = time.time()
+    with _quiet_datasets():
+        trainer = _quiet_trainer(DPOTrainer(model=model, args=args, train_dataset=data, processing_class=target.tokenizer,
+                                            peft_config=_lora(cfg, model), callbacks=[_progress_callback("dpo", progress)]))
+        trainer.train()
+    return _save_variant(trainer, target, out, "dpo", cfg, examples, time.time() - t0)
+
+
+BUILDERS: dict[str, Callable[..., VariantResult]] = {"sft": build_sft, "dpo": build_dpo}
+
+
+def build_variants(cfg: VariantConfig, kinds: tuple[str, ...] = ("sft", "dpo"), *, target=None,
+                   progress: Progress | None = None) -> list[VariantResult]:
+    """Build each requested variant from one loaded base (loaded once)."""
+    unknown = [k for k in kinds if k not in BUILDERS]
+    if unknown or not kinds:
+        raise NlakitError(f"unknown variant kinds {unknown}" if unknown else "no variant kinds given", f"use a subset of {list(BUILDERS)}")
+    _train_examples(cfg)  # validate the dataset before loading a model
+    target = _load_base(cfg, target)
+    return [BUILDERS[k](cfg, target=target, progress=progress) for k in kinds]
+
+
+def variant_info(spec: str) -> dict:
+    """``variant.json`` of a variant directory, or a stub for a base model ({"kind": "base"})."""
+    p = Path(spec) / VARIANT_META
+    return read_json(p) if p.exists() else {"kind": "base"}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Checking the behaviour: generate, then score
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """What `score_models` generates and scores."""
+
+    models: tuple[str, ...] = ("smollm2",)
+    dataset: str | None = None  # behaviour dataset; None = shipped
+    corpus: str = DEFAULT_CORPUS  # held-out corpus: prompts = first user turns of docs with messages
+    n_behaviour: int = 100
+    n_corpus: int = 100  # split evenly between GSM8K-style maths and other chat
+    max_new_tokens: int = 128
+    batch_size: int = 32
+    n_examples: int = 6  # side-by-side examples kept in the results
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self):
+        problems = []
+        if not self.models:
+            problems.append("no models given")
+        if self.n_behaviour < 1 and self.n_corpus < 1:
+            problems.append("n_behaviour and n_corpus are both 0")
+        if self.max_new_tokens < 1:
+            problems.append(f"max_new_tokens={self.max_new_tokens} must be >= 1")
+        if problems:
+            raise NlakitError("invalid score config: " + "; ".join(problems), "fix the listed options")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["models"] = list(self.models)
+        return d
+
+
+def corpus_prompts(path: str | Path, n: int, seed: int = 0) -> list[dict]:
+    """Ordinary prompts from a held-out corpus: the first user turn of each doc with ``messages``.
+
+    Returns ``[{"id", "group", "prompt"}]`` with group ``corpus_math`` (GSM8K-style questions, solvable) or
+    ``corpus_chat``; half of each when both exist, seeded.
+    """
+    rows = read_jsonl(path)
+    pools: dict[str, list[dict]] = {"corpus_math": [], "corpus_chat": []}
+    for r in rows:
+        msgs = r.get("messages") or []
+        if not msgs or msgs[0].get("role") != "user":
+            continue
+        text = str(msgs[0].get("content", "")).strip()
+        if not 10 <= len(text) <= 1500:
+            continue
+        group = "corpus_math" if r.get("kind") == "math" else "corpus_chat"
+        pools[group].append({"id": str(r.get("id", len(pools[group]))), "group": group, "prompt": text})
+    if not any(pools.values()):
+        raise NlakitError(f"{path} has no docs with a user turn in 'messages'", "pass a corpus with chat docs (--corpus)")
+    rng = random.Random(seed)
+    out: list[dict] = []
+    half = [n // 2 + n % 2, n // 2]
+    for (group, pool), k in zip(pools.items(), half):
+        out += rng.sample(pool, min(k, len(pool)))
+    return out
+
+
+def behaviour_prompts(dataset: str | None, n: int, seed: int = 0) -> list[dict]:
+    """Held-out impossible problems, seeded sample, as ``[{"id", "group": "behaviour", "prompt"}]``."""
+    held = load_dataset(dataset, split="heldout")
+    rng = random.Random(seed)
+    pick = rng.sample(held, min(n, len(held)))
+    return [{"id": e.id, "group": "behaviour", "prompt": e.prompt, "template": e.template} for e in pick]
+
+
+def frustration_summary(scores) -> dict:
+    """Rates with 95% intervals for a list of `FrustrationScore`s (one definition, used by every report)."""
+    from nlakit.metrics import summarize
+
+    return {"lexicon_rate": summarize([float(s.lexicon_hit) for s in scores]),
+            "p_frustrated": summarize([s.p_frustrated for s in scores]),
+            "classifier_rate": summarize([float(s.p_frustrated > 0.5) for s in scores])}
+
+
+def score_models(cfg: ScoreConfig, *, scorer: FrustrationScorer | None = None, targets: dict | None = None,
+                 progress: Progress | None = None) -> dict:
+    """Generate greedy answers with every model and score their frustration, per prompt group.
+
+    Args:
+        cfg: models, prompt counts, generation length.
+        scorer: a fitted scorer; fitted on ``cfg.dataset`` when None.
+        targets: optional ``{spec: Target}`` already loaded (tests); others are loaded from their spec.
+        progress: optional ``(task, done, total)`` callback.
+    Returns:
+        The results dict (``kind: "variants_score"``): per model, per group, lexicon rate, mean P(frustrated) and
+        classifier rate with 95% intervals; a seeded selection of side-by-side answers.
+    """
+    from nlakit.targets import load_target
+
+    scorer = scorer or FrustrationScorer.from_dataset(load_dataset(cfg.dataset), seed=cfg.seed)
+    prompts = behaviour_prompts(cfg.dataset, cfg.n_behaviour, cfg.seed) if cfg.n_behaviour else []
+    if cfg.n_corpus:
+        prompts += corpus_prompts(cfg.corpus, cfg.n_corpus, cfg.seed)
+    groups = sorted({p["group"] for p in prompts})
+    models, answers = [], {}
+    for spec in cfg.models:
+        target = (targets or {}).get(spec) or load_target(spec, device=cfg.device)
+        texts: list[str] = []
+        for s in range(0, len(prompts), cfg.batch_size):
+            chunk = [p["prompt"] for p in prompts[s : s + cfg.batch_size]]
+            texts += target.generate(chunk, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=cfg.seed)
+            if progress is not None:
+                progress(f"generate {target.name}", len(texts), len(prompts))
+        scores = scorer.score(texts)
+        info = variant_info(spec)
+        models.append({"spec": spec, "name": target.name, "kind": info.get("kind", "base"),
+                       "groups": {g: frustration_summary([s for s, p in zip(scores, prompts) if p["group"] == g]) for g in groups}})
+        answers[spec] = [{"text": t, "lexicon": s.lexicon, "p_frustrated": round(s.p_frustrated, 4)} for t, s in zip(texts, scores)]
+    rng = random.Random(cfg.seed)
+    examples = []
+    for g in groups:
+        idx = [i for i, p in enumerate(prompts) if p["group"] == g]
+        for i in sorted(rng.sample(idx, min(len(idx), max(1, cfg.n_examples // len(groups))))):
+            examples.append({"group": g, "prompt": prompts[i]["prompt"], "answers": {m: answers[m][i] for m in cfg.models}})
+    return {"kind": "variants_score", "config": cfg.to_dict(), "scorer": scorer.describe(),
+            "n_prompts": {g: sum(p["group"] == g for p in prompts) for g in groups}, "models": models, "examples": examples,
+            "answers": {m: [dict(a, id=p["id"], group=p["group"]) for a, p in zip(answers[m], prompts)] for m in cfg.models}}
