@@ -6,14 +6,20 @@ import torch
 
 from nlakit import baselines as B
 from nlakit.activations import extract
-from nlakit.evaluate import EvalConfig, evaluate, explain_text, sample_positions, score_vectors
+from nlakit.evaluate import (
+    EvalConfig,
+    evaluate,
+    explain_text,
+    sample_positions,
+    score_vectors,
+)
 from nlakit.metrics import score
 
 
 @pytest.fixture(scope="module")
 def split(tiny_llama, docs):
     """(train, test) Samples from the tiny Llama at layer 2."""
-    kw = dict(per_doc=4, min_position=3, max_tokens=64, seed=0)
+    kw = {"per_doc": 4, "min_position": 3, "max_tokens": 64, "seed": 0}
     train = sample_positions(tiny_llama, docs[:8], 2, n_positions=32, **kw)
     test = sample_positions(tiny_llama, docs[8:], 2, n_positions=8, **kw)
     return train, test
@@ -29,7 +35,7 @@ def test_samples_rows_and_windows(tiny_llama, texts):
 
 
 def test_sample_positions_is_seeded_and_respects_min_position(tiny_llama, docs):
-    kw = dict(n_positions=10, per_doc=2, min_position=5, max_tokens=64, seed=3)
+    kw = {"n_positions": 10, "per_doc": 2, "min_position": 5, "max_tokens": 64, "seed": 3}
     a = sample_positions(tiny_llama, docs, 1, **kw)
     b = sample_positions(tiny_llama, docs, 1, **kw)
     assert (a.doc, a.pos) == (b.doc, b.pos) and len(a) == 10

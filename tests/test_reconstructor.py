@@ -35,7 +35,7 @@ def test_untrained_ar_equals_target_activation(make_nla, tiny_llama, tiny_gemma,
 def test_reads_last_attended_token_under_padding(make_nla, arch):
     ar = make_nla(arch, 1).ar
     batched = ar.reconstruct(EXPLANATIONS, batch_size=len(EXPLANATIONS))
-    ids, mask = ar.encode(EXPLANATIONS)
+    _ids, mask = ar.encode(EXPLANATIONS)
     assert (mask.sum(1) < mask.shape[1]).any()  # the batch really is padded
     for i, e in enumerate(EXPLANATIONS):
         torch.testing.assert_close(batched[i], ar.reconstruct([e])[0], atol=1e-5, rtol=1e-5)
@@ -51,7 +51,7 @@ def test_prompt_ends_with_sidecar_suffix(make_nla):
 
 def test_long_explanation_keeps_the_read_token(make_nla):
     ar = make_nla("llama", 2).ar
-    ids, mask = ar.encode(["word " * 400], max_length=64)
+    ids, _mask = ar.encode(["word " * 400], max_length=64)
     assert ids.shape[1] == 64
     assert ids[0, -len(ar.meta.critic_suffix_ids) :].tolist() == list(ar.meta.critic_suffix_ids)
 

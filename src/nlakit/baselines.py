@@ -21,13 +21,14 @@ predictions, like the AR's, are direction-only and are rescaled to the training 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
 
 from nlakit.activations import DocActivations, run_to_layer
+from nlakit.errors import NlakitError
 from nlakit.metrics import Reference, normalize
 from nlakit.targets import Target, pad_id
 
@@ -48,7 +49,7 @@ class Samples:
     offsets: list[list[tuple[int, int]]] = field(repr=False)  # per document: char span of every token
 
     @classmethod
-    def from_docs(cls, docs: list[DocActivations]) -> "Samples":
+    def from_docs(cls, docs: list[DocActivations]) -> Samples:
         rows = [(i, p) for i, d in enumerate(docs) for p in d.positions]
         d_model = docs[0].vectors.shape[-1] if docs else 0
         vectors = torch.cat([d.vectors for d in docs]) if rows else torch.zeros(0, d_model)
@@ -216,8 +217,6 @@ def compute(names: tuple[str, ...], *, target: Target, ar, layer: int, ref: Refe
     out: dict[str, Prediction] = {}
     for name in names:
         if name not in makers:
-            from nlakit.errors import NlakitError
-
             raise NlakitError(f"unknown baseline {name!r}", f"use names from {list(ALL_BASELINES)}")
         if name in NEEDS_TRAIN and (train is None or len(train) < 2):
             log.warning("baseline %s skipped: it is fitted on training positions and none were given", name)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Callable, Sequence
 
 import torch
 
@@ -72,7 +72,7 @@ class EvalConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "EvalConfig":
+    def from_dict(cls, d: dict) -> EvalConfig:
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
         if "baselines" in kw:

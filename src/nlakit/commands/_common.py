@@ -5,9 +5,9 @@ Only CLI code imports this module (Rich lives here, never in the library).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -32,7 +32,14 @@ def progress_bar(enabled: bool = True) -> Iterator:
     if not enabled:
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     with Progress(SpinnerColumn(), TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=False) as bar:
@@ -65,7 +72,7 @@ def nla_dir(nla: str) -> Path:
     return path
 
 
-def open_nla(nla: str, target: Optional[str], device: str, dtype: str):
+def open_nla(nla: str, target: str | None, device: str, dtype: str):
     """Load an NLA and the target it explains: --target, else the target named in the bundle's sidecar."""
     from nlakit.bundle import load_nla
     from nlakit.meta import NLAMeta
@@ -80,7 +87,7 @@ def open_nla(nla: str, target: Optional[str], device: str, dtype: str):
         return load_nla(path, device=device, dtype=dtype, target=tgt), tgt
 
 
-def read_texts(source: str, text_key: str = "text", limit: Optional[int] = None) -> list[str]:
+def read_texts(source: str, text_key: str = "text", limit: int | None = None) -> list[str]:
     """A .jsonl(.gz) path → its `text_key` fields; anything else is taken as the text itself."""
     from nlakit.io import read_jsonl
 

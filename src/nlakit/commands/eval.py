@@ -6,12 +6,21 @@ Wraps `nlakit.evaluate.evaluate`. `--html` also renders the report (same as `nla
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from nlakit.commands._common import (BatchOpt, DeviceOpt, DtypeOpt, NlaOpt, TargetOpt, console, open_nla, progress_bar, read_texts,
-                                     score_table)
+from nlakit.commands._common import (
+    BatchOpt,
+    DeviceOpt,
+    DtypeOpt,
+    NlaOpt,
+    TargetOpt,
+    console,
+    open_nla,
+    progress_bar,
+    read_texts,
+    score_table,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -20,20 +29,20 @@ def register(app: typer.Typer) -> None:
         data: str = typer.Option(..., "--data", help="Held-out JSONL(.gz), one {\"text\": …} per line (never trained on)."),
         out: Path = typer.Option(..., "--out", help="Results JSON to write."),
         nla: str = NlaOpt,
-        target: Optional[str] = TargetOpt,
-        train_data: Optional[str] = typer.Option(None, "--train-data", help="Training JSONL: fits the ridge baselines (skipped without it)."),
+        target: str | None = TargetOpt,
+        train_data: str | None = typer.Option(None, "--train-data", help="Training JSONL: fits the ridge baselines (skipped without it)."),
         n_positions: int = typer.Option(400, "--n-positions", min=1, help="Held-out positions to score."),
         positions_per_doc: int = typer.Option(2, "--positions-per-doc", min=1),
         n_train_positions: int = typer.Option(2000, "--n-train-positions", min=0, help="Training positions for the ridge fits."),
         min_position: int = typer.Option(33, "--min-position", min=0, help="Skip the first tokens of each document."),
         max_tokens: int = typer.Option(256, "--max-tokens", min=2, help="Cut documents to this many tokens."),
-        baselines: Optional[str] = typer.Option(None, "--baselines", help="Comma-separated subset of the baselines (default: all)."),
+        baselines: str | None = typer.Option(None, "--baselines", help="Comma-separated subset of the baselines (default: all)."),
         text_key: str = typer.Option("text", "--text-key"),
-        limit_docs: Optional[int] = typer.Option(None, "--limit-docs", min=1, help="Read at most this many documents per file."),
+        limit_docs: int | None = typer.Option(None, "--limit-docs", min=1, help="Read at most this many documents per file."),
         max_new_tokens: int = typer.Option(150, "--max-new-tokens", min=1),
         temperature: float = typer.Option(0.0, "--temperature", min=0.0),
         seed: int = typer.Option(0, "--seed"),
-        html: Optional[Path] = typer.Option(None, "--html", help="Also write the HTML report here."),
+        html: Path | None = typer.Option(None, "--html", help="Also write the HTML report here."),
         device: str = DeviceOpt,
         dtype: str = DtypeOpt,
         batch_size: int = BatchOpt,
@@ -67,7 +76,7 @@ def register(app: typer.Typer) -> None:
             console.print(f"wrote {html}")
 
 
-def read_texts_file(path: str, text_key: str, limit: Optional[int]) -> list[str]:
+def read_texts_file(path: str, text_key: str, limit: int | None) -> list[str]:
     from nlakit.errors import NlakitError
 
     if not path.endswith((".jsonl", ".jsonl.gz")):

@@ -7,12 +7,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from nlakit.commands._common import (BatchOpt, DeviceOpt, DtypeOpt, NlaOpt, TargetOpt, console, fmt, open_nla, progress_bar,
-                                     read_texts, score_table)
+from nlakit.commands._common import (
+    BatchOpt,
+    DeviceOpt,
+    DtypeOpt,
+    NlaOpt,
+    TargetOpt,
+    console,
+    fmt,
+    open_nla,
+    progress_bar,
+    read_texts,
+    score_table,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -21,15 +31,15 @@ def register(app: typer.Typer) -> None:
         text: str = typer.Argument(..., help="The text to read (raw, no chat template)."),
         at: str = typer.Option("last", "--at", help="Positions: last, all, 3,5,-1, span:START-END or match:WORD."),
         nla: str = NlaOpt,
-        target: Optional[str] = TargetOpt,
-        train_data: Optional[str] = typer.Option(None, "--train-data", help="Training JSONL: adds the fitted baselines (ridge, oracle echo)."),
+        target: str | None = TargetOpt,
+        train_data: str | None = typer.Option(None, "--train-data", help="Training JSONL: adds the fitted baselines (ridge, oracle echo)."),
         n_train_positions: int = typer.Option(2000, "--n-train-positions", min=2, help="Training positions for the ridge fits."),
         max_new_tokens: int = typer.Option(150, "--max-new-tokens", min=1),
         temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy."),
         seed: int = typer.Option(0, "--seed"),
         as_json: bool = typer.Option(False, "--json", help="Print the results JSON instead of tables."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Write the results JSON here."),
-        html: Optional[Path] = typer.Option(None, "--html", help="Write the self-contained HTML report here."),
+        out: Path | None = typer.Option(None, "--out", help="Write the results JSON here."),
+        html: Path | None = typer.Option(None, "--html", help="Write the self-contained HTML report here."),
         device: str = DeviceOpt,
         dtype: str = DtypeOpt,
         batch_size: int = BatchOpt,
@@ -50,7 +60,7 @@ def register(app: typer.Typer) -> None:
         _print(results)
 
 
-def _save(results: dict, out: Optional[Path], html: Optional[Path]) -> None:
+def _save(results: dict, out: Path | None, html: Path | None) -> None:
     from nlakit.io import write_json
 
     if out is not None:

@@ -6,11 +6,18 @@ Wraps `nlakit.activations.extract` and `nlakit.activations.save_shard`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from nlakit.commands._common import BatchOpt, DeviceOpt, DtypeOpt, console, open_target, progress_bar, read_texts
+from nlakit.commands._common import (
+    BatchOpt,
+    DeviceOpt,
+    DtypeOpt,
+    console,
+    open_target,
+    progress_bar,
+    read_texts,
+)
 
 
 def shard_paths(out: Path, n_shards: int) -> list[Path]:
@@ -30,7 +37,7 @@ def register(app: typer.Typer) -> None:
         target: str = typer.Option("smollm2", "--target", help="Target model: smollm2, gemma3-270m, an HF dir, a .gguf, tiny:llama."),
         positions: str = typer.Option("all", "--positions", help="all, last, 3,5,-1, span:START-END or match:WORD."),
         text_key: str = typer.Option("text", "--text-key", help="JSONL field holding the text."),
-        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Read at most this many JSONL lines."),
+        limit: int | None = typer.Option(None, "--limit", min=1, help="Read at most this many JSONL lines."),
         shard_docs: int = typer.Option(10_000, "--shard-docs", min=1, help="Documents per shard."),
         include_sinks: bool = typer.Option(False, "--include-sinks", help="Keep attention-sink positions (position 0, BOS)."),
         device: str = DeviceOpt,

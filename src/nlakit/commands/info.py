@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -74,8 +73,8 @@ def _show(title: str, facts: dict) -> None:
 def register(app: typer.Typer) -> None:
     @app.command()
     def info(
-        target: Optional[str] = typer.Option(None, "--target", help="Load this target and show its facts (smollm2, tiny:llama, a path …)."),
-        nla: Optional[str] = typer.Option(None, "--nla", help="Show an NLA's sidecar facts ('default' for the bundled one)."),
+        target: str | None = typer.Option(None, "--target", help="Load this target and show its facts (smollm2, tiny:llama, a path …)."),
+        nla: str | None = typer.Option(None, "--nla", help="Show an NLA's sidecar facts ('default' for the bundled one)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
         device: str = DeviceOpt,
         dtype: str = DtypeOpt,

@@ -7,11 +7,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from nlakit.commands._common import DeviceOpt, DtypeOpt, NlaOpt, TargetOpt, console, open_nla
+from nlakit.commands._common import (
+    DeviceOpt,
+    DtypeOpt,
+    NlaOpt,
+    TargetOpt,
+    console,
+    open_nla,
+)
 
 
 def vector_summary(vector, reference=None, top: int = 8) -> dict:
@@ -36,9 +42,9 @@ def register(app: typer.Typer) -> None:
     def reconstruct(
         text: str = typer.Argument(..., help="An explanation text (what the AV would write)."),
         nla: str = NlaOpt,
-        target: Optional[str] = TargetOpt,
+        target: str | None = TargetOpt,
         as_json: bool = typer.Option(False, "--json", help="Print JSON (summary and the full vector)."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Save the vector as a safetensors file (key 'vector')."),
+        out: Path | None = typer.Option(None, "--out", help="Save the vector as a safetensors file (key 'vector')."),
         device: str = DeviceOpt,
         dtype: str = DtypeOpt,
     ):

@@ -7,7 +7,6 @@ kinds defined here are drawn from the JSON alone; nothing is recomputed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -59,7 +58,7 @@ def figures(kind: str, r: dict) -> dict[str, str]:
     return out
 
 
-def render_results(results: dict, out_html: Path, kind: Optional[str] = None) -> Path:
+def render_results(results: dict, out_html: Path, kind: str | None = None) -> Path:
     """Render a results dict (already loaded) to `out_html` with its kind's template."""
     from nlakit.errors import NlakitError
     from nlakit.io import write_text
@@ -76,7 +75,7 @@ def register(app: typer.Typer) -> None:
     def report(
         results_json: Path = typer.Argument(..., help="A results JSON written by nlakit (eval, explain, an experiment)."),
         out: Path = typer.Option(..., "--out", help="HTML file to write."),
-        kind: Optional[str] = typer.Option(None, "--kind", help="Template to use (default: the JSON's 'kind' field)."),
+        kind: str | None = typer.Option(None, "--kind", help="Template to use (default: the JSON's 'kind' field)."),
     ):
         """Render a results JSON as a self-contained HTML report."""
         from nlakit.io import read_json
