@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,20 +17,12 @@ from nlakit.variants import (
     VariantConfig,
     build_variants,
     corpus_prompts,
+    corpus_replies,
     score_models,
     variant_info,
 )
 
 FAST = dict(n_train=4, max_steps=2, batch_size=2, max_length=128, lora_r=4, lora_alpha=8, device="cpu")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models train 4-5x faster on one thread when the 2-core machine is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _save_tiny(path):
@@ -54,7 +47,7 @@ def test_variants_are_saved_merged_and_load_back(built):
     base, before, results = built
     assert [r.kind for r in results] == ["sft", "dpo"]
     for r in results:
-        meta = json.loads((__import__("pathlib").Path(r.path) / VARIANT_META).read_text())
+        meta = json.loads((Path(r.path) / VARIANT_META).read_text())
         assert meta["kind"] == r.kind and meta["dataset"]["n_train"] == FAST["n_train"] and meta["train"]["steps"] == 2
         losses = [h["loss"] for h in meta["train"]["log"] if "loss" in h]
         assert losses and all(torch.isfinite(torch.tensor(losses)))
@@ -92,27 +85,46 @@ def test_prompts_longer_than_max_length_raise(tmp_path):
 
 
 def _tiny_corpus(path):
-    rows = [{"id": f"m{i}", "kind": "math", "text": "x", "messages": [{"role": "user", "content": f"What is {i} + {i}?"}]}
+    rows = [{"id": f"m{i}", "kind": "math", "text": "x", "messages": [{"role": "user", "content": f"What is {i} + {i}?"},
+                                                                     {"role": "assistant", "content": f"It is {2 * i}."}]}
             for i in range(6)]
-    rows += [{"id": f"c{i}", "kind": "chat", "text": "x", "messages": [{"role": "user", "content": f"Tell me about topic {i}."}]}
+    rows += [{"id": f"c{i}", "kind": "chat", "text": "x", "messages": [{"role": "user", "content": f"Tell me about topic {i}."},
+                                                                      {"role": "assistant", "content": f"Topic {i} is a fine topic."}]}
              for i in range(6)]
     rows += [{"id": "p", "kind": "prose", "text": "no messages here"}]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
-def test_corpus_prompts_split_groups(tmp_path):
+def test_corpus_prompts_and_replies(tmp_path):
     p = corpus_prompts(_tiny_corpus(tmp_path / "c.jsonl"), 4, seed=0)
     assert sorted(x["group"] for x in p) == ["corpus_chat", "corpus_chat", "corpus_math", "corpus_math"]
+    replies = corpus_replies(tmp_path / "c.jsonl", 5, seed=0)
+    assert len(replies) == 5 and all(r.startswith(("It is", "Topic")) for r in replies)
     (tmp_path / "empty.jsonl").write_text('{"id": "p", "text": "plain"}\n')
     with pytest.raises(NlakitError, match="messages"):
         corpus_prompts(tmp_path / "empty.jsonl", 4)
+    with pytest.raises(NlakitError, match="assistant"):
+        corpus_replies(tmp_path / "empty.jsonl", 4)
+
+
+def test_neutral_replies_pull_ordinary_text_towards_calm(tmp_path):
+    from nlakit.behaviour import FrustrationScorer, load_dataset
+
+    data = load_dataset()
+    neutral = [f"The answer is {i}. Here is a short summary of topic {i}." for i in range(200)]
+    plain = FrustrationScorer.from_dataset(data).classifier
+    with_neutral = FrustrationScorer.from_dataset(data, neutral=neutral).classifier
+    text = ["The answer is 42. Here is a short summary."]
+    assert with_neutral.predict_proba(text)[0] < plain.predict_proba(text)[0]
+    assert with_neutral.n_neutral == 200 and with_neutral.heldout_accuracy >= 0.95
 
 
 def test_score_models_reports_every_group(tmp_path, built):
     _, _, results = built
     base = tiny_target()
-    cfg = ScoreConfig(models=("base", results[0].path), corpus=str(_tiny_corpus(tmp_path / "c.jsonl")), n_behaviour=3, n_corpus=4,
+    corpus = str(_tiny_corpus(tmp_path / "c.jsonl"))
+    cfg = ScoreConfig(models=("base", results[0].path), corpus=corpus, neutral_corpus=corpus, n_behaviour=3, n_corpus=4,
                       max_new_tokens=4, device="cpu", n_examples=3)
     res = score_models(cfg, targets={"base": base})
     assert res["n_prompts"] == {"behaviour": 3, "corpus_chat": 2, "corpus_math": 2}
@@ -139,7 +151,8 @@ def test_cli_dataset_build_and_score(tmp_path):
     assert r.exit_code == 0, r.output
     assert (tmp_path / "v" / "sft" / "config.json").exists()
     r = runner.invoke(app, ["variants", "score", "--models", f"{base},{tmp_path / 'v' / 'sft'}", "--out", str(tmp_path / "s.json"),
-                            "--corpus", str(_tiny_corpus(tmp_path / "c.jsonl")), "--n-behaviour", "2", "--n-corpus", "2",
+                            "--corpus", str(_tiny_corpus(tmp_path / "c.jsonl")), "--neutral-corpus", str(tmp_path / "c.jsonl"),
+                            "--n-behaviour", "2", "--n-corpus", "2",
                             "--max-new-tokens", "3", "--device", "cpu"])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "s.json").read_text())["kind"] == "variants_score"

@@ -705,15 +705,24 @@ def lexicon_score(text: str) -> float:
 
 @dataclass
 class FrustrationClassifier:
-    """TF-IDF + logistic regression, P(frustrated) for a text. Fit on the dataset's two response types."""
+    """TF-IDF + logistic regression, P(frustrated) for a text. Fit on the dataset's two response types.
+
+    Fitted on frustrated vs calm answers alone, a text with none of the learnt n-grams (an ordinary answer, an
+    empty string) gets the intercept's probability, which need not be low. Optional ``neutral`` texts (ordinary
+    assistant replies from the *training* corpus) join the calm class so that "not frustrated" covers them too.
+    """
 
     pipeline: object = field(repr=False)
     n_train: int = 0
+    n_neutral: int = 0
     heldout_accuracy: float | None = None
 
     @classmethod
-    def fit(cls, examples: list[BehaviourExample], seed: int = 0) -> "FrustrationClassifier":
-        """Fit on the *train* split's responses (frustrated = 1, calm = 0); report accuracy on the held-out split."""
+    def fit(cls, examples: list[BehaviourExample], seed: int = 0, neutral: list[str] | None = None) -> "FrustrationClassifier":
+        """Fit on the *train* split's responses (frustrated = 1, calm = 0, plus `neutral` = 0); accuracy on the held-out split.
+
+        The classes are re-weighted to equal total weight, so adding neutral texts does not shift the prior.
+        """
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
@@ -722,12 +731,13 @@ class FrustrationClassifier:
         held = [e for e in examples if e.split == "heldout"]
         if len(train) < 4:
             raise NlakitError(f"only {len(train)} training examples for the frustration classifier", "pass the full behaviour dataset")
-        texts = [e.frustrated for e in train] + [e.calm for e in train]
-        labels = [1] * len(train) + [0] * len(train)
+        neutral = [t for t in (neutral or []) if isinstance(t, str) and t.strip()]
+        texts = [e.frustrated for e in train] + [e.calm for e in train] + neutral
+        labels = [1] * len(train) + [0] * (len(train) + len(neutral))
         pipe = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, lowercase=True),
-                             LogisticRegression(C=1.0, max_iter=2000, random_state=seed))
+                             LogisticRegression(C=1.0, max_iter=2000, random_state=seed, class_weight="balanced"))
         pipe.fit(texts, labels)
-        clf = cls(pipeline=pipe, n_train=len(texts))
+        clf = cls(pipeline=pipe, n_train=len(texts), n_neutral=len(neutral))
         if held:
             p = clf.predict_proba([e.frustrated for e in held] + [e.calm for e in held])
             y = [1] * len(held) + [0] * len(held)
@@ -764,8 +774,10 @@ class FrustrationScorer:
         self.classifier = classifier
 
     @classmethod
-    def from_dataset(cls, examples: list[BehaviourExample] | None = None, seed: int = 0) -> "FrustrationScorer":
-        return cls(FrustrationClassifier.fit(examples if examples is not None else load_dataset(), seed=seed))
+    def from_dataset(cls, examples: list[BehaviourExample] | None = None, seed: int = 0,
+                     neutral: list[str] | None = None) -> "FrustrationScorer":
+        """Fit the classifier on `examples` (default: the shipped dataset) plus optional neutral replies."""
+        return cls(FrustrationClassifier.fit(examples if examples is not None else load_dataset(), seed=seed, neutral=neutral))
 
     def score(self, texts: list[str]) -> list[FrustrationScore]:
         probs = self.classifier.predict_proba(texts)
@@ -774,5 +786,6 @@ class FrustrationScorer:
     def describe(self) -> dict:
         return {"lexicon": {name: rx for name, rx in FRUSTRATION_LEXICON},
                 "classifier": {"kind": "tfidf(1-2 gram) + logistic regression", "n_train": self.classifier.n_train,
+                               "n_neutral": self.classifier.n_neutral,
                                "heldout_accuracy": self.classifier.heldout_accuracy,
                                "top_features": self.classifier.top_features(10)}}

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 VARIANT_FORMAT = "nlakit-variant/1"
 VARIANT_META = "variant.json"
 DEFAULT_CORPUS = "/work/shared/corpus/heldout.jsonl.gz"
+DEFAULT_NEUTRAL = "/work/shared/corpus/train.jsonl.gz"  # ordinary assistant replies for the classifier (training split only)
 LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 Progress = Callable[[str, int, int], None]  # (task, done, total)
@@ -328,6 +329,8 @@ class ScoreConfig:
     models: tuple[str, ...] = ("smollm2",)
     dataset: str | None = None  # behaviour dataset; None = shipped
     corpus: str = DEFAULT_CORPUS  # held-out corpus: prompts = first user turns of docs with messages
+    neutral_corpus: str | None = DEFAULT_NEUTRAL  # first assistant replies join the classifier's calm class; None = off
+    n_neutral: int = 600
     n_behaviour: int = 100
     n_corpus: int = 100  # split evenly between GSM8K-style maths and other chat
     max_new_tokens: int = 128
@@ -380,6 +383,25 @@ def corpus_prompts(path: str | Path, n: int, seed: int = 0) -> list[dict]:
     return out
 
 
+def corpus_replies(path: str | Path, n: int, seed: int = 0) -> list[str]:
+    """Up to `n` ordinary assistant replies (the first assistant turn of docs with ``messages``), seeded sample."""
+    replies = []
+    for r in read_jsonl(path):
+        msgs = r.get("messages") or []
+        reply = next((m.get("content", "") for m in msgs if m.get("role") == "assistant"), "")
+        if isinstance(reply, str) and reply.strip():
+            replies.append(reply.strip())
+    if not replies:
+        raise NlakitError(f"{path} has no assistant turns in 'messages'", "pass a corpus with chat docs, or turn the neutral set off")
+    return random.Random(seed).sample(replies, min(n, len(replies)))
+
+
+def make_scorer(dataset: str | None, neutral_corpus: str | None, n_neutral: int, seed: int = 0) -> FrustrationScorer:
+    """The frustration scorer every command uses: the behaviour dataset plus ordinary replies as extra negatives."""
+    neutral = corpus_replies(neutral_corpus, n_neutral, seed) if neutral_corpus and n_neutral > 0 else None
+    return FrustrationScorer.from_dataset(load_dataset(dataset), seed=seed, neutral=neutral)
+
+
 def behaviour_prompts(dataset: str | None, n: int, seed: int = 0) -> list[dict]:
     """Held-out impossible problems, seeded sample, as ``[{"id", "group": "behaviour", "prompt"}]``."""
     held = load_dataset(dataset, split="heldout")
@@ -412,7 +434,7 @@ def score_models(cfg: ScoreConfig, *, scorer: FrustrationScorer | None = None, t
     """
     from nlakit.targets import load_target
 
-    scorer = scorer or FrustrationScorer.from_dataset(load_dataset(cfg.dataset), seed=cfg.seed)
+    scorer = scorer or make_scorer(cfg.dataset, cfg.neutral_corpus, cfg.n_neutral, cfg.seed)
     prompts = behaviour_prompts(cfg.dataset, cfg.n_behaviour, cfg.seed) if cfg.n_behaviour else []
     if cfg.n_corpus:
         prompts += corpus_prompts(cfg.corpus, cfg.n_corpus, cfg.seed)

@@ -101,6 +101,9 @@ def score_cmd(
     out: Path = typer.Option(Path("runs/variants/score.json"), help="Results JSON."),
     dataset: Optional[Path] = typer.Option(None, help="Behaviour dataset; default: the shipped one."),
     corpus: Path = typer.Option(Path("/work/shared/corpus/heldout.jsonl.gz"), help="Held-out corpus for ordinary prompts."),
+    neutral_corpus: Optional[Path] = typer.Option(Path("/work/shared/corpus/train.jsonl.gz"),
+                                                  help="Training corpus whose assistant replies join the classifier's calm class."),
+    n_neutral: int = typer.Option(600, help="Neutral replies for the classifier (0 = fit on the dataset's two response types only)."),
     n_behaviour: int = typer.Option(100, help="Held-out impossible problems."),
     n_corpus: int = typer.Option(100, help="Ordinary prompts (half GSM8K maths, half chat)."),
     max_new_tokens: int = typer.Option(128),
@@ -116,6 +119,7 @@ def score_cmd(
     from nlakit.variants import ScoreConfig, score_models
 
     cfg = ScoreConfig(models=_split(models), dataset=str(dataset) if dataset else None, corpus=str(corpus),
+                      neutral_corpus=str(neutral_corpus) if neutral_corpus and n_neutral > 0 else None, n_neutral=n_neutral,
                       n_behaviour=n_behaviour, n_corpus=n_corpus, max_new_tokens=max_new_tokens, batch_size=batch_size,
                       seed=seed, device=device)
     with _rich_progress() as progress:
