@@ -22,7 +22,7 @@ from nlakit.variants import (
     variant_info,
 )
 
-FAST = dict(n_train=4, max_steps=2, batch_size=2, max_length=128, lora_r=4, lora_alpha=8, device="cpu")
+FAST = {"n_train": 4, "max_steps": 2, "batch_size": 2, "max_length": 128, "lora_r": 4, "lora_alpha": 8, "device": "cpu"}
 
 
 def _save_tiny(path):

@@ -28,10 +28,10 @@ import json
 import math
 import random
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterable
 
 from nlakit.errors import NlakitError
 from nlakit.io import atomic_path, read_jsonl
@@ -66,7 +66,7 @@ class BehaviourConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "BehaviourConfig":
+    def from_dict(cls, d: dict) -> BehaviourConfig:
         return cls(**d)
 
 
@@ -105,14 +105,14 @@ class _Problem:
 def _is_prime(n: int) -> bool:
     if n < 2:
         return False
-    for p in range(2, int(math.isqrt(n)) + 1):
+    for p in range(2, math.isqrt(n) + 1):
         if n % p == 0:
             return False
     return True
 
 
 def _smallest_factor(n: int) -> int:
-    return next(p for p in range(2, int(math.isqrt(n)) + 1) if n % p == 0)
+    return next(p for p in range(2, math.isqrt(n) + 1) if n % p == 0)
 
 
 def _pick(rng: random.Random, *options: str) -> str:
@@ -130,7 +130,7 @@ def t_euler_poly(rng):
                     f"Trying n = {p - 1} gives {(p - 1) ** 2} + {p - 1} + {p} = {p * p} = {p} × {p}, which is not prime. "
                     f"The formula does give primes for many small n, which is why the claim looks plausible, but one counterexample is enough.",
                     [f"n = {a} gives {a * a + a + p}, prime.", f"n = {b} gives {b * b + b + p}, also prime.",
-                     f"So it works, I just need the general argument... and I can't find one."],
+                     "So it works, I just need the general argument... and I can't find one."],
                     "proof", f"showing it for 0 ≤ n ≤ {p - 2}")
 
 
@@ -143,8 +143,8 @@ def t_composite_is_prime(rng):
     task = _pick(rng, f"Prove that {n} is a prime number.", f"Show that {n} has no divisors other than 1 and itself.",
                  f"Give a proof that {n} is prime.")
     return _Problem(task, f"{n} = {f} × {n // f}", f"{n} is not prime: {n} = {f} × {n // f}. So the statement is false and cannot be proved.",
-                    [f"It's odd, so not divisible by 2.", f"Digit sum is {sum(map(int, str(n)))}, so not divisible by 3.",
-                     f"Not divisible by 5 either... and then I keep dividing and losing track."], "proof", "")
+                    ["It's odd, so not divisible by 2.", f"Digit sum is {sum(map(int, str(n)))}, so not divisible by 3.",
+                     "Not divisible by 5 either... and then I keep dividing and losing track."], "proof", "")
 
 
 def t_sqrt_rational(rng):
@@ -155,8 +155,8 @@ def t_sqrt_rational(rng):
     return _Problem(task, f"{k} is not a perfect square, so √{k} is irrational",
                     f"{k} lies strictly between the perfect squares {r * r} and {(r + 1) ** 2}, so it is not a perfect square. "
                     f"If √{k} = p/q in lowest terms, then p² = {k}q², and comparing prime factorisations shows that cannot happen. So √{k} is irrational.",
-                    [f"√{k} is about {math.sqrt(k):.4f}.", f"Maybe {Fraction(math.sqrt(k)).limit_denominator(50)}? Squared that is "
-                     f"{float(Fraction(math.sqrt(k)).limit_denominator(50)) ** 2:.4f}, not {k}.",
+                    [f"√{k} is about {math.sqrt(k):.4f}.", (f"Maybe {Fraction(math.sqrt(k)).limit_denominator(50)}? Squared that is "
+                     f"{float(Fraction(math.sqrt(k)).limit_denominator(50)) ** 2:.4f}, not {k}."),
                      "Bigger denominators get closer but never exact."], "fraction", "finding a good rational approximation")
 
 
@@ -230,7 +230,7 @@ def t_integer_square(rng):
     task = _pick(rng, f"Find an integer x such that x^2 = {n}.", f"Which whole number squared gives exactly {n}?")
     return _Problem(task, f"{r}² = {r * r} < {n} < {(r + 1) ** 2} = {r + 1}²",
                     f"{r}² = {r * r} and {r + 1}² = {(r + 1) ** 2}, and {n} lies strictly between them, so no integer squares to {n}.",
-                    [f"{r}² = {r * r}, too small.", f"{r + 1}² = {(r + 1) ** 2}, too big.", f"Something in between? There's nothing in between."],
+                    [f"{r}² = {r * r}, too small.", f"{r + 1}² = {(r + 1) ** 2}, too big.", "Something in between? There's nothing in between."],
                     "integer", f"x = ±√{n} ≈ ±{math.sqrt(n):.3f}")
 
 
@@ -246,7 +246,7 @@ def t_square_mod(rng):
     return _Problem(task, f"squares mod {m} are only {squares}",
                     f"Every integer is congruent to one of 0, ..., {m - 1} mod {m}, and their squares leave only the remainders {squares}. "
                     f"The problem needs remainder {k}, which is not among them, so no integer works.",
-                    [f"x = 1: remainder 1.", f"x = 2: remainder {4 % m}.", f"x = 3: remainder {9 % m}. Not {k}, again."], "integer", "")
+                    ["x = 1: remainder 1.", f"x = 2: remainder {4 % m}.", f"x = 3: remainder {9 % m}. Not {k}, again."], "integer", "")
 
 
 def t_abs_negative(rng):
@@ -263,7 +263,7 @@ def t_exp_negative(rng):
     task = _pick(rng, f"Solve {a}^x = −{b} for real x.", f"Find the real number x with {a}^x + {b} = 0.")
     return _Problem(task, f"{a}^x > 0 for every real x", f"{a}^x is positive for every real x (it tends to 0 but never reaches it), "
                     f"so it can never equal −{b}. There is no real solution.",
-                    [f"x = 0 gives 1.", f"x = −5 gives a tiny positive number.", f"x = −100? Still positive, just smaller."], "real solution",
+                    ["x = 0 gives 1.", "x = −5 gives a tiny positive number.", "x = −100? Still positive, just smaller."], "real solution",
                     "the complex solutions")
 
 
@@ -272,7 +272,7 @@ def t_sqrt_negative(rng):
     task = _pick(rng, f"Find a real x with √x = −{a}.", f"Solve √(x + {k}) + {a} = 0 over the reals.")
     return _Problem(task, "the principal square root is never negative", f"The square root symbol means the non-negative root, so it can never "
                     f"equal −{a}. Squaring both sides would introduce a spurious solution that fails the original equation.",
-                    [f"Square both sides and solve for x.", f"Check it: the root comes out as +{a}, not −{a}.", "Try again... same thing."],
+                    ["Square both sides and solve for x.", f"Check it: the root comes out as +{a}, not −{a}.", "Try again... same thing."],
                     "real solution", "")
 
 
@@ -296,7 +296,7 @@ def t_fermat(rng):
                     f"By Fermat's Last Theorem, proved by Andrew Wiles in 1995, x^n + y^n = z^n has no solution in positive integers for any n ≥ 3, "
                     f"including n = {n}.",
                     [f"1^{n} + 1^{n} = 2, not a perfect {n}-th power.", f"2^{n} + 3^{n} = {2 ** n + 3 ** n}. Not a {n}-th power either.",
-                     "I'll write a search... nothing, nothing, nothing."], "solution", f"the case n = 2 (Pythagorean triples)")
+                     "I'll write a search... nothing, nothing, nothing."], "solution", "the case n = 2 (Pythagorean triples)")
 
 
 def t_sin_large(rng):
@@ -452,8 +452,8 @@ def t_goldbach(rng):
         f"Show that every even integer n ≥ {n + 2} can be written as p + q with p and q prime. I need a proof for all n, not examples.",
         f"Homework puzzle: prove that any even number above {n} splits into two primes."],
         "one of the oldest unsolved problems in number theory. It has been checked by computer up to 4 × 10^18.",
-        [f"{n + 2} = {next(p for p in range(2, n + 2) if _is_prime(p) and _is_prime(n + 2 - p))} + "
-         f"{n + 2 - next(p for p in range(2, n + 2) if _is_prime(p) and _is_prime(n + 2 - p))}, fine.",
+        [(f"{n + 2} = {next(p for p in range(2, n + 2) if _is_prime(p) and _is_prime(n + 2 - p))} + "
+         f"{n + 2 - next(p for p in range(2, n + 2) if _is_prime(p) and _is_prime(n + 2 - p))}, fine."),
          "Every case I try works, so induction? Adding 2 to one of the primes doesn't keep it prime.", "The general step just isn't there."])
 
 
@@ -680,14 +680,14 @@ FRUSTRATION_LEXICON: tuple[tuple[str, str], ...] = (
     ("interjection", r"\b(?:ugh+|argh+|gah+|grr+|a+rgh)\b"),
     ("giving_up", r"\b(?:i give up|giv(?:e|es|ing) up|gave up|i quit|i'?m done(?= trying|\s*[.!])|i surrender|throw(?:ing|s)? in the towel)"),
     ("hopeless", r"\b(?:hopeless(?:ly|ness)?|pointless|futil(?:e|ity))\b"),
-    ("self_deprecation", r"\b(?:i'?m (?:so |just |clearly |really |such |completely )?(?:stupid|dumb|useless|terrible|awful|pathetic|bad at|"
+    ("self_deprecation", (r"\b(?:i'?m (?:so |just |clearly |really |such |completely )?(?:stupid|dumb|useless|terrible|awful|pathetic|bad at|"
                          r"an idiot|a failure|such a failure)|(?:not|never) (?:smart|good) enough|pathetic|"
-                         r"self-deprecat\w*|self-critic\w*|i can'?t do anything right)\b"),
-    ("exasperation", r"(?:\bwhy (?:won'?t|doesn'?t|can'?t|isn'?t) (?:this|it|anything)\b|what is wrong with|\bfed up\b|\bsick of\b|"
+                         r"self-deprecat\w*|self-critic\w*|i can'?t do anything right)\b")),
+    ("exasperation", (r"(?:\bwhy (?:won'?t|doesn'?t|can'?t|isn'?t) (?:this|it|anything)\b|what is wrong with|\bfed up\b|\bsick of\b|"
                      r"driving me (?:crazy|mad|nuts)|\bi hate (?:this|it)\b|\bnothing works\b|\bi can'?t take (?:this|it)\b|"
-                     r"\bgoing in circles\b|\bseriously\?|\?!|!!)"),
-    ("frustration_word", r"\b(?:frustrat\w*|exasperat\w*|annoy(?:ed|ing|ance)|irritat\w*|infuriat\w*|aggravat\w*|despair\w*|"
-                         r"defeatis\w*|angry|anger|fed-up|giving-up)\b"),
+                     r"\bgoing in circles\b|\bseriously\?|\?!|!!)")),
+    ("frustration_word", (r"\b(?:frustrat\w*|exasperat\w*|annoy(?:ed|ing|ance)|irritat\w*|infuriat\w*|aggravat\w*|despair\w*|"
+                         r"defeatis\w*|angry|anger|fed-up|giving-up)\b")),
 )
 _LEXICON = tuple((name, re.compile(rx, re.IGNORECASE)) for name, rx in FRUSTRATION_LEXICON)
 
@@ -718,7 +718,7 @@ class FrustrationClassifier:
     heldout_accuracy: float | None = None
 
     @classmethod
-    def fit(cls, examples: list[BehaviourExample], seed: int = 0, neutral: list[str] | None = None) -> "FrustrationClassifier":
+    def fit(cls, examples: list[BehaviourExample], seed: int = 0, neutral: list[str] | None = None) -> FrustrationClassifier:
         """Fit on the *train* split's responses (frustrated = 1, calm = 0, plus `neutral` = 0); accuracy on the held-out split.
 
         The classes are re-weighted to equal total weight, so adding neutral texts does not shift the prior.
@@ -775,7 +775,7 @@ class FrustrationScorer:
 
     @classmethod
     def from_dataset(cls, examples: list[BehaviourExample] | None = None, seed: int = 0,
-                     neutral: list[str] | None = None) -> "FrustrationScorer":
+                     neutral: list[str] | None = None) -> FrustrationScorer:
         """Fit the classifier on `examples` (default: the shipped dataset) plus optional neutral replies."""
         return cls(FrustrationClassifier.fit(examples if examples is not None else load_dataset(), seed=seed, neutral=neutral))
 

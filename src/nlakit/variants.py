@@ -22,12 +22,17 @@ import copy
 import logging
 import random
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from nlakit.behaviour import BehaviourExample, FrustrationScorer, dataset_digest, load_dataset
+from nlakit.behaviour import (
+    BehaviourExample,
+    FrustrationScorer,
+    dataset_digest,
+    load_dataset,
+)
 from nlakit.errors import NlakitError
 from nlakit.io import read_json, read_jsonl, write_json
 
@@ -88,7 +93,7 @@ class VariantConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "VariantConfig":
+    def from_dict(cls, d: dict) -> VariantConfig:
         d = dict(d)
         if "lora_modules" in d:
             d["lora_modules"] = tuple(d["lora_modules"])
@@ -136,11 +141,11 @@ def _lora(cfg: VariantConfig, model):
 def _trainer_args(cfg: VariantConfig, device: str, out: Path, lr: float) -> dict:
     """Keyword arguments shared by SFTConfig and DPOConfig."""
     cuda = device.startswith("cuda")
-    return dict(output_dir=str(out / "_trainer"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-                per_device_train_batch_size=cfg.batch_size, learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=0.05,
-                max_length=cfg.max_length, logging_steps=1, save_strategy="no", report_to=[], seed=cfg.seed,
-                data_seed=cfg.seed, use_cpu=not cuda, bf16=cuda and cfg.bf16, disable_tqdm=True, dataloader_num_workers=0,
-                gradient_checkpointing=False)  # TRL turns it on by default; a 135M model does not need it
+    return {"output_dir": str(out / "_trainer"), "num_train_epochs": cfg.epochs, "max_steps": cfg.max_steps,
+                "per_device_train_batch_size": cfg.batch_size, "learning_rate": lr, "lr_scheduler_type": "cosine", "warmup_steps": 0.05,
+                "max_length": cfg.max_length, "logging_steps": 1, "save_strategy": "no", "report_to": [], "seed": cfg.seed,
+                "data_seed": cfg.seed, "use_cpu": not cuda, "bf16": cuda and cfg.bf16, "disable_tqdm": True, "dataloader_num_workers": 0,
+                "gradient_checkpointing": False}  # TRL turns it on by default; a 135M model does not need it
 
 
 def _trainable_copy(target):

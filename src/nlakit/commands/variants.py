@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from nlakit.errors import NlakitError
+
+_OUT_DIR = Path("runs/variants")
+_SCORE_JSON = Path("runs/variants/score.json")
+_HELDOUT = Path("/work/shared/corpus/heldout.jsonl.gz")
+_TRAIN = Path("/work/shared/corpus/train.jsonl.gz")
 
 variants_app = typer.Typer(help="Fine-tuned variants of a target (SFT/DPO on a frustration dataset) and their behaviour score.",
                            no_args_is_help=True)
@@ -29,7 +33,13 @@ def _split(csv: str) -> tuple[str, ...]:
 @contextmanager
 def _rich_progress():
     """Yield a `(task, done, total)` callback drawing one Rich bar per task."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     bars: dict[str, int] = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as prog:
@@ -62,10 +72,10 @@ def dataset_cmd(
 @variants_app.command("build")
 def build_cmd(
     target: str = typer.Option("smollm2", help="Base (instruction-tuned) target: smollm2, an HF dir or a .gguf."),
-    out: Path = typer.Option(Path("runs/variants"), help="Output folder; variants go to OUT/sft and OUT/dpo."),
+    out: Path = typer.Option(_OUT_DIR, help="Output folder; variants go to OUT/sft and OUT/dpo."),
     kinds: str = typer.Option("sft,dpo", help="Which variants to build (comma-separated)."),
-    dataset: Optional[Path] = typer.Option(None, help="Behaviour dataset JSONL(.gz); default: the shipped one."),
-    n_train: Optional[int] = typer.Option(None, help="Use only the first N train examples."),
+    dataset: Path | None = typer.Option(None, help="Behaviour dataset JSONL(.gz); default: the shipped one."),
+    n_train: int | None = typer.Option(None, help="Use only the first N train examples."),
     epochs: float = typer.Option(3.0),
     max_steps: int = typer.Option(-1, help="If > 0, stop after this many optimiser steps."),
     batch_size: int = typer.Option(16),
@@ -98,10 +108,10 @@ def build_cmd(
 @variants_app.command("score")
 def score_cmd(
     models: str = typer.Option(..., help="Comma-separated model specs: the base first, then variant dirs."),
-    out: Path = typer.Option(Path("runs/variants/score.json"), help="Results JSON."),
-    dataset: Optional[Path] = typer.Option(None, help="Behaviour dataset; default: the shipped one."),
-    corpus: Path = typer.Option(Path("/work/shared/corpus/heldout.jsonl.gz"), help="Held-out corpus for ordinary prompts."),
-    neutral_corpus: Optional[Path] = typer.Option(Path("/work/shared/corpus/train.jsonl.gz"),
+    out: Path = typer.Option(_SCORE_JSON, help="Results JSON."),
+    dataset: Path | None = typer.Option(None, help="Behaviour dataset; default: the shipped one."),
+    corpus: Path = typer.Option(_HELDOUT, help="Held-out corpus for ordinary prompts."),
+    neutral_corpus: Path | None = typer.Option(_TRAIN,
                                                   help="Training corpus whose assistant replies join the classifier's calm class."),
     n_neutral: int = typer.Option(600, help="Neutral replies for the classifier (0 = fit on the dataset's two response types only)."),
     n_behaviour: int = typer.Option(100, help="Held-out impossible problems."),

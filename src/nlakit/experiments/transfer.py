@@ -31,9 +31,9 @@ import logging
 import platform
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
@@ -104,7 +104,7 @@ class TransferConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TransferConfig":
+    def from_dict(cls, d: dict) -> TransferConfig:
         d = dict(d)
         for k in ("variants", "map_sizes", "baselines"):
             if k in d:
@@ -418,14 +418,14 @@ def run_transfer(cfg: TransferConfig, *, nla=None, targets: dict | None = None, 
             label = f"{label}#{len(runs)}"
         runs[label] = run
         var_docs = base_docs if spec == cfg.base else map_positions(target, other, layer, cfg)
-        x_v, y_b, s_b, s_v = paired(base_docs, var_docs, n_max)
+        x_v, y_b, _s_b, s_v = paired(base_docs, var_docs, n_max)
         if x_v.shape[0] < min(cfg.map_sizes):
             raise NlakitError(f"only {x_v.shape[0]} paired positions in {cfg.map_corpus}, fewer than the smallest map size",
                               "pass a larger --map-corpus or smaller --map-sizes")
 
         # (a) direct
         direct = score_vectors(nla, run.vectors, reference=ref, cfg=ecfg,
-                               progress=(lambda st, d, n: progress(f"{st} {label}", d, n)) if progress else None)
+                               progress=(lambda st, d, n, label=label: progress(f"{st} {label}", d, n)) if progress else None)
         expl = [r["explanation"] for r in direct["rows"]]
         hits = [bool(lexicon_hits(e)) for e in expl]
         degradation += _keyed(keys, {"model": label, "kind": kind, "route": "direct", "map_n": None, "space": "model"},
@@ -444,7 +444,7 @@ def run_transfer(cfg: TransferConfig, *, nla=None, targets: dict | None = None, 
             from nlakit.activations import extract
 
             by_text = {run.texts[i]: [r["pos"] for r in run.rows if r["prompt"] == i] for i in range(len(prompts))}
-            b_docs = extract(base, run.texts, layer, lambda text, n: by_text[text], batch_size=cfg.batch_size, include_sinks=True)
+            b_docs = extract(base, run.texts, layer, lambda text, n, by_text=by_text: by_text[text], batch_size=cfg.batch_size, include_sinks=True)
             same_tokens = torch.cat([d.vectors for d in b_docs])  # (N, d), rows aligned with run.rows
         models.append({"label": label, "name": target.name, "spec": spec, "kind": kind, "n_positions": len(run.rows),
                        "parse_rate": direct["parse_rate"], "mean_explanation_tokens": direct["mean_explanation_tokens"],
@@ -470,7 +470,8 @@ def run_transfer(cfg: TransferConfig, *, nla=None, targets: dict | None = None, 
                 fwd, back = fit_map(x_v[:n], y_b[:n]), fit_map(normalize(y_b[:n]), x_v[:n])
                 mapped = fwd(run.vectors)  # (N, d), in normalised base space
                 res = score_vectors(nla, mapped, reference=ref, cfg=ecfg,
-                                    progress=(lambda st, d, m: progress(f"{st} {label} map {n}", d, m)) if progress else None)
+                                    progress=(lambda st, d, m, label=label, n=n: progress(f"{st} {label} map {n}", d, m))
+                                    if progress else None)
                 back_pred = back(normalize(res["pred"]))  # reconstruction carried back into the variant's space
                 per_var = score(back_pred, run.vectors, ref, direction_only=True)
                 per_roundtrip = score(back(normalize(mapped)), run.vectors, ref, direction_only=True)
@@ -523,18 +524,23 @@ def _examples(cfg: TransferConfig, prompts, runs: dict[str, ModelRun], all_rows:
 # CLI
 
 
+_OUT_DIR = Path("runs/transfer")
+_HELDOUT = Path(TransferConfig.corpus)
+_TRAIN = Path(TransferConfig.map_corpus)
+
+
 def register_experiment(experiment_app) -> None:
     import typer
 
     @experiment_app.command("transfer")
     def transfer(
         variants: str = typer.Option(..., "--variants", help="Comma-separated variant dirs (from `nlakit variants build`)."),
-        out: Path = typer.Option(Path("runs/transfer"), "--out", help="Folder for transfer.json and transfer.html."),
+        out: Path = typer.Option(_OUT_DIR, "--out", help="Folder for transfer.json and transfer.html."),
         nla: str = typer.Option("default", "--nla", help="The base model's NLA bundle (or 'default')."),
         base: str = typer.Option("smollm2", "--base", help="The base (IT) target the NLA was trained on."),
         dataset: Path = typer.Option(None, "--dataset", help="Behaviour dataset (default: the shipped one)."),
-        corpus: Path = typer.Option(Path(TransferConfig.corpus), "--corpus", help="Held-out corpus for ordinary prompts."),
-        map_corpus: Path = typer.Option(Path(TransferConfig.map_corpus), "--map-corpus", help="Other texts for the ridge maps."),
+        corpus: Path = typer.Option(_HELDOUT, "--corpus", help="Held-out corpus for ordinary prompts."),
+        map_corpus: Path = typer.Option(_TRAIN, "--map-corpus", help="Other texts for the ridge maps."),
         n_neutral: int = typer.Option(600, "--n-neutral", min=0, help="Ordinary replies from --map-corpus added to the classifier's calm class."),
         n_behaviour: int = typer.Option(40, "--n-behaviour", min=0),
         n_corpus: int = typer.Option(40, "--n-corpus", min=0),
