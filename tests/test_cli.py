@@ -55,7 +55,7 @@ def test_extract_text_and_jsonl(tmp_path, jsonl):
     assert all(load_shard(s)["vectors"].shape == (2, 64) for s in shards)
 
 
-def test_explain_json_out_and_html(tmp_path, tiny_bundle):
+def test_explain_json_out_and_html(tmp_path, tiny_bundle, jsonl):
     res = invoke("explain", "The cat sat on the mat.", "--at", "2,-1", "--nla", tiny_bundle, "--max-new-tokens", 3, "--json",
                  "--out", tmp_path / "e.json", "--html", tmp_path / "e.html")
     r = json.loads(res.stdout)
@@ -64,7 +64,10 @@ def test_explain_json_out_and_html(tmp_path, tiny_bundle):
     html = (tmp_path / "e.html").read_text()
     assert "pos-1" in html and "onclick" in html and "<script src" not in html  # self-contained
     table = invoke("explain", "The cat sat on the mat.", "--nla", tiny_bundle, "--target", "tiny:llama", "--max-new-tokens", 2).output
-    assert "echo_ar8" in table and "fve_nrm" in table
+    assert "echo_ar8" in table and "fve_nrm" in table and "need --train-data" in table
+    fitted = json.loads(invoke("explain", "The cat sat on the mat.", "--nla", tiny_bundle, "--max-new-tokens", 2, "--json",
+                               "--train-data", jsonl[1], "--n-train-positions", 16).stdout)
+    assert fitted["skipped_baselines"] == [] and "oracle_echo8" in fitted["rows"][0]["baselines"]
 
 
 def test_reconstruct(tmp_path, tiny_bundle):

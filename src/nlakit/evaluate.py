@@ -292,7 +292,7 @@ def explain_text(nla, target: Target, text: str, positions: PositionSpec = "last
 
     Returns the results JSON: {"kind": "explain", "text", "tokens": [{i, text, start, end}], "rows", "aggregate", …}.
     """
-    cfg = cfg or EvalConfig(n_positions=1, min_position=0)
+    cfg = cfg or EvalConfig(n_positions=1)  # positions come from `positions`; min_position applies to training rows only
     (doc,) = extract(target, [text], nla.layer, positions, batch_size=1)
     if not doc.positions:
         raise NlakitError("no explainable position left (position 0 and BOS are attention sinks and are skipped)",

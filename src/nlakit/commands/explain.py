@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
         """Explain the activation at chosen positions of TEXT and check each explanation by reconstruction."""
         from nlakit.evaluate import EvalConfig, explain_text
 
-        cfg = EvalConfig(n_positions=1, min_position=0, n_train_positions=n_train_positions, seed=seed, batch_size=batch_size,
+        cfg = EvalConfig(n_positions=1, n_train_positions=n_train_positions, seed=seed, batch_size=batch_size,
                          max_new_tokens=max_new_tokens, temperature=temperature)
         train_texts = read_texts(train_data) if train_data else None
         model, tgt = open_nla(nla, target, device, dtype)
