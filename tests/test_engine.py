@@ -1,0 +1,242 @@
+"""The fast engine against plain HF generate (token for token, greedy, CPU), its sampler, its layer-L forwards
+and `nlakit bench` end to end on a tiny model."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from nlakit import engine
+from nlakit.errors import NlakitError
+from nlakit.verbalizer import Verbalizer, new_meta_for
+
+
+def make_av(target, scale: float = 8.0) -> Verbalizer:
+    meta = new_meta_for(target.tokenizer, d_model=target.d_model, layer=1, injection_scale=scale, base_checkpoint="tiny")
+    return Verbalizer(target.model, target.tokenizer, meta)
+
+
+def vectors(n: int, d: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module", params=["llama", "gemma3"])
+def lively(request, tiny_llama, tiny_gemma):
+    """A tiny target whose greedy output depends on the injected vector (the default tiny Llama's init is so small
+    that it repeats one token whatever it reads): Llama weights redrawn with std 0.15, Gemma as built."""
+    base = tiny_llama if request.param == "llama" else tiny_gemma
+    target = copy.copy(base)
+    target.model = copy.deepcopy(base.model)
+    if request.param == "llama":
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in target.model.parameters():
+                if p.ndim == 2:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.15)
+    return target
+
+
+def with_early_eos(av: Verbalizer, v: torch.Tensor, max_new_tokens: int) -> Verbalizer:
+    """Declare a token the AV emits early as an extra EOS, so rows end at different lengths (exercises refill)."""
+    ref = av.generate_ids(v, max_new_tokens=max_new_tokens)
+    av.eos = sorted(set(av.eos) | {ref[0][3]})
+    return av
+
+
+# ---- greedy equality with HF generate ------------------------------------------------------------------------
+def test_greedy_matches_hf_generate(lively):
+    av = make_av(lively)
+    v = vectors(10, lively.d_model)
+    av = with_early_eos(av, v, 20)
+    ref = av.generate_ids(v, max_new_tokens=20)
+    assert len(set(map(tuple, ref))) > 1  # the test means something only if rows differ
+    got = engine.generate(av, v, max_new_tokens=20, batch_size=4)  # 4 slots for 10 rows: refill
+    assert got == ref
+    assert len(got[0]) <= 3 and got[0][-1:] != [-1]  # row 0 ended on the extra EOS
+
+
+def test_small_queue_runs_in_passes(lively):
+    av = make_av(lively)
+    v = vectors(7, lively.d_model, seed=1)
+    eng = engine.Engine(av, engine.EngineConfig(slots=3, max_new_tokens=12, queue=4, sync_every=5))
+    assert eng.run(v) == av.generate_ids(v, max_new_tokens=12)
+    assert eng.run(v[:2]) == av.generate_ids(v[:2], max_new_tokens=12)  # reusable, fewer rows than slots
+
+
+def test_hf_engine_is_generate_ids(tiny_llama):
+    av = make_av(tiny_llama)
+    v = vectors(3, tiny_llama.d_model)
+    assert engine.generate(av, v, max_new_tokens=6, engine="hf") == av.generate_ids(v, max_new_tokens=6)
+
+
+def test_injected_rows_match_verbalizer_injection(tiny_any):
+    av = make_av(tiny_any, scale=3.5)
+    v = vectors(4, tiny_any.d_model)
+    eng = engine.Engine(av, engine.EngineConfig(slots=2, max_new_tokens=4))
+    assert torch.equal(eng.injected(v), av.prompt_embeds(v)[:, av.slot])
+
+
+def test_in_place_weight_updates_are_picked_up(tiny_gemma):
+    target = copy.copy(tiny_gemma)
+    target.model = copy.deepcopy(tiny_gemma.model)
+    av = make_av(target)
+    v = vectors(5, target.d_model, seed=2)
+    assert engine.generate(av, v, max_new_tokens=10, batch_size=4) == av.generate_ids(v, max_new_tokens=10)
+    with torch.no_grad():  # what an optimizer step does: same tensors, new values
+        for p in target.model.model.layers[0].parameters():
+            p.mul_(1.7)
+    assert engine.generate(av, v, max_new_tokens=10, batch_size=4) == av.generate_ids(v, max_new_tokens=10)
+
+
+# ---- sampling ------------------------------------------------------------------------------------------------
+def test_sampling_is_reproducible_and_batch_invariant(tiny_gemma):
+    av = make_av(tiny_gemma)
+    v = vectors(6, tiny_gemma.d_model)
+    a = engine.generate(av, v, max_new_tokens=12, temperature=1.0, seed=5, batch_size=4)
+    b = engine.generate(av, v, max_new_tokens=12, temperature=1.0, seed=5, batch_size=3)
+    c = engine.generate(av, v, max_new_tokens=12, temperature=1.0, seed=6, batch_size=4)
+    assert a == b and a != c
+    vocab = av.model.config.vocab_size
+    assert all(0 <= t < vocab for r in a for t in r if t != -1)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_sampler_follows_softmax(temperature):
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, 0.5]]).expand(40000, -1)
+    key = torch.arange(40000)
+    draws = engine.sample(logits, torch.tensor(temperature), key, torch.zeros_like(key))
+    freq = torch.bincount(draws, minlength=5).float() / draws.numel()
+    assert torch.allclose(freq, torch.softmax(logits[0] / temperature, -1), atol=0.01)
+    again = engine.sample(logits, torch.tensor(temperature), key, torch.ones_like(key))  # next counter: new draws
+    assert not torch.equal(draws, again)
+
+
+def test_uniform_is_in_the_open_unit_interval():
+    u = engine.uniform(torch.arange(100000) % 997, torch.arange(100000) // 997)
+    assert u.min() > 0 and u.max() < 1 and abs(float(u.mean()) - 0.5) < 0.01
+    assert u.unique().numel() > 99000
+    assert engine.row_key(0, 1) != engine.row_key(1, 0) and 0 <= engine.row_key(-3, 10**9) < 2**31
+
+
+# ---- errors -------------------------------------------------------------------------------------------------
+def test_user_errors(tiny_llama):
+    av = make_av(tiny_llama)
+    v = vectors(2, tiny_llama.d_model)
+    with pytest.raises(NlakitError, match="unknown engine"):
+        engine.generate(av, v, engine="vllm")
+    with pytest.raises(NlakitError, match="max_new_tokens"):
+        engine.generate(av, v, max_new_tokens=0)
+    with pytest.raises(NlakitError, match="batch size"):
+        engine.generate(av, v, batch_size=0)
+    with pytest.raises(NlakitError, match="shape"):
+        engine.generate(av, torch.randn(2, 7))
+    eng = engine.Engine(av, engine.EngineConfig(slots=2, max_new_tokens=3))
+    with pytest.raises(NlakitError, match="greedy"):
+        eng.run(v, temperature=1.0)
+
+
+def test_moved_weights_are_detected(tiny_llama):
+    target = copy.copy(tiny_llama)
+    target.model = copy.deepcopy(tiny_llama.model)
+    av = make_av(target)
+    v = vectors(2, target.d_model)
+    eng = engine.Engine(av, engine.EngineConfig(slots=2, max_new_tokens=3))
+    eng.run(v)
+    target.model.to(torch.float64)
+    with pytest.raises(NlakitError, match="moved or replaced"):
+        eng.run(v)
+    target.model.to(torch.float32)
+    assert engine.generate(av, v, max_new_tokens=3) == av.generate_ids(v, max_new_tokens=3)  # the cache rebuilds
+
+
+def test_unsupported_architecture_falls_back_to_hf(tiny_llama):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok = tiny_llama.tokenizer
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=256,
+                                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)).eval()
+    meta = new_meta_for(tok, d_model=32, layer=1, injection_scale=4.0, base_checkpoint="gpt2")
+    av = Verbalizer(model, tok, meta)
+    v = vectors(2, 32)
+    assert not engine.supports(model)
+    assert engine.generate(av, v, max_new_tokens=4) == av.generate_ids(v, max_new_tokens=4)
+    with pytest.raises(NlakitError, match="does not support"):
+        engine.generate(av, v, max_new_tokens=4, engine="fast")
+
+
+# ---- layer-L forwards ---------------------------------------------------------------------------------------
+def _rows(target, docs):
+    return [target.tokenizer.encode(d, add_special_tokens=True) for d in docs]
+
+
+def test_extract_rows_matches_hf_forward(tiny_any, docs):
+    from nlakit.activations import run_to_layer
+
+    rows = _rows(tiny_any, docs[:6])
+    assert max(map(len, rows)) > 32  # longer than the tiny Gemma's sliding window
+    got = engine.extract_rows(tiny_any.model, rows, layer=2, max_batch_tokens=200)
+    enc = tiny_any.encode(docs[:6])
+    ref = run_to_layer(tiny_any.model, tiny_any.decoder_layers, 2, enc.input_ids, enc.attention_mask)
+    for i, r in enumerate(rows):
+        assert got[i].shape == (len(r), tiny_any.d_model)
+        torch.testing.assert_close(got[i], ref[i, : len(r)], atol=1e-4, rtol=1e-4)
+
+
+def test_ar_score_rows_matches_reconstruct(tiny_any):
+    from nlakit.reconstructor import Reconstructor
+
+    meta = make_av(tiny_any).meta
+    ar = Reconstructor.from_target(tiny_any, meta)
+    expl = ["The text is about a cat.", "A fox jumps over the lazy dog, quickly, again and again and again.", "x"]
+    got = engine.ar_score_rows(ar, engine.ar_rows(ar, expl), max_batch_tokens=40)
+    torch.testing.assert_close(got, ar.reconstruct(expl), atol=1e-4, rtol=1e-4)
+
+
+def test_sorted_batches_cover_every_row_within_budget():
+    lengths = [5, 80, 3, 40, 40, 7, 120, 1]
+    batches = engine.sorted_batches(lengths, max_batch_tokens=100)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        longest = max(lengths[i] for i in b)
+        assert len(b) == 1 or len(b) * longest <= 100
+
+
+# ---- nlakit bench --------------------------------------------------------------------------------------------
+def test_bench_cli_on_cpu(tmp_path, docs):
+    from nlakit.cli import app
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    out = tmp_path / "engine.json"
+    result = CliRunner().invoke(app, ["bench", "--target", "tiny:llama", "--device", "cpu", "--batch-sizes", "2,3",
+                                      "--max-new-tokens", "4", "--n-batches", "2", "--extract-tokens", "400", "--ar-tokens", "300",
+                                      "--hf-extract-tokens", "100", "--corpus", str(corpus), "--out", str(out)])
+    assert result.exception is None, result.output
+    res = json.loads(out.read_text())
+    assert {"command", "gpu", "rows", "extract_tok_s", "ar_tok_s"} <= set(res) and res["command"].startswith("nlakit bench")
+    assert [r["batch"] for r in res["rows"]] == [2, 3]
+    for r in res["rows"]:
+        assert r["hf_tok_s"] > 0 and r["engine_tok_s"] > 0 and math.isclose(r["ratio"], r["engine_tok_s"] / r["hf_tok_s"])
+        assert r["greedy_match_rate"] == 1.0  # fp32 on CPU: token-identical
+    assert res["extract_tok_s"] > 0 and res["ar_tok_s"] > 0 and res["sampling"]["reproducible"]
+    assert "AV generation" in result.output and str(out) in result.output.replace("\n", "")
+
+
+def test_bench_config_round_trip_and_errors():
+    from nlakit.bench import BenchConfig
+    from nlakit.cli import app
+
+    cfg = BenchConfig(batch_sizes=(2, 4), max_new_tokens=8)
+    assert BenchConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(NlakitError, match="batch sizes"):
+        BenchConfig(batch_sizes=(0,))
+    result = CliRunner().invoke(app, ["bench", "--batch-sizes", "a,b"])
+    assert isinstance(result.exception, NlakitError) and "batch-sizes" in str(result.exception)
+    result = CliRunner().invoke(app, ["bench", "--compile", "maybe"])
+    assert isinstance(result.exception, NlakitError) and "auto, on or off" in str(result.exception)
