@@ -59,7 +59,7 @@ class VariantConfig:
     max_steps: int = -1  # > 0 overrides epochs (tests)
     batch_size: int = 16
     sft_lr: float = 2e-4
-    dpo_lr: float = 5e-5
+    dpo_lr: float = 1e-4  # LoRA DPO: higher than full-weight DPO recipes (5e-7..5e-6); untuned here
     dpo_beta: float = 0.1
     lora_r: int = 16
     lora_alpha: int = 32

@@ -80,7 +80,7 @@ def build_cmd(
     max_steps: int = typer.Option(-1, help="If > 0, stop after this many optimiser steps."),
     batch_size: int = typer.Option(16),
     sft_lr: float = typer.Option(2e-4),
-    dpo_lr: float = typer.Option(5e-5),
+    dpo_lr: float = typer.Option(1e-4),
     dpo_beta: float = typer.Option(0.1),
     lora_r: int = typer.Option(16),
     lora_alpha: int = typer.Option(32),
