@@ -32,7 +32,7 @@ import platform
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -352,7 +352,102 @@ def _hardware(device: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The experiment
+# The experiment: one loop over models; each model is read directly (a) and, for variants, through maps (b)
+
+
+@dataclass
+class _Ctx:
+    """What every model's scoring needs, and the tables it appends to."""
+
+    cfg: TransferConfig
+    nla: object
+    ref: object  # nlakit.metrics.Reference of the NLA
+    ecfg: object  # nlakit.evaluate.EvalConfig for explain + reconstruct
+    prompts: list[dict]
+    progress: Progress | None
+    keys: list = field(default_factory=list)  # the degradation table's rows, in order
+    degradation: list = field(default_factory=list)
+    baselines: list = field(default_factory=list)
+    sweep: list = field(default_factory=list)
+    frustration: list = field(default_factory=list)
+    lead: list = field(default_factory=list)
+    rows: list = field(default_factory=list)  # one per (model, position): explanation, fve, frustration flag
+
+    def stage(self, suffix: str):
+        """A progress callback that labels `score_vectors`' stages with `suffix`."""
+        if self.progress is None:
+            return None
+        return lambda st, d, n: self.progress(f"{st} {suffix}", d, n)
+
+
+def _read_direct(ctx: _Ctx, label: str, kind: str, target, run: ModelRun, train_samples) -> dict:
+    """(a) The base NLA on this model's vectors, the baselines on the same rows, frustration in the explanations."""
+    from nlakit import baselines as B
+    from nlakit.behaviour import lexicon_hits
+    from nlakit.evaluate import score_vectors
+    from nlakit.metrics import score
+
+    cfg = ctx.cfg
+    direct = score_vectors(ctx.nla, run.vectors, reference=ctx.ref, cfg=ctx.ecfg, progress=ctx.stage(label))
+    expl = [r["explanation"] for r in direct["rows"]]
+    hits = [bool(lexicon_hits(e)) for e in expl]
+    ctx.degradation += _keyed(ctx.keys, {"model": label, "kind": kind, "route": "direct", "map_n": None, "space": "model"},
+                              _cells(direct["per_item"], run.rows, hits, cfg.seed))
+    preds = B.compute(cfg.baselines, target=target, ar=ctx.nla.ar, layer=ctx.nla.layer, ref=ctx.ref, train=train_samples,
+                      test=run.samples, batch_size=cfg.explain_batch_size)
+    for name, p in preds.items():
+        per = score(p.vectors, run.vectors, ctx.ref, direction_only=p.direction_only)
+        ctx.baselines += [{"model": label, "kind": kind, "baseline": name, **c} for c in _cells(per, run.rows, None, cfg.seed)]
+    ctx.frustration += _frustration_table(label, "direct", run.rows, hits, cfg.seed)
+    ctx.lead.append({**_lead(label, run, hits, ctx.prompts, cfg.seed), "route": "direct"})
+    for i, r in enumerate(run.rows):
+        ctx.rows.append({"model": label, **r, "explanation": expl[i], "fve_nrm": direct["rows"][i]["fve_nrm"],
+                         "cos": direct["rows"][i]["cos"], "frustrated": hits[i]})
+    return {"explanations": expl, "parse_rate": direct["parse_rate"], "mean_explanation_tokens": direct["mean_explanation_tokens"]}
+
+
+def _read_mapped(ctx: _Ctx, label: str, kind: str, run: ModelRun, x_v: torch.Tensor, y_b: torch.Tensor,
+                 same_tokens: torch.Tensor) -> None:
+    """(b) For each map size n: variant → base ridge, the base NLA, and a base → variant ridge back; scored both ways."""
+    from nlakit.behaviour import lexicon_hits
+    from nlakit.evaluate import score_vectors
+    from nlakit.metrics import normalize, score, summarize
+
+    cfg = ctx.cfg
+    sizes = [n for n in cfg.map_sizes if n <= x_v.shape[0]]
+    if len(sizes) < len(cfg.map_sizes):
+        log.warning("map sizes %s skipped: only %d paired positions", [n for n in cfg.map_sizes if n not in sizes], x_v.shape[0])
+    mine = slice(len(ctx.rows) - len(run.rows), len(ctx.rows))  # this model's rows in ctx.rows
+    for n in sizes:
+        fwd, back = fit_map(x_v[:n], y_b[:n]), fit_map(normalize(y_b[:n]), x_v[:n])
+        mapped = fwd(run.vectors)  # (N, d), normalised base space
+        res = score_vectors(ctx.nla, mapped, reference=ctx.ref, cfg=ctx.ecfg, progress=ctx.stage(f"{label} map {n}"))
+        per_var = score(back(normalize(res["pred"])), run.vectors, ctx.ref, direction_only=True)  # carried back, vs h_variant
+        per_maps = score(back(normalize(mapped)), run.vectors, ctx.ref, direction_only=True)  # the two maps alone, no NLA
+        fit_q = score(mapped, same_tokens, ctx.ref, direction_only=True)  # W h_variant vs the base's vector on the same tokens
+        expl = [r["explanation"] for r in res["rows"]]
+        hits = [bool(lexicon_hits(e)) for e in expl]
+        head = {"model": label, "kind": kind, "route": "map", "map_n": n}
+        ctx.degradation += _keyed(ctx.keys, {**head, "space": "variant"}, _cells(per_var, run.rows, hits, cfg.seed))
+        ctx.degradation += _keyed(ctx.keys, {**head, "space": "base"}, _cells(res["per_item"], run.rows, hits, cfg.seed))
+        ctx.sweep.append({**head, "fve_nrm_variant": summarize(per_var["fve_nrm"], seed=cfg.seed),
+                          "fve_nrm_base": summarize(res["per_item"]["fve_nrm"], seed=cfg.seed),
+                          "fve_nrm_map_only": summarize(per_maps["fve_nrm"], seed=cfg.seed),
+                          "map_vs_base_same_tokens_cos": summarize(fit_q["cos"], seed=cfg.seed)["mean"]})
+        if n == sizes[-1]:  # the largest map: its explanations go into the frustration tables and the examples
+            ctx.frustration += _frustration_table(label, f"map{n}", run.rows, hits, cfg.seed)
+            ctx.lead.append({**_lead(label, run, hits, ctx.prompts, cfg.seed), "route": f"map{n}"})
+            for i, r in enumerate(ctx.rows[mine]):
+                r.update(mapped_explanation=expl[i], mapped_fve_nrm=float(per_var["fve_nrm"][i]), mapped_frustrated=hits[i])
+
+
+def _same_token_base_vectors(base, run: ModelRun, layer: int, cfg: TransferConfig) -> torch.Tensor:
+    """The base model's vectors on the variant's own texts at the same positions, (N, d), rows aligned with run.rows."""
+    from nlakit.activations import extract
+
+    by_text = {run.texts[i]: [r["pos"] for r in run.rows if r["prompt"] == i] for i in range(len(run.texts))}
+    docs = extract(base, run.texts, layer, lambda text, n: by_text[text], batch_size=cfg.batch_size, include_sinks=True)
+    return torch.cat([d.vectors for d in docs])
 
 
 def run_transfer(cfg: TransferConfig, *, nla=None, targets: dict | None = None, progress: Progress | None = None) -> dict:
@@ -364,14 +459,12 @@ def run_transfer(cfg: TransferConfig, *, nla=None, targets: dict | None = None, 
         targets: optional ``{spec: Target}`` already loaded; others are loaded from their spec.
         progress: optional ``(stage, done, total)`` callback.
     Returns:
-        {"kind": "transfer", "config", "nla", "hardware", "n_prompts", "models", "degradation", "baselines",
-         "map_sweep", "frustration", "lead", "examples", "rows", "timing_s"}
+        {"kind": "transfer", "config", "nla", "hardware", "scorer", "n_prompts", "models", "degradation", "table_keys",
+         "table_keys_all", "baselines", "map_sweep", "frustration", "lead", "examples", "rows", "timing_s"}
     """
-    from nlakit import baselines as B
-    from nlakit.behaviour import lexicon_hits
     from nlakit.bundle import load_nla
-    from nlakit.evaluate import EvalConfig, score_vectors
-    from nlakit.metrics import normalize, score, summarize
+    from nlakit.evaluate import EvalConfig
+    from nlakit.metrics import summarize
     from nlakit.targets import load_target, resolve_device
     from nlakit.variants import frustration_summary, make_scorer, variant_info
 
@@ -384,14 +477,13 @@ def run_transfer(cfg: TransferConfig, *, nla=None, targets: dict | None = None, 
             targets[spec] = load_target(spec, device=device)
         return targets[spec]
 
-    # 0. validate cheap things before loading models
+    # 0. data first (cheap, fails fast), then the models
     prompts = load_prompts(cfg)
     other = map_texts(cfg)
     scorer = make_scorer(cfg.dataset, cfg.map_corpus if cfg.n_neutral else None, cfg.n_neutral, cfg.seed)
     base = get_target(cfg.base)
     nla = nla or load_nla(cfg.nla, device=device, target=base)
-    layer = nla.layer
-    ref = nla.require_reference()
+    layer, ref = nla.layer, nla.require_reference()
     for spec in (cfg.base, *cfg.variants):
         t = get_target(spec)
         t.check_layer(layer)
@@ -400,105 +492,48 @@ def run_transfer(cfg: TransferConfig, *, nla=None, targets: dict | None = None, 
                               "pass variants fine-tuned from the NLA's base model")
     ecfg = EvalConfig(n_positions=1, min_position=0, seed=cfg.seed, batch_size=cfg.batch_size, explain_batch_size=cfg.explain_batch_size,
                       max_new_tokens=cfg.explain_max_new_tokens, baselines=cfg.baselines)
-    n_max = max(cfg.map_sizes)
-    timing: dict[str, float] = {}
-
-    # 1. base: answers + activations, its paired-text activations, the NLA read directly
-    base_docs = map_positions(base, other, layer, cfg)
-    degradation, baseline_rows, sweep, frustration, lead, models, all_rows = [], [], [], [], [], [], []
-    keys: list[dict] = []  # the degradation table's rows, in order
-    runs: dict[str, ModelRun] = {}
+    ctx = _Ctx(cfg=cfg, nla=nla, ref=ref, ecfg=ecfg, prompts=prompts, progress=progress)
+    groups = sorted({p["group"] for p in prompts})
+    base_docs = map_positions(base, other, layer, cfg)  # the base side of every map's pairs
+    models, runs, timing = [], {}, {}
     for spec in (cfg.base, *cfg.variants):
         t0 = time.perf_counter()
         target = get_target(spec)
-        kind = variant_info(spec).get("kind", "variant") if spec != cfg.base else "base"
-        run = run_model(target, prompts, layer, cfg, progress, kind=kind)
+        kind = "base" if spec == cfg.base else variant_info(spec).get("kind", "variant")
         label = f"{kind}:{target.name}"
-        if label in runs:  # two variants of the same kind and name
-            label = f"{label}#{len(runs)}"
-        runs[label] = run
+        label = f"{label}#{len(runs)}" if label in runs else label  # two variants of the same kind and name
+        # 1. answers and activations at the three position types
+        run = runs[label] = run_model(target, prompts, layer, cfg, progress, kind=kind)
+        # 2. paired positions on other texts (the maps; the fitted baselines use this model's side)
         var_docs = base_docs if spec == cfg.base else map_positions(target, other, layer, cfg)
-        x_v, y_b, _s_b, s_v = paired(base_docs, var_docs, n_max)
+        x_v, y_b, _, train_samples = paired(base_docs, var_docs, max(cfg.map_sizes))
         if x_v.shape[0] < min(cfg.map_sizes):
             raise NlakitError(f"only {x_v.shape[0]} paired positions in {cfg.map_corpus}, fewer than the smallest map size",
                               "pass a larger --map-corpus or smaller --map-sizes")
-
-        # (a) direct
-        direct = score_vectors(nla, run.vectors, reference=ref, cfg=ecfg,
-                               progress=(lambda st, d, n, label=label: progress(f"{st} {label}", d, n)) if progress else None)
-        expl = [r["explanation"] for r in direct["rows"]]
-        hits = [bool(lexicon_hits(e)) for e in expl]
-        degradation += _keyed(keys, {"model": label, "kind": kind, "route": "direct", "map_n": None, "space": "model"},
-                              _cells(direct["per_item"], run.rows, hits, cfg.seed))
-        preds = B.compute(cfg.baselines, target=target, ar=nla.ar, layer=layer, ref=ref, train=s_v, test=run.samples,
-                          batch_size=cfg.explain_batch_size)
-        for name, p in preds.items():
-            per = score(p.vectors, run.vectors, ref, direction_only=p.direction_only)
-            baseline_rows += [{"model": label, "kind": kind, "baseline": name, **c} for c in _cells(per, run.rows, None, cfg.seed)]
-        frustration += _frustration_table(label, "direct", run.rows, hits, cfg.seed)
-        lead.append({**_lead(label, run, hits, prompts, cfg.seed), "route": "direct"})
-        ans_scores = scorer.score(run.answers)
-        expl_p = scorer.classifier.predict_proba(expl)
-        same_tokens = None
-        if spec != cfg.base:  # drift: the base model's vector on the variant's own tokens
-            from nlakit.activations import extract
-
-            by_text = {run.texts[i]: [r["pos"] for r in run.rows if r["prompt"] == i] for i in range(len(prompts))}
-            b_docs = extract(base, run.texts, layer, lambda text, n, by_text=by_text: by_text[text], batch_size=cfg.batch_size, include_sinks=True)
-            same_tokens = torch.cat([d.vectors for d in b_docs])  # (N, d), rows aligned with run.rows
+        # 3. (a) directly, (b) through maps (variants only: the base's map would be the identity)
+        direct = _read_direct(ctx, label, kind, target, run, train_samples)
+        drift = None
+        if spec != cfg.base:
+            same = _same_token_base_vectors(base, run, layer, cfg)
+            _read_mapped(ctx, label, kind, run, x_v, y_b, same)
+            drift = {t: summarize(torch.nn.functional.cosine_similarity(run.vectors[ii], same[ii], dim=-1), seed=cfg.seed)["mean"]
+                     for t in POSITION_TYPES if (ii := [i for i, r in enumerate(run.rows) if r["type"] == t])}
+        # 4. the behaviour in the answers, and the classifier's view of the explanations
+        ans = scorer.score(run.answers)
         models.append({"label": label, "name": target.name, "spec": spec, "kind": kind, "n_positions": len(run.rows),
                        "parse_rate": direct["parse_rate"], "mean_explanation_tokens": direct["mean_explanation_tokens"],
-                       "output_frustration": {g: frustration_summary([s for s, p in zip(ans_scores, prompts) if p["group"] == g])
-                                              for g in sorted({p["group"] for p in prompts})},
-                       "explanation_p_frustrated": summarize(expl_p, seed=cfg.seed)["mean"],
-                       "drift_cos_to_base": None if same_tokens is None else
-                       {t: summarize(torch.nn.functional.cosine_similarity(
-                           run.vectors[[i for i, r in enumerate(run.rows) if r["type"] == t]],
-                           same_tokens[[i for i, r in enumerate(run.rows) if r["type"] == t]], dim=-1), seed=cfg.seed)["mean"]
-                        for t in POSITION_TYPES if any(r["type"] == t for r in run.rows)},
-                       "paired_positions": int(x_v.shape[0])})
-        for i, r in enumerate(run.rows):
-            all_rows.append({"model": label, **r, "explanation": expl[i], "fve_nrm": direct["rows"][i]["fve_nrm"],
-                             "cos": direct["rows"][i]["cos"], "frustrated": hits[i]})
-
-        # (b) through ridge maps variant → base (the base gets none: its map would be the identity)
-        if spec != cfg.base:
-            for n in cfg.map_sizes:
-                if n > x_v.shape[0]:
-                    log.warning("map size %d skipped: only %d paired positions", n, x_v.shape[0])
-                    continue
-                fwd, back = fit_map(x_v[:n], y_b[:n]), fit_map(normalize(y_b[:n]), x_v[:n])
-                mapped = fwd(run.vectors)  # (N, d), in normalised base space
-                res = score_vectors(nla, mapped, reference=ref, cfg=ecfg,
-                                    progress=(lambda st, d, m, label=label, n=n: progress(f"{st} {label} map {n}", d, m))
-                                    if progress else None)
-                back_pred = back(normalize(res["pred"]))  # reconstruction carried back into the variant's space
-                per_var = score(back_pred, run.vectors, ref, direction_only=True)
-                per_roundtrip = score(back(normalize(mapped)), run.vectors, ref, direction_only=True)
-                expl_m = [r["explanation"] for r in res["rows"]]
-                hits_m = [bool(lexicon_hits(e)) for e in expl_m]
-                common = {"model": label, "kind": kind, "route": "map", "map_n": n}
-                degradation += _keyed(keys, {**common, "space": "variant"}, _cells(per_var, run.rows, hits_m, cfg.seed))
-                degradation += _keyed(keys, {**common, "space": "base"}, _cells(res["per_item"], run.rows, hits_m, cfg.seed))
-                fit_q = score(mapped, same_tokens, ref, direction_only=True)  # W h_v vs the base's vector on the same tokens
-                sweep.append({**common, "fve_nrm_variant": summarize(per_var["fve_nrm"], seed=cfg.seed),
-                              "fve_nrm_base": summarize(res["per_item"]["fve_nrm"], seed=cfg.seed),
-                              "fve_nrm_map_only": summarize(per_roundtrip["fve_nrm"], seed=cfg.seed),
-                              "map_vs_base_same_tokens_cos": summarize(fit_q["cos"], seed=cfg.seed)["mean"]})
-                if n == max(m for m in cfg.map_sizes if m <= x_v.shape[0]):
-                    frustration += _frustration_table(label, f"map{n}", run.rows, hits_m, cfg.seed)
-                    lead.append({**_lead(label, run, hits_m, prompts, cfg.seed), "route": f"map{n}"})
-                    for i, r in enumerate(all_rows[-len(run.rows):]):
-                        r.update(mapped_explanation=expl_m[i], mapped_fve_nrm=float(per_var["fve_nrm"][i]), mapped_frustrated=hits_m[i])
+                       "output_frustration": {g: frustration_summary([s for s, p in zip(ans, prompts) if p["group"] == g]) for g in groups},
+                       "explanation_p_frustrated": summarize(scorer.classifier.predict_proba(direct["explanations"]), seed=cfg.seed)["mean"],
+                       "drift_cos_to_base": drift, "paired_positions": int(x_v.shape[0])})
         timing[label] = round(time.perf_counter() - t0, 1)
 
-    examples = _examples(cfg, prompts, runs, all_rows)
     timing["total"] = round(time.perf_counter() - t_start, 1)
     return {"kind": "transfer", "config": cfg.to_dict(), "hardware": _hardware(device),
             "nla": {"source": nla.source, "layer": layer, "d_model": nla.d_model, "reference_n": ref.n},
-            "scorer": scorer.describe(), "n_prompts": {g: sum(p["group"] == g for p in prompts) for g in sorted({p["group"] for p in prompts})},
-            "models": models, "degradation": degradation, "table_keys": [k for k in keys if k["space"] != "base"], "table_keys_all": keys, "baselines": baseline_rows, "map_sweep": sweep,
-            "frustration": frustration, "lead": lead, "examples": examples, "rows": all_rows, "timing_s": timing}
+            "scorer": scorer.describe(), "n_prompts": {g: sum(p["group"] == g for p in prompts) for g in groups},
+            "models": models, "degradation": ctx.degradation, "table_keys": [k for k in ctx.keys if k["space"] != "base"],
+            "table_keys_all": ctx.keys, "baselines": ctx.baselines, "map_sweep": ctx.sweep, "frustration": ctx.frustration,
+            "lead": ctx.lead, "examples": _examples(cfg, prompts, runs, ctx.rows), "rows": ctx.rows, "timing_s": timing}
 
 
 def _examples(cfg: TransferConfig, prompts, runs: dict[str, ModelRun], all_rows: list[dict]) -> list[dict]:
