@@ -125,6 +125,16 @@ def test_positions_and_phases(tiny_llama):
     assert pick_positions(text, prefix, prompt, offsets, n_prompt=3, n_response=0, rng_key="k")[:3] == ps[:3]  # seeded
 
 
+def test_chat_prefix_never_writes_bos_twice(tiny_gemma):
+    t = copy.copy(tiny_gemma)
+    t.tokenizer = copy.deepcopy(tiny_gemma.tokenizer)
+    t.tokenizer.chat_template = "{{ bos_token }}" + t.tokenizer.chat_template  # as Gemma's real template does
+    prefix = chat_prefix(t, "hi")
+    assert not prefix.startswith("<bos>")
+    ids = t.encode([prefix + "ok"]).input_ids[0].tolist()
+    assert ids[0] == t.tokenizer.bos_token_id and ids[1] != t.tokenizer.bos_token_id
+
+
 def test_ridge_map_recovers_a_linear_drift():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(400, 16, generator=g)

@@ -246,7 +246,9 @@ def paired(base_docs, var_docs, n_max: int):
     keep_b, keep_v = [], []
     n = 0
     for b, v in zip(base_docs, var_docs):
-        assert b.positions == v.positions and b.token_ids == v.token_ids, "paired texts must tokenize identically"
+        if b.token_ids != v.token_ids:
+            raise NlakitError("a variant tokenizes the map texts differently from the base",
+                              "pass variants that share the base model's tokenizer (as `nlakit variants build` saves them)")
         ok = [j for j, (sb, sv) in enumerate(zip(b.is_sink, v.is_sink)) if not sb and not sv][: max(n_max - n, 0)]
         n += len(ok)
         for d, out in ((b, keep_b), (v, keep_v)):
