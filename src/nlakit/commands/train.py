@@ -84,7 +84,8 @@ def train_all_cmd(out: Path = _OPTS["out"], target: str = _OPTS["target"], layer
         console.print(f"[bold green]held-out fve_nrm {fe['fve_nrm']['mean']:.3f}[/] "
                       f"(95% CI {fe['fve_nrm']['ci95'][0]:.3f}–{fe['fve_nrm']['ci95'][1]:.3f}, n={fe['n']}); bundle: {out / 'bundle'}")
     else:
-        console.print(f"[yellow]stopped at RL step {res['rl']['steps_done']}/{cfg.rl.steps}[/]; run again with the same --out to continue")
+        where = res.get("stopped_in") or f"RL step {res['rl']['steps_done']}/{cfg.rl.steps}"
+        console.print(f"[yellow]time budget reached in {where}[/]; run again with the same --out to continue")
 
 
 def _single_stage(out: Path, target: str, layer: int, data, eval_data, source, device, stop_after: str) -> None:

@@ -73,9 +73,18 @@ def train_ar(cfg: ARConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
     data = pairs.split("ar")
     texts = data.texts(cfg.source)
     opt = ar_optimizer(ar, cfg.lr, cfg.head_lr)
+    partial = out / "ar_sft.partial.pt"
+    start, losses = 0, []
+    if partial.exists():  # a budget-stopped run: continue where it stopped
+        st = torch.load(partial, map_location="cpu", weights_only=False)
+        load_lora_state(ar.backbone, st["lora"])
+        ar.value_head.load_state_dict(st["head"])
+        opt.load_state_dict(st["opt"])
+        start, losses = st["step"], st["losses"]
     ar.train()
-    losses = []
     for step, total, idx in batches(len(data), cfg.batch_size, seed=cfg.seed, epochs=cfg.epochs):
+        if step < start:
+            continue
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, total, g["base_lr"])
         loss = ar_loss(ar, [texts[i] for i in idx], data.vectors[idx], cfg.max_length, dtype)
@@ -86,15 +95,18 @@ def train_ar(cfg: ARConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
         losses.append(loss.item())
         if log_fn and (step % 20 == 0 or step == total - 1):
             log_fn({"stage": "ar_sft", "step": step, "of": total, "loss": sum(losses[-20:]) / len(losses[-20:])})
-        if budget is not None and budget.out(margin=30):
-            log.warning("AR stage stopped by the time budget at step %d/%d", step, total)
-            break
+        if budget is not None and budget.out(margin=30) and step + 1 < total:
+            log.warning("AR stage stopped by the time budget at step %d/%d; the next call continues it", step + 1, total)
+            save_state(partial, {"lora": lora_state(ar.backbone), "head": ar.value_head.state_dict(), "opt": opt.state_dict(),
+                                 "step": step + 1, "losses": losses})
+            return ar.eval()
     ar.eval()
     summary = {"config": asdict(cfg), "steps": len(losses), "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:]))}
     if eval_pairs is not None:
         summary.update(gold_ceiling(ar, eval_pairs, ref, cfg.source, dtype))
     save_state(ckpt, {"lora": lora_state(ar.backbone), "head": ar.value_head.state_dict()})
     write_stage_done(out, "ar_sft", summary)
+    partial.unlink(missing_ok=True)
     return ar
 
 

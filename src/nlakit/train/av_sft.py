@@ -69,9 +69,17 @@ def train_av(cfg: AVConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
     responses = av.response_ids(data.texts(cfg.source))
     params = [p for p in av.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    partial = out / "av_sft.partial.pt"
+    start, losses = 0, []
+    if partial.exists():  # a budget-stopped run: continue where it stopped
+        st = torch.load(partial, map_location="cpu", weights_only=False)
+        load_lora_state(av.model, st["lora"])
+        opt.load_state_dict(st["opt"])
+        start, losses = st["step"], st["losses"]
     av.model.train()
-    losses = []
     for step, total, idx in batches(len(data), cfg.batch_size, seed=cfg.seed, epochs=cfg.epochs):
+        if step < start:
+            continue
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, total, cfg.lr)
         loss = sft_loss(av, data.vectors[idx], [responses[i] for i in idx], dtype)
@@ -82,13 +90,16 @@ def train_av(cfg: AVConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
         losses.append(loss.item())
         if log_fn and (step % 20 == 0 or step == total - 1):
             log_fn({"stage": "av_sft", "step": step, "of": total, "loss": sum(losses[-20:]) / len(losses[-20:])})
-        if budget is not None and budget.out(margin=60):
-            log.warning("AV stage stopped by the time budget at step %d/%d", step, total)
-            break
+        if budget is not None and budget.out(margin=60) and step + 1 < total:
+            log.warning("AV stage stopped by the time budget at step %d/%d; the next call continues it", step + 1, total)
+            save_state(partial, {"lora": lora_state(av.model), "opt": opt.state_dict(), "step": step + 1, "losses": losses})
+            av.model.eval()
+            return av
     av.model.eval()
     summary = {"config": asdict(cfg), "steps": len(losses), "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:]))}
     if eval_pairs is not None:
         summary["eval"] = evaluate_heldout(av, ar, eval_pairs, ref, max_new_tokens=cfg.eval_max_new_tokens, dtype=dtype)
     save_state(ckpt, {"lora": lora_state(av.model)})
     write_stage_done(out, "av_sft", summary)
+    partial.unlink(missing_ok=True)
     return av

@@ -75,6 +75,19 @@ def _clean(s: str) -> str:
     return " ".join(s.replace("\n", " / ").split())
 
 
+def _word(tok, token_id: int, special: set[int]) -> str:
+    """A predicted token as a word; special tokens (turn ends) as a phrase, never as their literal marker."""
+    return "(end of message)" if token_id in special else tok.decode([token_id])
+
+
+def sanitize(text: str, tokenizer) -> str:
+    """Drop literal special-token strings: inside an SFT target they would encode as real control tokens (e.g. EOS)."""
+    for t in getattr(tokenizer, "all_special_tokens", []) or []:
+        if t and t in text:
+            text = text.replace(t, " ")
+    return text
+
+
 def template_explanation(kind: str, tail: str, token: str, guesses: list[str]) -> str:
     """The `template` source text. Plain sentences, no raw dumps."""
     genre = KIND_WORDS.get(kind, "text")
@@ -140,11 +153,12 @@ def datagen(cfg: DatagenConfig, target: Target, progress: Callable[[str, int, in
             split = _split_of(str(doc.get("id", s + j)), cfg.seed, cfg.split)
             first_row = len(rows)
             for p in pos:
-                tail = tok.decode(tids[max(0, p - cfg.tail_tokens + 1) : p + 1])
+                tail = tok.decode(tids[max(0, p - cfg.tail_tokens + 1) : p + 1], skip_special_tokens=True)
                 token = tok.decode([tids[p]])
-                guesses = [tok.decode([t]) for t in top[j, p].tolist()]
+                guesses = [_word(tok, t, special) for t in top[j, p].tolist()]
                 rows.append({"doc": str(doc.get("id", s + j)), "pos": p, "token": token, "kind": doc.get("kind", "text"),
-                             "split": split, "text": texts[j][: enc.offsets[j][p][1]][-400:], "explanations": {"template": template_explanation(doc.get("kind", "text"), tail, token, guesses)}})
+                             "split": split, "text": texts[j][: enc.offsets[j][p][1]][-400:],
+                             "explanations": {"template": sanitize(template_explanation(doc.get("kind", "text"), tail, token, guesses), tok)}})
                 vectors.append(h[j, p].clone())
             if cfg.describe:
                 describe_jobs.append((first_row, texts[j][: enc.offsets[j][pos[0]][1]]))
@@ -162,7 +176,7 @@ def datagen(cfg: DatagenConfig, target: Target, progress: Callable[[str, int, in
         for k, desc in enumerate(descs):
             for r in range(bounds[k], bounds[k + 1]):
                 base = rows[r]["explanations"]["template"]
-                rows[r]["explanations"]["self"] = (f"The model reads this as: {desc}\n\n{base}" if desc else base)
+                rows[r]["explanations"]["self"] = sanitize(f"The model reads this as: {desc}\n\n{base}" if desc else base, tok)
 
     V = torch.stack(vectors)
     pairs = Pairs(V, rows)
@@ -206,11 +220,11 @@ def eval_pairs(target: Target, data: str, layer: int, *, n: int, max_tokens: int
             tids = enc.input_ids[j, : enc.lengths[j]].tolist()
             cand = [p for p in range(min_position, len(tids)) if tids[p] not in special]
             for p in sorted(random.Random(f"eval|{seed}|{doc.get('id', s + j)}").sample(cand, min(per_doc, len(cand)))):
-                tail = tok.decode(tids[max(0, p - tail_tokens + 1) : p + 1])
+                tail = tok.decode(tids[max(0, p - tail_tokens + 1) : p + 1], skip_special_tokens=True)
                 token = tok.decode([tids[p]])
-                guesses = [tok.decode([t]) for t in top[j, p].tolist()]
+                guesses = [_word(tok, t, special) for t in top[j, p].tolist()]
                 rows.append({"doc": str(doc.get("id", s + j)), "pos": p, "token": token, "kind": doc.get("kind", "text"),
                              "split": "eval", "text": texts[j][: enc.offsets[j][p][1]][-400:],
-                             "explanations": {"template": template_explanation(doc.get("kind", "text"), tail, token, guesses)}})
+                             "explanations": {"template": sanitize(template_explanation(doc.get("kind", "text"), tail, token, guesses), tok)}})
                 vectors.append(h[j, p].clone())
     return Pairs(torch.stack(vectors[:n]), rows[:n])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 
@@ -15,7 +16,9 @@ log = logging.getLogger(__name__)
 
 def generate(av: Verbalizer, vectors: torch.Tensor, *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0,
              batch_size: int = 256, engine: str = "auto") -> list[list[int]]:
-    """Token rows from the AV (EOS excluded; trailing -1 = hit the cap). Uses `nlakit.engine` when available."""
+    """Token rows from the AV (EOS excluded; trailing -1 = hit the cap). Uses `nlakit.engine` when available;
+    ``NLAKIT_ENGINE=hf`` in the environment forces plain HF generate."""
+    engine = os.environ.get("NLAKIT_ENGINE", engine)
     if engine != "hf":
         try:
             from nlakit import engine as fast

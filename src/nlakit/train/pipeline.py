@@ -138,10 +138,14 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
     t = time.monotonic()
     ar = train_ar(ar_cfg, target, meta, pairs, eval_pairs, ref, out, budget, runlog)
     timed("ar_sft", t)
+    if not stage_done(out, "ar_sft"):
+        return _stopped(cfg, out, "ar_sft", timings)
     # 2. AV supervised
     t = time.monotonic()
     av = train_av(av_cfg, target, meta, pairs, eval_pairs, ar, ref, out, budget, runlog)
     timed("av_sft", t)
+    if not stage_done(out, "av_sft"):
+        return _stopped(cfg, out, "av_sft", timings)
     # 3. RL (co-trains the AR)
     t = time.monotonic()
 
@@ -171,6 +175,13 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
         timed("final_eval", t)
     results["wall_sec_this_call"] = time.monotonic() - t0
     write_bundle(rl_summary["steps_done"])
+    write_json(out / "results.json", results)
+    return results
+
+
+def _stopped(cfg: TrainConfig, out: Path, stage: str, timings: dict) -> dict:
+    """Results of a call whose budget ran out inside a supervised stage (its partial checkpoint is on disk)."""
+    results = {"config": asdict(cfg), "finished": False, "stopped_in": stage, "rl": {"steps_done": 0}, "timings_sec": timings}
     write_json(out / "results.json", results)
     return results
 

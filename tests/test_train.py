@@ -1,0 +1,121 @@
+"""Training pipeline on a tiny random model: every stage runs, resumes, and writes a loadable bundle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from nlakit.bundle import load_nla
+from nlakit.errors import NlakitError
+from nlakit.testing import tiny_target
+from nlakit.train.ar_sft import ARConfig
+from nlakit.train.av_sft import AVConfig
+from nlakit.train.common import load_pairs, parse_duration
+from nlakit.train.datagen import DatagenConfig, datagen
+from nlakit.train.pipeline import TrainConfig, auto_injection_scale, train_all
+from nlakit.train.rl import FAIL_REWARD, RLConfig, group_advantages
+
+DOCS = [
+    {"id": f"d{i}", "kind": k, "text": t * 3}
+    for i, (k, t) in enumerate([
+        ("prose", "The quick brown fox jumps over the lazy dog near the river bank. "),
+        ("fiction", "Once upon a time there was a little girl who lived in a village near the forest. "),
+        ("code", "def main(): return x + y  # add the two numbers and return the result\n"),
+        ("math", "The equation y = x0 * x1 + 3 has two variables, and we solve for x. "),
+    ] * 3)
+]
+DOCS.append({"id": "chat0", "kind": "chat", "text": "User: hi", "messages": [{"role": "user", "content": "Solve 2 + 2 please."},
+                                                                             {"role": "assistant", "content": "The answer is 4."}]})
+
+
+@pytest.fixture()
+def corpus(tmp_path: Path) -> tuple[str, str]:
+    train = tmp_path / "train.jsonl"
+    held = tmp_path / "heldout.jsonl"
+    train.write_text("".join(json.dumps(d) + "\n" for d in DOCS))
+    held.write_text("".join(json.dumps({**d, "id": "h" + d["id"]}) + "\n" for d in DOCS[:6]))
+    return str(train), str(held)
+
+
+def tiny_config(out: Path, corpus, **kw) -> TrainConfig:
+    train, held = corpus
+    base = dict(out=str(out), target="tiny:llama", layer=2, data=train, eval_data=held, device="cpu", n_docs=13, positions_per_doc=2,
+                eval_positions=8, final_eval_positions=8, describe=True, datagen_batch=8,
+                ar=ARConfig(rank=2, batch_size=8, epochs=1), av=AVConfig(rank=2, batch_size=8, epochs=1, eval_max_new_tokens=8),
+                rl=RLConfig(steps=2, n_prompts=2, group=2, max_new_tokens=8, save_every=1, eval_every=1, eval_n=4))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_datagen_writes_pairs_from_both_sources(tmp_path, corpus):
+    target = tiny_target("llama")
+    cfg = DatagenConfig(data=corpus[0], out=str(tmp_path / "data"), layer=2, n_docs=13, positions_per_doc=2, batch_size=4,
+                        describe=True, describe_tokens=4, eval_data=corpus[1], eval_positions=6)
+    datagen(cfg, target)
+    pairs = load_pairs(tmp_path / "data")
+    assert len(pairs) > 10 and pairs.vectors.shape == (len(pairs), target.d_model)
+    assert torch.isfinite(pairs.vectors).all()
+    assert {r["split"] for r in pairs.rows} <= {"av", "ar", "rl"}
+    specials = set(target.tokenizer.all_special_tokens)
+    for r in pairs.rows:
+        assert set(r["explanations"]) == {"template", "self"}
+        assert r["pos"] >= cfg.min_position
+        for text in r["explanations"].values():
+            assert not any(s in text for s in specials), "a literal special token would become a control token in SFT"
+    # documents never straddle splits
+    by_doc: dict[str, set] = {}
+    for r in pairs.rows:
+        by_doc.setdefault(r["doc"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in by_doc.values())
+    ev = load_pairs(tmp_path / "data" / "eval")
+    assert all(r["pos"] >= 33 for r in ev.rows) and all(r["doc"].startswith("h") for r in ev.rows)
+
+
+def test_datagen_refuses_the_heldout_file(tmp_path, corpus):
+    with pytest.raises(NlakitError, match="held-out"):
+        datagen(DatagenConfig(data=str(tmp_path / "heldout.jsonl"), out=str(tmp_path / "x"), layer=2), tiny_target("llama"))
+
+
+def test_train_all_end_to_end_and_bundle_loads(tmp_path, corpus):
+    out = tmp_path / "run"
+    res = train_all(tiny_config(out, corpus))
+    assert res["finished"]
+    for key in ("final_eval", "final_eval_frozen_ar", "final_eval_gold_ceiling"):
+        assert key in res
+    fe = res["final_eval"]
+    assert fe["n"] == 8 and -10 < fe["fve_nrm"]["mean"] < 1
+    assert len(res["rl_history"]) == 2 and all("kl" in h and "copy_rate_4gram" in h for h in res["rl_history"])
+    nla = load_nla(out / "bundle")  # target "tiny:llama" is rebuilt from its spec
+    assert nla.layer == 2 and nla.reference is not None
+    exp = nla.explain(torch.randn(2, nla.d_model), max_new_tokens=4)
+    assert len(exp) == 2
+    # calling again is a no-op that keeps the finished result
+    again = train_all(tiny_config(out, corpus))
+    assert again["rl"]["steps_done"] == 2
+
+
+def test_budget_stop_then_resume(tmp_path, corpus):
+    out = tmp_path / "run"
+    first = train_all(tiny_config(out, corpus, time_budget="1s"))
+    assert not first["finished"] and first["stopped_in"] == "ar_sft"
+    assert (out / "ar_sft.partial.pt").exists() and not (out / "ar_sft.done.json").exists()
+    second = train_all(tiny_config(out, corpus))
+    assert second["finished"] and not (out / "ar_sft.partial.pt").exists()
+
+
+def test_group_advantages_are_centred_per_group():
+    r = torch.tensor([1.0, 2.0, 3.0, FAIL_REWARD, 0.5, 0.5])
+    a = group_advantages(r, 3)
+    assert torch.allclose(a.view(2, 3).mean(1), torch.zeros(2), atol=1e-5)
+    assert a[2] > a[1] > a[0]
+
+
+def test_helpers():
+    assert parse_duration("9m") == 540 and parse_duration("90s") == 90 and parse_duration(None) is None
+    with pytest.raises(NlakitError):
+        parse_duration("soon")
+    assert auto_injection_scale(218.0) == 250.0
+    assert auto_injection_scale(74000.0) >= 74000.0
