@@ -195,36 +195,55 @@ def datagen(cfg: DatagenConfig, target: Target, progress: Callable[[str, int, in
     return out
 
 
+def eval_selection(target: Target, data: str, *, n: int, max_tokens: int = 256, min_position: int = 33, per_doc: int = 2,
+                   seed: int = 42) -> list[tuple[dict, str, list[int]]]:
+    """The held-out positions used by training's evaluation: (document, rendered text, token positions) triples.
+
+    Documents are shuffled with `seed + 1`; each contributes `per_doc` positions >= `min_position` (no special tokens),
+    drawn with a per-document RNG, until `n` positions are chosen. Benchmarks call this to score baselines on exactly
+    the positions the NLA was scored on.
+    """
+    docs = read_jsonl(data)
+    random.Random(seed + 1).shuffle(docs)
+    special = set(target.tokenizer.all_special_ids or [])
+    out, total = [], 0
+    for j, doc in enumerate(docs):
+        if total >= n:
+            break
+        text = _doc_text(target, doc)
+        tids = target.encode([text], max_length=max_tokens).input_ids[0].tolist()
+        cand = [p for p in range(min_position, len(tids)) if tids[p] not in special]
+        pos = sorted(random.Random(f"eval|{seed}|{doc.get('id', j)}").sample(cand, min(per_doc, len(cand))))[: n - total]
+        if pos:
+            out.append((doc, text, pos))
+            total += len(pos)
+    return out
+
+
 @torch.no_grad()
 def eval_pairs(target: Target, data: str, layer: int, *, n: int, max_tokens: int = 256, min_position: int = 33,
                per_doc: int = 2, seed: int = 42, tail_tokens: int = 12, n_guesses: int = 3, dtype=None) -> Pairs:
-    """Held-out evaluation positions (>= `min_position`, `per_doc` per document, seeded), with gold template texts."""
-    docs = read_jsonl(data)
-    rng = random.Random(seed + 1)
-    rng.shuffle(docs)
+    """Held-out evaluation pairs at the `eval_selection` positions, with gold template texts."""
     tok = target.tokenizer
     special = set(tok.all_special_ids or [])
+    selection = eval_selection(target, data, n=n, max_tokens=max_tokens, min_position=min_position, per_doc=per_doc, seed=seed)
     vectors, rows = [], []
-    for s in range(0, len(docs), 32):
-        if len(rows) >= n:
-            break
-        chunk = docs[s : s + 32]
-        texts = [_doc_text(target, d) for d in chunk]
-        enc = target.encode(texts, max_length=max_tokens)
+    for s in range(0, len(selection), 32):
+        chunk = selection[s : s + 32]
+        enc = target.encode([t for _, t, _ in chunk], max_length=max_tokens)
         ids, mask = enc.input_ids.to(target.device), enc.attention_mask.to(target.device)
         with torch.autocast(device_type=ids.device.type, dtype=dtype, enabled=dtype is not None):
             outp = target.model(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
         h = outp.hidden_states[layer + 1].float().cpu()
         top = outp.logits.float().topk(n_guesses, dim=-1).indices.cpu()
-        for j, doc in enumerate(chunk):
+        for j, (doc, text, pos) in enumerate(chunk):
             tids = enc.input_ids[j, : enc.lengths[j]].tolist()
-            cand = [p for p in range(min_position, len(tids)) if tids[p] not in special]
-            for p in sorted(random.Random(f"eval|{seed}|{doc.get('id', s + j)}").sample(cand, min(per_doc, len(cand)))):
+            for p in pos:
                 tail = tok.decode(tids[max(0, p - tail_tokens + 1) : p + 1], skip_special_tokens=True)
                 token = tok.decode([tids[p]])
                 guesses = [_word(tok, t, special) for t in top[j, p].tolist()]
                 rows.append({"doc": str(doc.get("id", s + j)), "pos": p, "token": token, "kind": doc.get("kind", "text"),
-                             "split": "eval", "text": texts[j][: enc.offsets[j][p][1]][-400:],
+                             "split": "eval", "text": text[: enc.offsets[j][p][1]][-400:],
                              "explanations": {"template": sanitize(template_explanation(doc.get("kind", "text"), tail, token, guesses), tok)}})
                 vectors.append(h[j, p].clone())
-    return Pairs(torch.stack(vectors[:n]), rows[:n])
+    return Pairs(torch.stack(vectors), rows)
