@@ -81,16 +81,33 @@ def test_injected_rows_match_verbalizer_injection(tiny_any):
     assert torch.equal(eng.injected(v), av.prompt_embeds(v)[:, av.slot])
 
 
-def test_in_place_weight_updates_are_picked_up(tiny_gemma):
+@pytest.mark.parametrize("fuse", [False, True])
+def test_in_place_weight_updates_are_picked_up(tiny_gemma, fuse):
     target = copy.copy(tiny_gemma)
     target.model = copy.deepcopy(tiny_gemma.model)
     av = make_av(target)
     v = vectors(5, target.d_model, seed=2)
-    assert engine.generate(av, v, max_new_tokens=10, batch_size=4) == av.generate_ids(v, max_new_tokens=10)
+    eng = engine.Engine(av, engine.EngineConfig(slots=4, max_new_tokens=10, fuse=fuse))
+    assert (eng.fused is not None) == fuse
+    assert eng.run(v) == av.generate_ids(v, max_new_tokens=10)
     with torch.no_grad():  # what an optimizer step does: same tensors, new values
         for p in target.model.model.layers[0].parameters():
             p.mul_(1.7)
-    assert engine.generate(av, v, max_new_tokens=10, batch_size=4) == av.generate_ids(v, max_new_tokens=10)
+    assert eng.run(v) == av.generate_ids(v, max_new_tokens=10)
+
+
+def test_lora_wrapped_av_matches_hf_generate(lively):
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(copy.deepcopy(lively.model), LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        init_lora_weights=False))  # random A and B: the adapter changes the output
+    meta = make_av(lively).meta
+    av = Verbalizer(model, lively.tokenizer, meta)
+    v = vectors(6, lively.d_model, seed=3)
+    eng = engine.Engine(av, engine.EngineConfig(slots=4, max_new_tokens=12, fuse=True))
+    assert eng.fused is None  # LoRA projections keep their own forward
+    assert eng.run(v) == av.generate_ids(v, max_new_tokens=12)
 
 
 # ---- sampling ------------------------------------------------------------------------------------------------
@@ -175,12 +192,13 @@ def _rows(target, docs):
     return [target.tokenizer.encode(d, add_special_tokens=True) for d in docs]
 
 
-def test_extract_rows_matches_hf_forward(tiny_any, docs):
+@pytest.mark.parametrize("fuse", [False, True])
+def test_extract_rows_matches_hf_forward(tiny_any, docs, fuse):
     from nlakit.activations import run_to_layer
 
     rows = _rows(tiny_any, docs[:6])
     assert max(map(len, rows)) > 32  # longer than the tiny Gemma's sliding window
-    got = engine.extract_rows(tiny_any.model, rows, layer=2, max_batch_tokens=200)
+    got = engine.extract_rows(tiny_any.model, rows, layer=2, max_batch_tokens=200, fuse=fuse)
     enc = tiny_any.encode(docs[:6])
     ref = run_to_layer(tiny_any.model, tiny_any.decoder_layers, 2, enc.input_ids, enc.attention_mask)
     for i, r in enumerate(rows):
@@ -214,9 +232,10 @@ def test_bench_cli_on_cpu(tmp_path, docs):
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
     out = tmp_path / "engine.json"
-    result = CliRunner().invoke(app, ["bench", "--target", "tiny:llama", "--device", "cpu", "--batch-sizes", "2,3",
-                                      "--max-new-tokens", "4", "--n-batches", "2", "--extract-tokens", "400", "--ar-tokens", "300",
-                                      "--hf-extract-tokens", "100", "--corpus", str(corpus), "--out", str(out)])
+    args = ["bench", "--target", "tiny:llama", "--device", "cpu", "--batch-sizes", "2,3", "--max-new-tokens", "4",
+            "--n-batches", "2", "--extract-tokens", "400", "--ar-tokens", "300", "--hf-extract-tokens", "100",
+            "--corpus", str(corpus), "--out", str(out)]
+    result = CliRunner().invoke(app, args)
     assert result.exception is None, result.output
     res = json.loads(out.read_text())
     assert {"command", "gpu", "rows", "extract_tok_s", "ar_tok_s"} <= set(res) and res["command"].startswith("nlakit bench")

@@ -63,6 +63,7 @@ class BenchConfig:
     max_seq_len: int = 512
     corpus: str | None = None  # a .jsonl(.gz) with "text"; default: the shared corpus if present, else built-in text
     profile: bool = True
+    ablations: bool = True  # at the largest batch on CUDA: the engine without fusion / CUDA graph / compile
     compile: bool | None = None
     cuda_graph: bool | None = None
     sync_every: int = 16
@@ -141,6 +142,9 @@ def hf_generate(verbalizer, vectors: torch.Tensor, *, max_new_tokens: int, batch
 
 
 def _texts(cfg: BenchConfig, n: int = 2000) -> tuple[list[str], str]:
+    """Corpus texts (cut to ~4 characters per allowed token), or synthetic documents of 1-30 sentences."""
+    import random
+
     from nlakit.io import read_jsonl
 
     candidates = [cfg.corpus] if cfg.corpus else ["../shared/corpus/train.jsonl.gz", "shared/corpus/train.jsonl.gz",
@@ -148,12 +152,14 @@ def _texts(cfg: BenchConfig, n: int = 2000) -> tuple[list[str], str]:
     for c in candidates:
         if c and Path(c).exists():
             rows = read_jsonl(c, limit=n)
-            texts = [r["text"] for r in rows if isinstance(r.get("text"), str) and r["text"].strip()]
+            texts = [r["text"][: 4 * cfg.max_seq_len] for r in rows if isinstance(r.get("text"), str) and r["text"].strip()]
             if texts:
                 return texts, str(c)
     if cfg.corpus:
         raise NlakitError(f"corpus {cfg.corpus} does not exist or holds no text", "pass a .jsonl(.gz) with a 'text' field")
-    return list(FALLBACK_TEXTS), "built-in sentences"
+    rng = random.Random(cfg.seed)
+    docs = [" ".join(rng.choice(FALLBACK_TEXTS) for _ in range(rng.randint(1, 30))) for _ in range(n // 4)]
+    return docs, "synthetic documents (built-in sentences; pass --corpus for real text)"
 
 
 def _gpu_name(device) -> str:
@@ -203,45 +209,53 @@ def forward_ceiling(model: torch.nn.Module, layer: int, gpu: str) -> float | Non
     return peaks[0] / (2 * n)
 
 
-def profile_step(eng: engine.Engine, n_steps: int = 10, top: int = 12) -> dict:
-    """Device time per decode step by kernel (torch.profiler over graph replays), grouped and top-N."""
+def _profile(fn: Callable[[], None], device, n_steps: int) -> list[dict]:
     from torch.profiler import ProfilerActivity, profile
 
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if eng.device.type == "cuda" else [])
-    eng.advance()
-    _sync(eng.device)
-    with profile(activities=acts) as prof:
+    fn()
+    _sync(device)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(n_steps):
-            eng.advance()
-        _sync(eng.device)
+            fn()
+        _sync(device)
     rows = []
     for e in prof.key_averages():
         dev = getattr(e, "self_device_time_total", None)
-        if dev is None:
-            dev = getattr(e, "self_cuda_time_total", 0)
-        if eng.device.type != "cuda":
-            dev = e.self_cpu_time_total
-        if dev > 0:
-            rows.append({"name": e.key[:90], "ms_per_step": dev / 1e3 / n_steps, "calls_per_step": e.count / n_steps})
-    rows.sort(key=lambda r: -r["ms_per_step"])
-    kernels = [r for r in rows if not r["name"].startswith(("aten::", "cuda", "Torch-Compiled", "CompiledFunction", "## "))]
-    total = sum(r["ms_per_step"] for r in kernels) or 1.0
+        dev = getattr(e, "self_cuda_time_total", 0) if dev is None else dev
+        name = e.key
+        if dev > 0 and not name.startswith(("aten::", "cuda", "Torch-Compiled", "CompiledFunction", "## ", "Memcpy", "Memset")):
+            rows.append({"name": name[:90], "ms_per_step": dev / 1e3 / n_steps, "calls_per_step": e.count / n_steps})
+    return sorted(rows, key=lambda r: -r["ms_per_step"])
 
-    def group(name: str) -> str:
-        n = name.lower()
-        if any(k in n for k in ("gemm", "cutlass", "sm90", "sm80", "cublas", "xmma", "nvjet")):
-            return "matmul (cuBLAS)"
-        if "triton" in n:
-            return "fused elementwise/reduction (Triton)"
-        if any(k in n for k in ("index", "scatter", "gather")):
-            return "indexing"
-        return "other"
 
+def _group(name: str) -> str:
+    n = name.lower()
+    if any(k in n for k in ("gemm", "cutlass", "sm90", "sm80", "cublas", "xmma", "nvjet", "s16816", "wgmma")):
+        return "matmul (cuBLAS/CUTLASS)"
+    if "flash" in n or "fmha" in n or "attention" in n:
+        return "attention kernels"
+    if "triton" in n:
+        return "fused elementwise/reductions (Triton)"
+    if any(k in n for k in ("index", "scatter", "gather")):
+        return "indexing"
+    return "other"
+
+
+def profile_step(eng: engine.Engine, n_steps: int = 10, top: int = 15) -> dict:
+    """Device time per decode step by kernel (torch.profiler; over CUDA graph replays when the profiler sees
+    their kernels, else over the same step launched op by op), grouped, plus the top-N kernels."""
+    source = "cuda graph replays"
+    rows = _profile(eng.advance, eng.device, n_steps)
+    if not rows:  # kernels inside graphs are invisible to some profiler builds
+        source = "step launched without the graph (same kernels, launch overhead not included)"
+        rows = _profile(eng._step, eng.device, n_steps)
+    total = sum(r["ms_per_step"] for r in rows) or 1.0
     groups: dict[str, float] = {}
-    for r in kernels:
-        groups[group(r["name"])] = groups.get(group(r["name"]), 0.0) + r["ms_per_step"]
-    return {"device_ms_per_step": total, "groups": {k: round(v, 4) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])},
-            "top": [{**r, "share": r["ms_per_step"] / total} for r in kernels[:top]]}
+    for r in rows:
+        groups[_group(r["name"])] = groups.get(_group(r["name"]), 0.0) + r["ms_per_step"]
+    return {"source": source, "kernels_per_step": sum(r["calls_per_step"] for r in rows), "device_ms_per_step": total,
+            "groups_ms": {k: round(v, 4) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])},
+            "top": [{**r, "share": r["ms_per_step"] / total} for r in rows[:top]]}
 
 
 def step_ms(eng: engine.Engine, n: int = 50) -> float:
@@ -250,18 +264,21 @@ def step_ms(eng: engine.Engine, n: int = 50) -> float:
     return dt / n * 1e3
 
 
-def _vectors(target, texts: list[str], layer: int, n: int, seed: int, dtype) -> torch.Tensor:
+def _vectors(target, texts: list[str], layer: int, n: int, seed: int, dtype, max_len: int) -> torch.Tensor:
+    """n activation vectors (sinks excluded) from as few texts as needed, drawn with a seeded permutation."""
     from nlakit.activations import extract
 
-    docs, got = [], 0
-    for d in extract(target, texts[: max(8, min(len(texts), 400))], layer, batch_size=16, dtype=dtype):
-        docs.append(d.vectors)
-        got += d.vectors.shape[0]
-        if got >= n:
+    chosen, chars = [], 0
+    for t in texts:  # ~4 characters a token: stop once the texts hold about 2n tokens
+        chosen.append(t)
+        chars += min(len(t), 4 * max_len)
+        if chars >= 8 * n:
             break
-    pool = torch.cat(docs)
+    pool = torch.cat([d.vectors for d in extract(target, chosen, layer, batch_size=16, dtype=dtype, max_length=max_len)])
     g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, pool.shape[0], (n,), generator=g) if pool.shape[0] < n else torch.randperm(pool.shape[0], generator=g)[:n]
+    if pool.shape[0] < n:
+        return pool[torch.randint(0, pool.shape[0], (n,), generator=g)]
+    idx = torch.randperm(pool.shape[0], generator=g)[:n]
     return pool[idx]
 
 
@@ -312,14 +329,23 @@ def run(cfg: BenchConfig, *, out_path: str | Path | None = None,
 
     # ---- the AV: the target itself, prompted with the default template (speed does not need a trained AV) ----
     n_max = max(cfg.batch_sizes) * cfg.n_batches
-    vecs = _vectors(target, texts, layer, n_max, cfg.seed, torch.bfloat16 if device.startswith("cuda") else None)
+    vecs = _vectors(target, texts, layer, n_max, cfg.seed, None, cfg.max_seq_len)
     scale = float(vecs.norm(dim=-1).median())
     meta = new_meta_for(target.tokenizer, d_model=target.d_model, layer=layer, injection_scale=scale, base_checkpoint=target.spec)
     av = Verbalizer(target.model, target.tokenizer, meta)
     res.update(prompt_len=len(av.prompt_ids), shared_prefix_len=av.slot, injection_scale=scale)
     explanations: list[list[int]] = []
     order = sorted(cfg.batch_sizes, reverse=cfg.batch_sizes_order == "desc")
-    last_eng = None
+    on_cuda = device.startswith("cuda")
+
+    def make_engine(B: int, **over) -> engine.Engine:
+        kw = dict(slots=B, max_new_tokens=cfg.max_new_tokens, compile=cfg.compile, cuda_graph=cfg.cuda_graph,
+                  sync_every=cfg.sync_every)
+        kw.update(over)
+        eng = engine.Engine(av, engine.EngineConfig(**kw))
+        eng.warmup()
+        return eng
+
     for k, B in enumerate(order):
         say("generation", k, len(order))
         N = B * cfg.n_batches
@@ -330,96 +356,167 @@ def run(cfg: BenchConfig, *, out_path: str | Path | None = None,
             hf_generate(av, v[:2], max_new_tokens=2, batch_size=2)  # warm-up
             hf_rows, dt = _timed(lambda: hf_generate(av, v, max_new_tokens=cfg.max_new_tokens, batch_size=B), device)
             row.update(hf_tok_s=n_tokens(hf_rows) / dt, hf_expl_s=N / dt, hf_s=dt)
-        eng = engine.Engine(av, engine.EngineConfig(slots=B, max_new_tokens=cfg.max_new_tokens, compile=cfg.compile,
-                                                    cuda_graph=cfg.cuda_graph, sync_every=cfg.sync_every))
-        eng.warmup()
+        eng = make_engine(B)
         eng.run(v[: min(N, B)])  # warm run: allocator, first replays
         eng_rows, dt = _timed(lambda: eng.run(v), device)
         row.update(engine_tok_s=n_tokens(eng_rows) / dt, engine_expl_s=N / dt, engine_s=dt, engine_mode=eng.mode,
-                   engine_setup_s=eng.setup_s, engine_step_ms=step_ms(eng), mean_new_tokens=n_tokens(eng_rows) / N)
+                   engine_fused=eng.fused is not None, engine_setup_s=eng.setup_s, engine_step_ms=step_ms(eng),
+                   mean_new_tokens=n_tokens(eng_rows) / N)
         if hf_rows is not None:
             row["ratio"] = row["engine_tok_s"] / row["hf_tok_s"]
             row["greedy_match_rate"] = sum(a == b for a, b in zip(eng_rows, hf_rows)) / N
             row["first_token_match_rate"] = sum(a[:1] == b[:1] for a, b in zip(eng_rows, hf_rows)) / N
+            row["mean_common_prefix"] = sum(_common_prefix(a, b) for a, b in zip(eng_rows, hf_rows)) / N
         explanations = explanations or eng_rows
-        if cfg.hf_static and device.startswith("cuda") and clock.left() > 120:
+        if cfg.hf_static and on_cuda and clock.left() > 120:
             try:
                 _, setup = _timed(lambda: hf_generate(av, v[:B], max_new_tokens=cfg.max_new_tokens, batch_size=B,
                                                       cache_implementation="static"), device)
                 st_rows, dt = _timed(lambda: hf_generate(av, v, max_new_tokens=cfg.max_new_tokens, batch_size=B,
                                                          cache_implementation="static"), device)
                 row.update(hf_static_tok_s=n_tokens(st_rows) / dt, hf_static_expl_s=N / dt, hf_static_setup_s=setup,
-                           ratio_static=row["engine_tok_s"] / (n_tokens(st_rows) / dt))
+                           ratio_static=row["engine_tok_s"] / (n_tokens(st_rows) / dt),
+                           static_greedy_match_rate=sum(a == b for a, b in zip(st_rows, hf_rows or st_rows)) / N)
             except Exception as e:  # noqa: BLE001 - report, keep benchmarking
                 log.warning("HF static-cache generate failed at batch %d: %s: %s", B, type(e).__name__, e)
-                row["hf_static_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+                row["hf_static_error"] = f"{type(e).__name__}: {str(e)[:300]}"
         elif cfg.hf_static:
-            res["skipped"].append(f"hf_static at batch {B} ({'not on CUDA' if not device.startswith('cuda') else 'time budget'})")
+            res["skipped"].append(f"hf_static at batch {B} ({'not on CUDA' if not on_cuda else 'time budget'})")
         if B == max(cfg.batch_sizes):
             res["ceiling"] = ceiling(eng, gpu)
-            if cfg.profile and device.startswith("cuda"):
+            if cfg.profile and on_cuda:
                 try:
                     res["profile"] = profile_step(eng)
                 except Exception as e:  # noqa: BLE001
                     log.warning("profiling failed: %s: %s", type(e).__name__, e)
-            last_eng = eng
         res["rows"].append(row)
         save()
         del eng
     say("generation", len(order), len(order))
 
-    if cfg.sampling and clock.left() > 60 and last_eng is not None:
-        B = last_eng.cfg.slots
-        eng = engine.Engine(av, engine.EngineConfig(slots=B, max_new_tokens=cfg.max_new_tokens, sampling=True,
-                                                    compile=cfg.compile, cuda_graph=cfg.cuda_graph, sync_every=cfg.sync_every))
-        v = vecs[: B * cfg.n_batches]
-        eng.run(v[:B], temperature=1.0, seed=cfg.seed)
-        rows, dt = _timed(lambda: eng.run(v, temperature=1.0, seed=cfg.seed), device)
-        again = eng.run(v[:B], temperature=1.0, seed=cfg.seed)
-        res["sampling"] = {"batch": B, "temperature": 1.0, "engine_tok_s": n_tokens(rows) / dt,
-                           "reproducible": again == rows[:B], "setup_s": eng.setup_s}
-        del eng
-        save()
-    del last_eng
-
-    # ---- extraction: blocks 0..layer on length-sorted batches ----
-    say("extraction", 0, 1)
-    tok = target.tokenizer
-    base_rows = [r[: cfg.max_seq_len] for r in tok(texts, add_special_tokens=True)["input_ids"]]
-    rows = _cycle_rows(base_rows, cfg.extract_tokens)
-    n = sum(map(len, rows))
-    res["extract_seq_len"] = n / max(1, len(rows))
-    _consume(engine.hidden_batches(target.model, rows[: max(1, len(rows) // 20)], layer, max_batch_tokens=cfg.max_batch_tokens))
-    _, dt = _timed(lambda: _consume(engine.hidden_batches(target.model, rows, layer, max_batch_tokens=cfg.max_batch_tokens)), device)
-    res.update(extract_tok_s=n / dt, extract_tokens=n, extract_ceiling_tok_s=forward_ceiling(target.model, layer, gpu))
-    if clock.left() > 60:
-        from nlakit.activations import extract
-
-        sub = texts[: max(2, int(len(texts) * min(1.0, cfg.hf_extract_tokens / max(1, sum(map(len, base_rows))))))]
-        n_sub = sum(len(r) for r in base_rows[: len(sub)])
-        _, dt = _timed(lambda: extract(target, sub, layer, batch_size=16, max_length=cfg.max_seq_len), device)
-        res["extract_hf_tok_s"] = n_sub / dt  # activations.extract: HF forward + per-text CPU copies, batch 16
-    save()
-
-    # ---- AR scoring: the truncated target + value head over AR prompts of generated explanations ----
-    say("ar scoring", 0, 1)
+    # ---- required numbers first (extraction and AR at the eager path), optional extras after, budget permitting ----
+    say("extraction / AR", 0, 2)
+    fwd = _Forwards(cfg, target, layer, texts, device)
+    res.update(fwd.extraction(compile_=False))
     ar = Reconstructor.from_target(target, meta)
     texts_ar = [t for t in (e.text for e in av.decode(explanations)) if t.strip()] or texts
-    ar_base = engine.ar_rows(ar, texts_ar)
-    rows = _cycle_rows([r[-cfg.max_seq_len :] for r in ar_base], cfg.ar_tokens)
-    n = sum(map(len, rows))
-    engine.ar_score_rows(ar, rows[: max(1, len(rows) // 20)], max_batch_tokens=cfg.max_batch_tokens)
-    _, dt = _timed(lambda: engine.ar_score_rows(ar, rows, max_batch_tokens=cfg.max_batch_tokens), device)
-    res.update(ar_tok_s=n / dt, ar_tokens=n, ar_seq_len=n / max(1, len(rows)))
-    if clock.left() > 30:
-        sub = texts_ar * max(1, (cfg.hf_extract_tokens // max(1, sum(map(len, ar_base)))))
-        n_sub = sum(len(r) for r in ar_base) * max(1, (cfg.hf_extract_tokens // max(1, sum(map(len, ar_base)))))
-        _, dt = _timed(lambda: ar.reconstruct(sub, batch_size=64), device)
-        res["ar_hf_tok_s"] = n_sub / dt  # Reconstructor.reconstruct: padded + masked HF forward, batch 64
-    say("ar scoring", 1, 1)
+    res.update(fwd.ar(ar, texts_ar, compile_=False))
+    res["extract_tok_s"], res["ar_tok_s"] = res["extract_eager_tok_s"], res["ar_eager_tok_s"]
+    save()
+    say("extraction / AR", 1, 2)
+    for name, fn, need in (("compiled extraction", lambda: fwd.extraction(compile_=True), 120),
+                           ("compiled AR scoring", lambda: fwd.ar(ar, texts_ar, compile_=True), 90)):
+        if not (on_cuda and cfg.compile is not False):
+            continue
+        if clock.left() < need:
+            res["skipped"].append(f"{name} (time budget)")
+            continue
+        try:
+            res.update(fn())
+        except Exception as e:  # noqa: BLE001
+            log.warning("%s failed: %s: %s", name, type(e).__name__, e)
+            res[name.replace(" ", "_") + "_error"] = f"{type(e).__name__}: {str(e)[:300]}"
+    res["extract_tok_s"] = max(res["extract_eager_tok_s"], res.get("extract_compiled_tok_s") or 0)
+    res["ar_tok_s"] = max(res["ar_eager_tok_s"], res.get("ar_compiled_tok_s") or 0)
+    if clock.left() > 60:
+        res.update(fwd.hf_baselines(ar, texts_ar))
+    say("extraction / AR", 2, 2)
+    save()
+
+    # ---- what each engine ingredient buys, at the largest batch (CUDA only: on CPU they are all the same path) ----
+    B = max(cfg.batch_sizes)
+    v = vecs[: B * cfg.n_batches]
+    variants = [("no weight fusion", dict(fuse=False)),
+                ("no CUDA graph (compiled step launched op by op)", dict(cuda_graph=False)),
+                ("no torch.compile (eager step in a CUDA graph)", dict(compile=False))]
+    res["ablations"] = []
+    for name, over in variants if (on_cuda and cfg.ablations) else []:
+        if clock.left() < 90:
+            res["skipped"].append(f"ablation {name!r} (time budget)")
+            continue
+        try:
+            eng = make_engine(B, **over)
+            eng.run(v[:B])
+            rows_, dt = _timed(lambda: eng.run(v), device)
+            res["ablations"].append({"name": name, "batch": B, "engine_tok_s": n_tokens(rows_) / dt, "mode": eng.mode,
+                                     "fused": eng.fused is not None, "setup_s": eng.setup_s, "step_ms": step_ms(eng)})
+            del eng
+        except Exception as e:  # noqa: BLE001
+            res["ablations"].append({"name": name, "error": f"{type(e).__name__}: {str(e)[:300]}"})
+        save()
+
+    if cfg.sampling and clock.left() > 60:
+        eng = make_engine(B, sampling=True)
+        eng.run(v[:B], temperature=1.0, seed=cfg.seed)
+        rows_, dt = _timed(lambda: eng.run(v, temperature=1.0, seed=cfg.seed), device)
+        again = eng.run(v[:B], temperature=1.0, seed=cfg.seed)
+        res["sampling"] = {"batch": B, "temperature": 1.0, "engine_tok_s": n_tokens(rows_) / dt,
+                           "reproducible": again == rows_[:B], "setup_s": eng.setup_s, "mode": eng.mode}
+        del eng
+    elif cfg.sampling:
+        res["skipped"].append("sampling (time budget)")
     res["elapsed_s"] = time.perf_counter() - clock.t0
     save()
     return res
+
+
+class _Forwards:
+    """Extraction and AR-scoring throughput on pre-tokenised rows (tokenisation excluded)."""
+
+    def __init__(self, cfg: BenchConfig, target, layer: int, texts: list[str], device: str):
+        self.cfg, self.target, self.layer, self.texts, self.device = cfg, target, layer, texts, device
+        self.base_rows = [r[: cfg.max_seq_len] for r in target.tokenizer(texts, add_special_tokens=True)["input_ids"]]
+        self.rows = _cycle_rows(self.base_rows, cfg.extract_tokens)
+        self.n = sum(map(len, self.rows))
+
+    def extraction(self, compile_: bool) -> dict:
+        def batches(rs):
+            return engine.hidden_batches(self.target.model, rs, self.layer, max_batch_tokens=self.cfg.max_batch_tokens,
+                                         compile=compile_)
+
+        _consume(batches(self.rows[: max(1, len(self.rows) // 10)]))  # warm-up (and compile) on the longest rows
+        _, dt = _timed(lambda: _consume(batches(self.rows)), self.device)
+        return {f"extract_{'compiled' if compile_ else 'eager'}_tok_s": self.n / dt, "extract_tokens": self.n,
+                "extract_seq_len": self.n / max(1, len(self.rows)),
+                "extract_ceiling_tok_s": forward_ceiling(self.target.model, self.layer, _gpu_name(self.device))}
+
+    def ar(self, ar, texts_ar: list[str], compile_: bool) -> dict:
+        rows = _cycle_rows([r[-self.cfg.max_seq_len :] for r in engine.ar_rows(ar, texts_ar)], self.cfg.ar_tokens)
+        n = sum(map(len, rows))
+        mbt = self.cfg.max_batch_tokens
+        engine.ar_score_rows(ar, rows[: max(1, len(rows) // 10)], max_batch_tokens=mbt, compile=compile_)
+        _, dt = _timed(lambda: engine.ar_score_rows(ar, rows, max_batch_tokens=mbt, compile=compile_), self.device)
+        return {f"ar_{'compiled' if compile_ else 'eager'}_tok_s": n / dt, "ar_tokens": n, "ar_seq_len": n / max(1, len(rows))}
+
+    def hf_baselines(self, ar, texts_ar: list[str]) -> dict:
+        """The pre-engine paths on a subset: `activations.extract` (batch 16) and `Reconstructor.reconstruct` (batch 64)."""
+        from nlakit.activations import extract
+
+        n_sub, sub = 0, []
+        for t, r in zip(self.texts, self.base_rows):
+            if n_sub >= self.cfg.hf_extract_tokens:
+                break
+            sub.append(t)
+            n_sub += len(r)
+        _, dt = _timed(lambda: extract(self.target, sub, self.layer, batch_size=16, max_length=self.cfg.max_seq_len),
+                       self.device)
+        out = {"extract_hf_tok_s": n_sub / dt}
+        ar_tokens = sum(len(r) for r in engine.ar_rows(ar, texts_ar))
+        reps = max(1, self.cfg.hf_extract_tokens // max(1, ar_tokens))
+        _, dt = _timed(lambda: ar.reconstruct(texts_ar * reps, batch_size=64), self.device)
+        out["ar_hf_tok_s"] = ar_tokens * reps / dt
+        return out
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    """Generated tokens two rows share from the start (the -1 cap marker is not a token)."""
+    a, b = [t for t in a if t >= 0], [t for t in b if t >= 0]
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _consume(batches) -> None:

@@ -1,191 +1,43 @@
-"""Fast AV generation, and forward passes that stop at layer L (extraction, AR scoring).
+"""Fast AV generation: batched decoding from injected activations, greedy or seeded sampling.
 
-    nlakit bench --target tiny            # HF generate vs this engine, same inputs, one run
+    nlakit bench --target tiny:llama      # HF generate vs this engine on the same inputs, in one run
 
 Every AV prompt is the same except the injected slot, so the engine
-1. runs the prompt prefix *before* the slot once and keeps its K/V (``(KV, S, hd)`` per layer) shared by all rows;
+1. runs the prompt prefix *before* the slot once and keeps its K/V (``(KV, S, hd)`` per layer), shared by all rows;
 2. feeds the rest of the prompt (slot onwards, ``R0`` tokens) and then the generated tokens one decode step at a
    time, every row at its own position, into a preallocated per-row KV cache ``(B, KV, R0 + max_new, hd)``;
-3. refills a slot with the next pending vector as soon as its row ends (checked every ``sync_every`` steps), so
-   finished rows do not idle in the batch;
-4. on CUDA compiles the decode step with ``torch.compile`` (fusion) and replays it as one CUDA graph; on CPU it
-   runs the same step eagerly, and greedy output is token-identical to plain HF ``generate`` (tests).
+3. keeps the pending rows in a device queue: the step itself copies an ended row's tokens out and admits the next
+   row into the freed slot, so finished rows never idle and the host only checks every ``sync_every`` steps;
+4. on CUDA concatenates q/k/v and gate/up weights, compiles the step with ``torch.compile`` (one block compiled
+   once, reused by every layer) and replays it as one CUDA graph; on CPU it runs the same step eagerly, and
+   greedy output is token-identical to plain HF ``generate`` (tests).
 
-The decode step is a small functional re-implementation of a Llama / Qwen / Gemma-3 block that calls the HF
-model's own submodules (norms, projections, MLP, rotary tables), so LoRA-wrapped projections work and numerics
-follow HF. Sampling draws one counter-based uniform per (seed, row, token index) and inverts the CDF of
+The block math lives in `nlakit.blocks` and calls the HF model's own submodules, so LoRA-wrapped projections work.
+Sampling draws one counter-based uniform per (seed, row, token index) and inverts the CDF of
 ``softmax(logits / T)``: the same seed gives the same text whatever the batch size or refill order.
-
 Architectures outside `SUPPORTED` fall back to plain HF ``generate`` (``engine="hf"``).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
+from nlakit.blocks import (SUPPORTED, Arch, FusedWeights, ar_rows, ar_score_rows, causal_block, extract_rows,  # noqa: F401
+                           hidden_batches, sorted_batches, supports, unwrap)
 from nlakit.errors import NlakitError
 
 log = logging.getLogger(__name__)
 
-SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text")
 ENGINES = ("auto", "fast", "hf")
 
 _M32 = 0xFFFFFFFF
-
-
-# ---- the model, seen as plain blocks ---------------------------------------------------------------------
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    h = x.shape[-1] // 2
-    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The HF model under a PEFT wrapper (LoRA layers stay in place, so calling submodules applies them)."""
-    if hasattr(model, "peft_config") and hasattr(model, "get_base_model"):
-        return model.get_base_model()
-    return model
-
-
-class Arch:
-    """A Llama/Qwen/Gemma-3 causal LM (or its bare backbone) as a list of blocks the engine can drive."""
-
-    def __init__(self, model: torch.nn.Module):
-        model = unwrap(model)
-        base = getattr(model, "model", model)
-        base = getattr(base, "language_model", base)
-        cfg = base.config
-        cfg = getattr(cfg, "text_config", None) or cfg
-        self.model_type = str(getattr(cfg, "model_type", "?"))
-        if not supports(model):
-            raise NlakitError(f"the fast engine does not support {self.model_type!r} models",
-                              f"pass --engine hf (plain generate), or use one of {', '.join(SUPPORTED)}")
-        self.lm_head = model.get_output_embeddings() if model is not base else None
-        self.embed, self.norm, self.rotary = base.embed_tokens, base.norm, base.rotary_emb
-        self.layers = list(base.layers)
-        self.n_heads, self.n_kv = int(cfg.num_attention_heads), int(cfg.num_key_value_heads)
-        self.head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
-        self.d_model = int(cfg.hidden_size)
-        n = len(self.layers)
-        self.layer_types = list(getattr(cfg, "layer_types", None) or ["full_attention"] * n)[:n]
-        window = getattr(cfg, "sliding_window", None)
-        self.windows = [int(window) if t == "sliding_attention" and window else None for t in self.layer_types]
-        self.scaling = [float(layer.self_attn.scaling) for layer in self.layers]
-        self.qk_norm = hasattr(self.layers[0].self_attn, "q_norm")
-        self.sandwich = hasattr(self.layers[0], "pre_feedforward_layernorm")  # Gemma: norms around attn and MLP outputs
-        self.attn_softcap = getattr(cfg, "attn_logit_softcapping", None)
-        self.final_softcap = getattr(cfg, "final_logit_softcapping", None)
-        self._gqa_kw = _sdpa_has_gqa()
-
-    def rope_tables(self, n: int, device, dtype) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """cos/sin for positions 0..n-1 per layer type, (n, hd) each, from the model's own rotary module."""
-        pos = torch.arange(n, device=device)[None]
-        x = torch.zeros(1, device=device, dtype=dtype)
-        out = {}
-        for lt in set(self.layer_types):
-            if hasattr(self.rotary, f"{lt}_inv_freq"):  # Gemma-3: one table per layer type
-                cos, sin = self.rotary(x, pos, lt)
-            else:
-                cos, sin = self.rotary(x, pos)
-            out[lt] = (cos[0], sin[0])
-        return out
-
-    def block(self, layer: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-              attend: Callable) -> torch.Tensor:
-        """One decoder block on x (B, T, D); cos/sin (B or 1, T, hd); `attend(q, k, v)` -> (B, H, T, hd)."""
-        at = layer.self_attn
-        B, T, _ = x.shape
-        h = layer.input_layernorm(x)
-        q = at.q_proj(h).view(B, T, -1, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
-        k = at.k_proj(h).view(B, T, -1, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
-        v = at.v_proj(h).view(B, T, -1, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
-        if self.qk_norm:
-            q, k = at.q_norm(q), at.k_norm(k)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
-        o = attend(q, k, v)  # (B, H, T, hd)
-        o = at.o_proj(o.transpose(1, 2).reshape(B, T, -1))
-        if self.sandwich:
-            x = x + layer.post_attention_layernorm(o)
-            return x + layer.post_feedforward_layernorm(layer.mlp(layer.pre_feedforward_layernorm(x)))
-        x = x + o
-        return x + layer.mlp(layer.post_attention_layernorm(x))
-
-    def causal_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
-                         window: int | None) -> torch.Tensor:
-        """Causal (and sliding-window) self-attention within one sequence; right padding needs no mask."""
-        T = q.shape[2]
-        g = self.n_heads // self.n_kv
-        if self.attn_softcap is None and (window is None or T <= window):
-            if self._gqa_kw:
-                return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=g > 1)
-            return F.scaled_dot_product_attention(q, k.repeat_interleave(g, 1), v.repeat_interleave(g, 1),
-                                                  is_causal=True, scale=scale)
-        k, v = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
-        idx = torch.arange(T, device=q.device)
-        mask = idx[None] <= idx[:, None]  # (T, T): key j visible from query i
-        if window is not None:
-            mask &= idx[None] > idx[:, None] - window
-        s = self.softcap(q @ k.transpose(-1, -2) * scale).masked_fill(~mask, float("-inf"))
-        return s.softmax(-1, dtype=torch.float32).to(q.dtype) @ v
-
-    def softcap(self, s: torch.Tensor) -> torch.Tensor:
-        if self.attn_softcap is None:
-            return s
-        return torch.tanh(s / self.attn_softcap) * self.attn_softcap
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., D) last hidden states -> (..., V) logits, as the HF head computes them."""
-        out = self.lm_head(self.norm(x))
-        if self.final_softcap is not None:
-            out = torch.tanh(out / self.final_softcap) * self.final_softcap
-        return out
-
-    def hidden_at(self, ids: torch.Tensor, layer: int, tables=None) -> torch.Tensor:
-        """Output of block `layer` for right-padded ids (B, T): (B, T, D). Blocks after `layer` never run."""
-        x = self.embed(ids)
-        T = ids.shape[1]
-        tables = tables or self.rope_tables(T, ids.device, x.dtype)
-        for i in range(layer + 1):
-            cos, sin = tables[self.layer_types[i]]
-            attend = functools.partial(self.causal_attention, scale=self.scaling[i], window=self.windows[i])
-            x = self.block(self.layers[i], x, cos[None, :T], sin[None, :T], attend)
-        return x
-
-
-def _sdpa_has_gqa() -> bool:
-    import inspect
-
-    try:
-        return "enable_gqa" in inspect.signature(F.scaled_dot_product_attention).parameters
-    except (TypeError, ValueError):  # builtins without a signature: probe once
-        try:
-            q = torch.zeros(1, 2, 1, 4)
-            F.scaled_dot_product_attention(q, q[:, :1], q[:, :1], enable_gqa=True)
-            return True
-        except TypeError:
-            return False
-
-
-def supports(model: torch.nn.Module) -> bool:
-    """True when the fast engine can drive this model (else use plain generate)."""
-    model = unwrap(model)
-    base = getattr(model, "model", model)
-    base = getattr(base, "language_model", base)
-    cfg = getattr(base, "config", None)
-    cfg = getattr(cfg, "text_config", None) or cfg
-    if cfg is None or getattr(cfg, "model_type", None) not in SUPPORTED or getattr(cfg, "use_bidirectional_attention", False):
-        return False
-    return all(hasattr(base, a) for a in ("embed_tokens", "norm", "rotary_emb", "layers"))
 
 
 # ---- sampling --------------------------------------------------------------------------------------------
@@ -218,7 +70,7 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, key: torch.Tensor, c
 
 
 # ---- one block of the decode step ------------------------------------------------------------------------
-def decode_layer(a: Arch, layer: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+def decode_layer(a: Arch, layer: torch.nn.Module, fw: tuple | None, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                  kc: torch.Tensor, vc: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor, rows: torch.Tensor,
                  t: torch.Tensor, pmask: torch.Tensor | None, rmask: torch.Tensor, scale: float) -> torch.Tensor:
     """One block for one new token per row. x (B, 1, D); kc/vc (B, KV, L, hd) per-row cache, written at t (B,);
@@ -239,7 +91,7 @@ def decode_layer(a: Arch, layer: torch.nn.Module, x: torch.Tensor, cos: torch.Te
         o = torch.einsum("bkgs,ksd->bkgd", p[..., :S], vp) + p[..., S:] @ vc  # (B, KV, g, hd)
         return o.reshape(B, a.n_heads, 1, a.head_dim)
 
-    return a.block(layer, x, cos, sin, attend)
+    return a.block(layer, x, cos, sin, attend, fw)
 
 
 # ---- the engine ------------------------------------------------------------------------------------------
@@ -252,6 +104,7 @@ class EngineConfig:
     sampling: bool = False  # the step samples (temperature > 0) instead of taking the argmax
     compile: bool | None = None
     cuda_graph: bool | None = None
+    fuse: bool | None = None  # concatenate q/k/v and gate/up weights (plain Linear only); None = on for CUDA
     sync_every: int = 16  # decode steps between host checks for "all rows done" (each check is one small sync)
     queue: int = 0  # rows queued on the device per pass; 0 = max(16 x slots, 4096). Longer inputs run in passes
 
@@ -287,7 +140,10 @@ class Engine:
         is_cuda = self.device.type == "cuda"
         self.use_compile = is_cuda if cfg.compile is None else cfg.compile
         self.use_graph = is_cuda if cfg.cuda_graph is None else (cfg.cuda_graph and is_cuda)
-        prompt = list(verbalizer.prompt_ids)
+        use_fuse = is_cuda if cfg.fuse is None else cfg.fuse
+        self.fused = FusedWeights(a) if use_fuse and FusedWeights.possible(a) else None
+        self._fw = self.fused.per_layer if self.fused is not None else [None] * len(a.layers)
+        self._prompt = prompt = list(verbalizer.prompt_ids)
         self.S = verbalizer.slot  # shared prefix: prompt[:slot]
         self.R0 = len(prompt) - self.S  # per-row prompt part: the injected slot onwards
         self.L = self.R0 + cfg.max_new_tokens  # per-row cache length
@@ -380,11 +236,16 @@ class Engine:
         for i, layer in enumerate(a.layers):
             cos, sin = rope[self._lt_index[i]]
             pmask, rmask = masks[self._w_index[i]]
-            x = self._layer_fn(a, layer, x, cos, sin, self.kc[i], self.vc[i], self.kp[i], self.vp[i], self.slots, self.t,
-                               pmask, rmask, a.scaling[i])
+            x = self._layer_fn(a, layer, self._fw[i], x, cos, sin, self.kc[i], self.vc[i], self.kp[i], self.vp[i],
+                               self.slots, self.t, pmask, rmask, a.scaling[i])
         self._post_fn(x)
 
     # ---- setup -------------------------------------------------------------------------------------------
+    def matches(self, verbalizer) -> bool:
+        """True while this engine still fits the verbalizer: same weights in place, same prompt, same EOS set."""
+        return (self._weights_fingerprint() == self._fingerprint and list(verbalizer.prompt_ids) == self._prompt
+                and sorted(verbalizer.eos) == self.eos.tolist())
+
     def _weights_fingerprint(self) -> tuple:
         return tuple((p.data_ptr(), p.dtype, p.device) for p in self.v.model.parameters())
 
@@ -409,6 +270,7 @@ class Engine:
         self.q_next.zero_()
         self.n_fin.zero_()
 
+    @torch.no_grad()
     def warmup(self) -> None:
         """Compile the step pieces and capture the step as a CUDA graph (when enabled); falls back on failure."""
         if self._ready:
@@ -419,16 +281,20 @@ class Engine:
         self._prefill_prefix()
         self._reset()
         if self.use_compile:
-            try:
-                opts = dict(dynamic=False, fullgraph=True)
-                self._pre_fn = torch.compile(self._pre, **opts)
-                self._layer_fn = torch.compile(decode_layer, **opts)
-                self._post_fn = torch.compile(self._post, **opts)
-                self._step()
-                self.mode = "compiled"
-            except Exception as e:  # noqa: BLE001 - any compiler failure: run eager instead
-                log.warning("torch.compile of the decode step failed (%s: %s); running it eagerly", type(e).__name__, e)
-                self._pre_fn, self._layer_fn, self._post_fn = self._pre, decode_layer, self._post
+            for fullgraph in (True, False):  # PEFT or a new transformers may break the graph: allow breaks second
+                try:
+                    opts = dict(dynamic=False, fullgraph=fullgraph)
+                    self._pre_fn = torch.compile(self._pre, **opts)
+                    self._layer_fn = torch.compile(decode_layer, **opts)
+                    self._post_fn = torch.compile(self._post, **opts)
+                    self._step()
+                    self.mode = "compiled" if fullgraph else "compiled(graph breaks)"
+                    break
+                except Exception as e:  # noqa: BLE001 - any compiler failure: try the next option, then eager
+                    log.warning("torch.compile(fullgraph=%s) of the decode step failed (%s: %s)", fullgraph,
+                                type(e).__name__, str(e)[:500])
+                    self._pre_fn, self._layer_fn, self._post_fn = self._pre, decode_layer, self._post
+                    self._reset()
         if self.use_graph:
             try:
                 stream = torch.cuda.Stream(device=self.device)
@@ -452,6 +318,7 @@ class Engine:
         self._ready = True
         log.info("engine ready (%s, %d slots) in %.1fs", self.mode, self.cfg.slots, self.setup_s)
 
+    @torch.no_grad()
     def advance(self) -> None:
         """One decode step for every slot."""
         if self._graph is not None:
@@ -476,10 +343,14 @@ class Engine:
             raise NlakitError(f"this engine was built for {'sampling' if self.cfg.sampling else 'greedy'} decoding",
                               "build it with EngineConfig(sampling=temperature > 0), or call nlakit.engine.generate")
         vectors = check_vectors(vectors, self.v.meta.d_model)
-        if self._weights_fingerprint() != self._fingerprint:
-            raise NlakitError("the AV's weights were moved or replaced since this engine was built",
+        if not self.matches(self.v):
+            raise NlakitError("the AV's weights, prompt or EOS set changed (moved or replaced) since this engine was built",
                               "build a new Engine (nlakit.engine.generate does this for you)")
+        if vectors.shape[0] == 0:
+            return []
         self.warmup()
+        if self.fused is not None:
+            self.fused.refresh()
         self._prefill_prefix()  # weights may have changed in place since the last run
         if self.cfg.sampling:
             self.temperature.fill_(float(temperature))
@@ -525,7 +396,7 @@ def get_engine(verbalizer, cfg: EngineConfig) -> Engine:
     """A cached Engine for this verbalizer and config (rebuilt when the weights were moved or replaced)."""
     engines = _CACHE.setdefault(verbalizer, OrderedDict())
     eng = engines.get(cfg)
-    if eng is not None and (eng._weights_fingerprint() != eng._fingerprint or eng.v.prompt_ids != verbalizer.prompt_ids):
+    if eng is not None and not eng.matches(verbalizer):
         eng = None
     if eng is None:
         eng = Engine(verbalizer, cfg)
@@ -559,8 +430,11 @@ def generate(verbalizer, vectors: torch.Tensor, *, max_new_tokens: int = 150, te
         One list of token ids per vector, EOS excluded; a trailing -1 marks "stopped by max_new_tokens"
         (the same format as `Verbalizer.generate_ids`).
     """
+    from nlakit.verbalizer import check_vectors
+
     if engine not in ENGINES:
         raise NlakitError(f"unknown engine {engine!r}", f"pass one of {', '.join(ENGINES)}")
+    vectors = check_vectors(vectors, verbalizer.meta.d_model)
     if batch_size < 1:
         raise NlakitError(f"batch size {batch_size} is not positive", "pass --batch-size 1 or more")
     if engine == "fast" and not supports(verbalizer.model):
@@ -570,8 +444,7 @@ def generate(verbalizer, vectors: torch.Tensor, *, max_new_tokens: int = 150, te
             log.info("the fast engine does not support this architecture; using plain HF generate")
         return generate_hf(verbalizer, vectors, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                            batch_size=batch_size, progress=progress)
-    n = int(vectors.shape[0]) if vectors.ndim == 2 else 1
-    cfg = EngineConfig(slots=_slots_for(n, batch_size), max_new_tokens=max_new_tokens, sampling=temperature > 0,
+    cfg = EngineConfig(slots=_slots_for(int(vectors.shape[0]), batch_size), max_new_tokens=max_new_tokens, sampling=temperature > 0,
                        compile=compile, cuda_graph=cuda_graph, sync_every=sync_every)
     return get_engine(verbalizer, cfg).run(vectors, temperature=temperature, seed=seed, progress=progress)
 
@@ -589,78 +462,3 @@ def generate_hf(verbalizer, vectors: torch.Tensor, *, max_new_tokens: int = 150,
         if progress is not None:
             progress(chunk.shape[0])
     return rows
-
-
-# ---- forward passes that stop at layer L (extraction, AR scoring) ----------------------------------------
-def sorted_batches(lengths: list[int], max_batch_tokens: int, max_rows: int = 4096) -> list[list[int]]:
-    """Indices grouped into length-sorted batches whose padded size (rows x longest) stays under the budget."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
-    batches: list[list[int]] = []
-    cur: list[int] = []
-    for i in order:
-        longest = lengths[cur[0]] if cur else lengths[i]
-        if cur and ((len(cur) + 1) * longest > max_batch_tokens or len(cur) >= max_rows):
-            batches.append(cur)
-            cur = []
-        cur.append(i)
-    if cur:
-        batches.append(cur)
-    return batches
-
-
-def _pad(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    T = max(len(r) for r in rows)
-    ids = torch.full((len(rows), T), pad, dtype=torch.long)
-    for j, r in enumerate(rows):
-        ids[j, : len(r)] = torch.tensor(r, dtype=torch.long)
-    return ids.to(device, non_blocking=True), torch.tensor([len(r) for r in rows], device=device)
-
-
-@torch.no_grad()
-def hidden_batches(model: torch.nn.Module, rows: list[list[int]], layer: int, *, max_batch_tokens: int = 65536,
-                   pad_id: int = 0, dtype: torch.dtype | None = None) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
-    """Output of block `layer` for token rows, in length-sorted, right-padded batches with no attention mask.
-
-    With right padding a causal model never lets a real token see a pad, so no mask is needed and the flash
-    kernel applies. Blocks after `layer` never run. Yields ``(row indices, hidden (b, T, D), lengths (b,))``
-    with hidden on the model's device (padded positions hold garbage: slice by length).
-    """
-    a = Arch(model)
-    p = next(unwrap(model).parameters())
-    tables = None
-    for idx in sorted_batches([len(r) for r in rows], max_batch_tokens):
-        ids, lengths = _pad([rows[i] for i in idx], pad_id, p.device)
-        if tables is None or tables[a.layer_types[0]][0].shape[0] < ids.shape[1]:
-            tables = a.rope_tables(max(ids.shape[1], 512), p.device, dtype or p.dtype)
-        with torch.autocast(device_type=p.device.type, dtype=dtype, enabled=dtype is not None and dtype != p.dtype):
-            h = a.hidden_at(ids, layer, tables)
-        yield idx, h, lengths
-
-
-@torch.no_grad()
-def extract_rows(model: torch.nn.Module, rows: list[list[int]], layer: int, *, max_batch_tokens: int = 65536,
-                 pad_id: int = 0, dtype: torch.dtype | None = None, to_cpu: bool = True) -> list[torch.Tensor]:
-    """Layer-`layer` activations of every token of every row: one (len, D) tensor per row, in input order."""
-    out: list[torch.Tensor | None] = [None] * len(rows)
-    for idx, h, lengths in hidden_batches(model, rows, layer, max_batch_tokens=max_batch_tokens, pad_id=pad_id, dtype=dtype):
-        for j, i in enumerate(idx):
-            v = h[j, : int(lengths[j])]
-            out[i] = v.float().cpu() if to_cpu else v
-    return out  # type: ignore[return-value]
-
-
-@torch.no_grad()
-def ar_score_rows(ar, rows: list[list[int]], *, max_batch_tokens: int = 65536,
-                  dtype: torch.dtype | None = None) -> torch.Tensor:
-    """AR predictions for tokenised AR prompts (`Reconstructor` backbone + value head at the last token), (N, D)."""
-    out = torch.zeros(len(rows), ar.meta.d_model, device=ar.device)
-    for idx, h, lengths in hidden_batches(ar.backbone, rows, ar.meta.layer, max_batch_tokens=max_batch_tokens,
-                                          pad_id=0, dtype=dtype):
-        last = h[torch.arange(h.shape[0], device=h.device), lengths - 1]  # (b, D) read at the last real token
-        out[torch.tensor(idx, device=out.device)] = ar.value_head(last.to(ar.value_head.weight.dtype)).float()
-    return out
-
-
-def ar_rows(ar, explanations: list[str]) -> list[list[int]]:
-    """Token rows of AR prompts exactly as `Reconstructor.encode` builds them (unpadded)."""
-    return [ar.tokenizer.encode(ar.format(e), add_special_tokens=True) for e in explanations]

@@ -39,7 +39,7 @@ def _sizes(value: str) -> tuple[int, ...]:
 def register(app: typer.Typer) -> None:
     @app.command()
     def bench(
-        target: str = typer.Option("tiny:llama", "--target", help="smollm2, gemma3-270m, an HF dir, a .gguf, tiny:llama, tiny:gemma3."),
+        target: str = typer.Option("tiny:llama", "--target", help="smollm2, gemma3-270m, HF dir, .gguf, tiny:llama, ..."),
         device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
         dtype: str = typer.Option("auto", "--dtype", help="auto (bfloat16 on CUDA, float32 on CPU), float32 or bfloat16."),
         batch_sizes: str = typer.Option("64,256,1024", "--batch-sizes", help="Comma-separated batch sizes."),
@@ -53,12 +53,15 @@ def register(app: typer.Typer) -> None:
         ar_tokens: int = typer.Option(2_000_000, "--ar-tokens", min=1),
         hf_extract_tokens: int = typer.Option(200_000, "--hf-extract-tokens", min=1, help="Tokens for the HF-path baselines."),
         max_batch_tokens: int = typer.Option(65536, "--max-batch-tokens", min=1),
-        corpus: Optional[str] = typer.Option(None, "--corpus", help="A .jsonl(.gz) with 'text' (default: shared corpus, else built-in)."),
+        corpus: Optional[str] = typer.Option(None, "--corpus",
+                                             help="A .jsonl(.gz) with 'text' (default: shared corpus, else synthetic)."),
         profile: bool = typer.Option(True, "--profile/--no-profile", help="Profile decode steps at the largest batch."),
+        ablations: bool = typer.Option(True, "--ablations/--no-ablations",
+                                       help="Time the engine without fusion / CUDA graph / compile (CUDA)."),
         compile: str = typer.Option("auto", "--compile", help="torch.compile the decode step: auto (CUDA), on, off."),
         cuda_graph: str = typer.Option("auto", "--cuda-graph", help="CUDA graph for the decode step: auto, on, off."),
         sync_every: int = typer.Option(16, "--sync-every", min=1, help="Decode steps between checks for finished rows."),
-        time_budget: float = typer.Option(0.0, "--time-budget", help="Seconds; optional phases are skipped when it runs low (0 = none)."),
+        time_budget: float = typer.Option(0.0, "--time-budget", help="Seconds; optional phases are skipped when low (0 = none)."),
         seed: int = typer.Option(0, "--seed"),
         out: Optional[Path] = typer.Option(None, "--out", help="Write the results JSON here (e.g. docs/benchmarks/engine.json)."),
         as_json: bool = typer.Option(False, "--json", help="Print the results JSON instead of the table."),
@@ -67,10 +70,11 @@ def register(app: typer.Typer) -> None:
         from nlakit.bench import BenchConfig, run
         from nlakit.commands._common import progress_bar
 
-        cfg = BenchConfig(target=target, device=device, dtype=dtype, batch_sizes=_sizes(batch_sizes), max_new_tokens=max_new_tokens,
-                          n_batches=n_batches, layer=layer, hf=hf, hf_static=hf_static, sampling=sampling,
-                          extract_tokens=extract_tokens, ar_tokens=ar_tokens, hf_extract_tokens=hf_extract_tokens,
-                          max_batch_tokens=max_batch_tokens, corpus=corpus, profile=profile,
+        cfg = BenchConfig(target=target, device=device, dtype=dtype, batch_sizes=_sizes(batch_sizes),
+                          max_new_tokens=max_new_tokens, n_batches=n_batches, layer=layer, hf=hf, hf_static=hf_static,
+                          sampling=sampling, extract_tokens=extract_tokens, ar_tokens=ar_tokens,
+                          hf_extract_tokens=hf_extract_tokens, max_batch_tokens=max_batch_tokens, corpus=corpus,
+                          profile=profile, ablations=ablations,
                           compile=_tristate(compile, "compile"), cuda_graph=_tristate(cuda_graph, "cuda-graph"),
                           sync_every=sync_every, time_budget_s=time_budget, seed=seed,
                           command=" ".join(["nlakit", "bench"] + [shlex.quote(a) for a in sys.argv[2:]]))

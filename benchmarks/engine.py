@@ -1,0 +1,112 @@
+"""HF generate vs the nlakit engine on the same inputs, plus extraction and AR throughput (`nlakit bench` without the CLI).
+
+    # one H100, SmolLM2-135M in bf16: the numbers in docs/BENCHMARKS.md and docs/benchmarks/engine.json
+    python benchmarks/engine.py --target /root/m/smol.gguf --device cuda --out $OUT/engine.json --time-budget 500
+    # CPU smoke run on a tiny random model
+    python benchmarks/engine.py --target tiny:llama --batch-sizes 2,4 --max-new-tokens 8 --extract-tokens 4000 --ar-tokens 4000
+
+Needs only torch, transformers, pyyaml (and gguf for .gguf targets): no typer/rich. The JSON is rewritten after
+every phase, so a run cut short by a time limit still leaves its finished rows behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from nlakit.bench import BenchConfig, run  # noqa: E402
+
+
+def _tri(v: str) -> bool | None:
+    return {"auto": None, "on": True, "off": False}[v]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--target", default="smollm2")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--batch-sizes", default="64,256,1024")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--n-batches", type=int, default=2)
+    p.add_argument("--layer", type=int, default=None)
+    p.add_argument("--no-hf-static", action="store_true")
+    p.add_argument("--no-ablations", action="store_true")
+    p.add_argument("--no-sampling", action="store_true")
+    p.add_argument("--no-profile", action="store_true")
+    p.add_argument("--extract-tokens", type=int, default=2_000_000)
+    p.add_argument("--ar-tokens", type=int, default=2_000_000)
+    p.add_argument("--hf-extract-tokens", type=int, default=200_000)
+    p.add_argument("--max-batch-tokens", type=int, default=65536)
+    p.add_argument("--corpus", default=None)
+    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto")
+    p.add_argument("--cuda-graph", choices=("auto", "on", "off"), default="auto")
+    p.add_argument("--sync-every", type=int, default=16)
+    p.add_argument("--time-budget", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="docs/benchmarks/engine.json")
+    a = p.parse_args(argv)
+    sizes = tuple(int(x) for x in a.batch_sizes.split(","))
+    cfg = BenchConfig(target=a.target, device=a.device, dtype=a.dtype, batch_sizes=sizes,
+                      max_new_tokens=a.max_new_tokens, n_batches=a.n_batches, layer=a.layer, hf_static=not a.no_hf_static,
+                      ablations=not a.no_ablations, sampling=not a.no_sampling, profile=not a.no_profile,
+                      extract_tokens=a.extract_tokens, ar_tokens=a.ar_tokens, hf_extract_tokens=a.hf_extract_tokens,
+                      max_batch_tokens=a.max_batch_tokens, corpus=a.corpus, compile=_tri(a.compile),
+                      cuda_graph=_tri(a.cuda_graph), sync_every=a.sync_every, time_budget_s=a.time_budget, seed=a.seed,
+                      command=" ".join(["python", "benchmarks/engine.py"] + [shlex.quote(x) for x in (argv or sys.argv[1:])]))
+
+    def progress(stage: str, done: int, total: int | None) -> None:
+        logging.getLogger("bench").info("%s %d/%s", stage, done, total)
+
+    res = run(cfg, out_path=a.out, progress=progress)
+    print(report(res))
+    return res
+
+
+def _k(x) -> str:
+    if x is None:
+        return "-"
+    return f"{x / 1e6:.2f}M" if x >= 1e6 else f"{x / 1e3:.1f}k" if x >= 1e3 else f"{x:.1f}"
+
+
+def report(res: dict) -> str:
+    """A plain-text summary of a results dict."""
+    lines = [f"{res['model']} ({res['dtype']}) on {res['gpu']}, {res['new_tokens']} new tokens, torch {res['torch']}, "
+             f"transformers {res['transformers']}",
+             f"{'batch':>6} {'HF tok/s':>10} {'static':>10} {'engine':>10} {'ratio':>7} {'vs static':>9} {'match':>6}  mode"]
+    for r in res["rows"]:
+        ratio = f"{r['ratio']:.1f}x" if r.get("ratio") else "-"
+        rs = f"{r['ratio_static']:.1f}x" if r.get("ratio_static") else "-"
+        match = f"{r['greedy_match_rate']:.2f}" if r.get("greedy_match_rate") is not None else "-"
+        lines.append(f"{r['batch']:>6} {_k(r.get('hf_tok_s')):>10} {_k(r.get('hf_static_tok_s')):>10} "
+                     f"{_k(r.get('engine_tok_s')):>10} {ratio:>7} {rs:>9} {match:>6}  {r.get('engine_mode', '')} "
+                     f"(step {r.get('engine_step_ms', 0):.2f} ms, setup {r.get('engine_setup_s', 0):.0f} s)")
+    lines.append(f"extraction: {_k(res.get('extract_tok_s'))} tok/s (eager {_k(res.get('extract_eager_tok_s'))}, compiled "
+                 f"{_k(res.get('extract_compiled_tok_s'))}, HF path {_k(res.get('extract_hf_tok_s'))}, ceiling "
+                 f"{_k(res.get('extract_ceiling_tok_s'))})")
+    lines.append(f"AR scoring: {_k(res.get('ar_tok_s'))} tok/s (eager {_k(res.get('ar_eager_tok_s'))}, compiled "
+                 f"{_k(res.get('ar_compiled_tok_s'))}, HF path {_k(res.get('ar_hf_tok_s'))})")
+    for ab in res.get("ablations", []):
+        lines.append(f"ablation {ab['name']}: {_k(ab.get('engine_tok_s'))} tok/s {ab.get('error', '')}")
+    if res.get("sampling"):
+        lines.append(f"sampling: {json.dumps(res['sampling'])}")
+    if res.get("ceiling"):
+        lines.append(f"ceiling: {json.dumps(res['ceiling'])}")
+    if res.get("profile"):
+        lines.append(f"profile groups (ms/step): {json.dumps(res['profile']['groups_ms'])}")
+    lines += [f"skipped: {s}" for s in res.get("skipped", [])]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("torch", "httpx", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    main()
