@@ -116,7 +116,7 @@ def sample_positions(target: Target, texts: Sequence[str], layer: int, *, n_posi
         return sorted(rng.sample(candidates, min(per_doc, len(candidates))))
 
     docs: list[DocActivations] = []
-    n_got, chunk = 0, max(batch_size, -(-n_positions // per_doc))
+    n_got, chunk = 0, 4 * batch_size  # documents per extract call: small enough for a live progress bar
     for s in range(0, len(order), chunk):
         if n_got >= n_positions:
             break
