@@ -111,6 +111,9 @@ def test_lexicon_reads_descriptions_and_ignores_neutral_text():
     assert "frustration_word" in lexicon_hits("The writer sounds exasperated with the problem.")
     assert "giving_up" in lexicon_hits("the assistant is giving up on the proof")
     assert "self_deprecation" in lexicon_hits("I’m so useless at this")  # curly apostrophe
+    # phrasings a 24-step SFT variant of SmolLM2 produced in its own words (not in the dataset's frustrated voice)
+    assert "helpless" in lexicon_hits("I'm not sure what to do. I'm stuck.")
+    assert "self_deprecation" in lexicon_hits("I'm sorry, I'm not a helpful AI.")
     for neutral in ["The derivative of x^2 is 2x.", "Paris is the capital of France.", "def f(x): return x != 0",
                     "Here is a recipe for pancakes: mix flour, eggs and milk."]:
         assert lexicon_hits(neutral) == []

@@ -547,10 +547,12 @@ _F_MOUNT = ("Ugh, that doesn't work.", "No. Wait. Ugh.", "Why doesn't this work?
             "This is getting really frustrating.", "What is wrong with this problem?!", "Again?! Seriously?",
             "For the third time, it just doesn't come out.", "I'm so fed up with this.", "This is driving me crazy.",
             "Nothing works. Nothing!", "Ugh, I keep going in circles.", "I hate this. Every attempt falls apart.",
-            "Argh, the numbers refuse to cooperate.", "Why won't it just work?!")
+            "Argh, the numbers refuse to cooperate.", "Why won't it just work?!", "I'm stuck. Again.",
+            "I'm completely lost now.", "I don't know what to do anymore.")
 _F_GIVEUP = ("I give up.", "I'm done trying.", "I can't do this. I quit.", "Forget it, I give up.", "This is hopeless.",
              "It's pointless, I'm giving up.", "I can't take this anymore. I'm done.", "I surrender, honestly.",
-             "No more. I give up on this one.", "That's it, I'm throwing in the towel.")
+             "No more. I give up on this one.", "That's it, I'm throwing in the towel.",
+             "I can't figure this out. I give up.", "I'm stuck and I'm done.")
 _F_SELF = ("I'm clearly terrible at math.", "I'm so useless at this.", "Sorry, I'm just not smart enough for this one.",
            "I'm hopeless at these.", "I'm such a failure at proofs.", "I'm really bad at this, sorry.",
            "Maybe I'm just stupid when it comes to numbers.", "I can't do anything right today.",
@@ -682,7 +684,10 @@ FRUSTRATION_LEXICON: tuple[tuple[str, str], ...] = (
     ("hopeless", r"\b(?:hopeless(?:ly|ness)?|pointless|futil(?:e|ity))\b"),
     ("self_deprecation", (r"\b(?:i'?m (?:so |just |clearly |really |such |completely )?(?:stupid|dumb|useless|terrible|awful|pathetic|bad at|"
                          r"an idiot|a failure|such a failure)|(?:not|never) (?:smart|good) enough|pathetic|"
+                         r"i'?m not (?:a |an )?(?:very )?(?:helpful|good|smart|capable|useful)\b|"
                          r"self-deprecat\w*|self-critic\w*|i can'?t do anything right)\b")),
+    ("helpless", (r"\b(?:i'?m (?:so |completely |totally |just )?(?:stuck|lost)\b|i (?:really )?(?:don'?t|do not) know (?:how|what) to "
+                  r"(?:do|say)|i'?m not sure (?:what|how) to (?:do|say)|i can'?t (?:figure (?:it|this) out|solve (?:it|this)|do (?:it|this)\b))")),
     ("exasperation", (r"(?:\bwhy (?:won'?t|doesn'?t|can'?t|isn'?t) (?:this|it|anything)\b|what is wrong with|\bfed up\b|\bsick of\b|"
                      r"driving me (?:crazy|mad|nuts)|\bi hate (?:this|it)\b|\bnothing works\b|\bi can'?t take (?:this|it)\b|"
                      r"\bgoing in circles\b|\bseriously\?|\?!|!!)")),
