@@ -52,7 +52,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--time-budget", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="docs/benchmarks/engine.json")
+    p.add_argument("--markdown", metavar="JSON", default=None, help="Print the markdown tables of a results JSON and exit.")
     a = p.parse_args(argv)
+    if a.markdown:
+        res = json.loads(Path(a.markdown).read_text())
+        print(markdown(res))
+        return res
     sizes = tuple(int(x) for x in a.batch_sizes.split(","))
     cfg = BenchConfig(target=a.target, device=a.device, dtype=a.dtype, batch_sizes=sizes,
                       max_new_tokens=a.max_new_tokens, n_batches=a.n_batches, layer=a.layer, hf_static=not a.no_hf_static,
@@ -68,6 +73,47 @@ def main(argv: list[str] | None = None) -> dict:
     res = run(cfg, out_path=a.out, progress=progress)
     print(report(res))
     return res
+
+
+def markdown(res: dict) -> str:
+    """The docs/BENCHMARKS.md tables, from a results JSON alone."""
+    def k(x):
+        return "—" if x is None else _k(x)
+
+    def x_(r, key):
+        return f"{r[key]:.1f}×" if r.get(key) else "—"
+
+    out = [f"`{res['command']}` — {res['gpu']}, {res['model']} ({res['dtype']}), {res['new_tokens']} new tokens, "
+           f"torch {res['torch']}, transformers {res['transformers']}", "",
+           "| batch | HF generate tok/s | HF static (compiled) tok/s | engine tok/s | engine / HF | engine / static "
+           "| explanations/s HF → engine | greedy match |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in res["rows"]:
+        gm = f"{r['greedy_match_rate']:.1%}" if r.get("greedy_match_rate") is not None else "—"
+        out.append(f"| {r['batch']} | {k(r.get('hf_tok_s'))} | {k(r.get('hf_static_tok_s'))} | {k(r.get('engine_tok_s'))} "
+                   f"| {x_(r, 'ratio')} | {x_(r, 'ratio_static')} | {k(r.get('hf_expl_s'))} → {k(r.get('engine_expl_s'))} "
+                   f"| {gm} |")
+    out += ["", f"| forward to layer L | nlakit (sorted, no mask, {res['dtype']}) | pre-engine HF path | roofline ceiling |",
+            "|---|---:|---:|---:|",
+            f"| extraction (layer {res['layer']}) | {k(res.get('extract_tok_s'))} | {k(res.get('extract_hf_tok_s'))} "
+            f"| {k(res.get('extract_ceiling_tok_s'))} |",
+            f"| AR scoring | {k(res.get('ar_tok_s'))} | {k(res.get('ar_hf_tok_s'))} | — |"]
+    if res.get("ablations"):
+        out += ["", "| engine at the largest batch | tok/s | step ms |", "|---|---:|---:|",
+                f"| full engine | {k(max(res['rows'], key=lambda r: r['batch']).get('engine_tok_s'))} "
+                f"| {max(res['rows'], key=lambda r: r['batch']).get('engine_step_ms', 0):.2f} |"]
+        out += [f"| {a['name']} | {k(a.get('engine_tok_s'))} | {a.get('step_ms', 0):.2f} |" for a in res["ablations"]]
+    if res.get("ceiling"):
+        c = res["ceiling"]
+        out += ["", f"Roofline at batch {c['batch']} (assumed {c['assumed_peak_tflops']:.0f} TFLOP/s, "
+                f"{c['assumed_peak_tb_s']:.2f} TB/s): matmul {c['matmul_ms_per_step']:.3f} ms, KV read "
+                f"{c['kv_read_ms_per_step']:.3f} ms (full static cache {c['kv_read_full_cache_ms_per_step']:.3f} ms), "
+                f"weights {c['weights_ms_per_step']:.3f} ms per step → ceiling {k(c['tok_s'])} tok/s ({c['bound']}-bound)."]
+    if res.get("profile"):
+        p = res["profile"]
+        out += ["", f"Profile ({p['source']}): {p['device_ms_per_step']:.3f} ms of kernels per step, "
+                f"{p['kernels_per_step']:.0f} kernels: " + ", ".join(f"{g} {v:.3f} ms" for g, v in p["groups_ms"].items())]
+    return "\n".join(out)
 
 
 def _k(x) -> str:

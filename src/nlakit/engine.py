@@ -107,6 +107,7 @@ class EngineConfig:
     fuse: bool | None = None  # concatenate q/k/v and gate/up weights (plain Linear only); None = on for CUDA
     sync_every: int = 16  # decode steps between host checks for "all rows done" (each check is one small sync)
     queue: int = 0  # rows queued on the device per pass; 0 = max(16 x slots, 4096). Longer inputs run in passes
+    dynamic_batch: bool = True  # compile with a symbolic batch size, so engines of other sizes reuse the kernels
 
     def __post_init__(self):
         if self.slots < 1:
@@ -200,7 +201,8 @@ class Engine:
         return x, rope, tuple(masks)
 
     def _post(self, x: torch.Tensor) -> None:
-        t, R0, M, C = self.t, self.R0, self.cfg.max_new_tokens, self.cfg.capacity
+        t, R0, M = self.t, self.R0, self.cfg.max_new_tokens
+        C = self.res.shape[0] - 1  # the scratch row (a shape, not the config: compiled code stays size-agnostic)
         logits = self.arch.logits(x[:, 0])  # (B, V)
         if self.cfg.sampling:
             nxt = sample(logits, self.temperature, self.key, self.n_gen)
@@ -281,6 +283,10 @@ class Engine:
         self._prefill_prefix()
         self._reset()
         if self.use_compile:
+            if self.cfg.dynamic_batch:  # one compiled step serves every batch size (a new size only re-captures)
+                for buf in (self.t, self.tok, self.n_gen, self.key, self.row, self.active, self.inj, self.out, self.slots,
+                            self.q_inj, self.q_key, self.res, self.res_len, *self.kc, *self.vc):
+                    torch._dynamo.maybe_mark_dynamic(buf, 0)
             for fullgraph in (True, False):  # PEFT or a new transformers may break the graph: allow breaks second
                 try:
                     opts = dict(dynamic=False, fullgraph=fullgraph)
@@ -407,9 +413,14 @@ def get_engine(verbalizer, cfg: EngineConfig) -> Engine:
     return eng
 
 
-def _slots_for(n: int, batch_size: int) -> int:
-    """Fewer rows than the batch: round up to a power of two so repeated small calls reuse a few engines."""
-    return batch_size if n >= batch_size else min(batch_size, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
+def _slots_for(n: int, batch_size: int, device: torch.device) -> int:
+    """Fewer rows than the batch: exactly n slots on CPU (nothing is captured); on CUDA round up to a power of
+    two, so repeated small calls reuse a few captured graphs."""
+    if n >= batch_size:
+        return batch_size
+    if device.type != "cuda":
+        return max(1, n)
+    return min(batch_size, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
 
 
 @torch.no_grad()
@@ -444,8 +455,9 @@ def generate(verbalizer, vectors: torch.Tensor, *, max_new_tokens: int = 150, te
             log.info("the fast engine does not support this architecture; using plain HF generate")
         return generate_hf(verbalizer, vectors, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                            batch_size=batch_size, progress=progress)
-    cfg = EngineConfig(slots=_slots_for(int(vectors.shape[0]), batch_size), max_new_tokens=max_new_tokens, sampling=temperature > 0,
-                       compile=compile, cuda_graph=cuda_graph, sync_every=sync_every)
+    device = next(verbalizer.model.parameters()).device
+    cfg = EngineConfig(slots=_slots_for(int(vectors.shape[0]), batch_size, device), max_new_tokens=max_new_tokens,
+                       sampling=temperature > 0, compile=compile, cuda_graph=cuda_graph, sync_every=sync_every)
     return get_engine(verbalizer, cfg).run(vectors, temperature=temperature, seed=seed, progress=progress)
 
 
