@@ -142,10 +142,11 @@ def _trainer_args(cfg: VariantConfig, device: str, out: Path, lr: float) -> dict
     """Keyword arguments shared by SFTConfig and DPOConfig."""
     cuda = device.startswith("cuda")
     return {"output_dir": str(out / "_trainer"), "num_train_epochs": cfg.epochs, "max_steps": cfg.max_steps,
-                "per_device_train_batch_size": cfg.batch_size, "learning_rate": lr, "lr_scheduler_type": "cosine", "warmup_steps": 0.05,
-                "max_length": cfg.max_length, "logging_steps": 1, "save_strategy": "no", "report_to": [], "seed": cfg.seed,
-                "data_seed": cfg.seed, "use_cpu": not cuda, "bf16": cuda and cfg.bf16, "disable_tqdm": True, "dataloader_num_workers": 0,
-                "gradient_checkpointing": False}  # TRL turns it on by default; a 135M model does not need it
+            "per_device_train_batch_size": cfg.batch_size, "learning_rate": lr, "lr_scheduler_type": "cosine",
+            "warmup_steps": 0.05,  # a float below 1 is a fraction of the steps (transformers 5)
+            "max_length": cfg.max_length, "logging_steps": 1, "save_strategy": "no", "report_to": [], "seed": cfg.seed,
+            "data_seed": cfg.seed, "use_cpu": not cuda, "bf16": cuda and cfg.bf16, "disable_tqdm": True, "dataloader_num_workers": 0,
+            "gradient_checkpointing": False}  # TRL turns it on by default; a 135M model does not need it
 
 
 def _trainable_copy(target):

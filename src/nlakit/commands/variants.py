@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from nlakit.errors import NlakitError
+from nlakit.variants import LORA_MODULES
 
 _OUT_DIR = Path("runs/variants")
 _SCORE_JSON = Path("runs/variants/score.json")
@@ -84,6 +85,7 @@ def build_cmd(
     dpo_beta: float = typer.Option(0.1),
     lora_r: int = typer.Option(16),
     lora_alpha: int = typer.Option(32),
+    lora_modules: str = typer.Option(",".join(LORA_MODULES), help="Comma-separated module names that get LoRA adapters."),
     max_length: int = typer.Option(384, help="Max tokens per example (prompt + response)."),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="cpu, cuda or auto."),
@@ -95,7 +97,7 @@ def build_cmd(
 
     cfg = VariantConfig(target=target, out_dir=str(out), dataset=str(dataset) if dataset else None, n_train=n_train,
                         epochs=epochs, max_steps=max_steps, batch_size=batch_size, sft_lr=sft_lr, dpo_lr=dpo_lr,
-                        dpo_beta=dpo_beta, lora_r=lora_r, lora_alpha=lora_alpha, max_length=max_length, seed=seed, device=device)
+                        dpo_beta=dpo_beta, lora_r=lora_r, lora_alpha=lora_alpha, lora_modules=_split(lora_modules), max_length=max_length, seed=seed, device=device)
     with _rich_progress() as progress:
         results = build_variants(cfg, _split(kinds), progress=progress)
     console = Console()
