@@ -105,7 +105,7 @@ class EngineConfig:
     compile: bool | None = None
     cuda_graph: bool | None = None
     fuse: bool | None = None  # concatenate q/k/v and gate/up weights (plain Linear only); None = on for CUDA
-    sync_every: int = 16  # decode steps between host checks for "all rows done" (each check is one small sync)
+    sync_every: int = 16  # CUDA: decode steps between host checks for "all rows done" (each check is one sync)
     queue: int = 0  # rows queued on the device per pass; 0 = max(16 x slots, 4096). Longer inputs run in passes
     dynamic_batch: bool = True  # compile with a symbolic batch size, so engines of other sizes reuse the kernels
 
@@ -370,12 +370,13 @@ class Engine:
         self.q_inj[:n] = self.injected(vectors)
         self.q_key[:n] = torch.tensor([row_key(seed, offset + i) for i in range(n)], device=self.device)
         self._reset(n)
-        max_steps = (n // B + 2) * (self.L + 1) + self.cfg.sync_every  # every row ends within L steps of admission
+        sync = self.cfg.sync_every if self.device.type == "cuda" else 1  # a CPU "sync" costs nothing: check every step
+        max_steps = (n // B + 2) * (self.L + 1) + sync  # every row ends within L steps of admission
         steps, reported = 0, 0
         while True:
-            for _ in range(self.cfg.sync_every):
+            for _ in range(sync):
                 self.advance()
-            steps += self.cfg.sync_every
+            steps += sync
             n_fin = int(self.n_fin)  # the one sync per sync_every steps
             if progress is not None and n_fin > reported:
                 progress(n_fin - reported)
