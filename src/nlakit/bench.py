@@ -193,10 +193,15 @@ def ceiling(eng: engine.Engine, gpu: str) -> dict | None:
     weight_bytes = n_matmul * bpe
     mem_s = (kv_bytes + weight_bytes) / bw
     step_s = max(matmul_s, mem_s)
+    static_step_s = max(matmul_s, (kv_bytes_static + weight_bytes) / bw)
+    gen_share = eng.cfg.max_new_tokens / (eng.R0 - 1 + eng.cfg.max_new_tokens)  # steps that emit a generated token
     return {"assumed_peak_tflops": flops_peak / 1e12, "assumed_peak_tb_s": bw / 1e12, "batch": B,
             "matmul_ms_per_step": matmul_s * 1e3, "kv_read_ms_per_step": kv_bytes / bw * 1e3,
             "kv_read_full_cache_ms_per_step": kv_bytes_static / bw * 1e3, "weights_ms_per_step": weight_bytes / bw * 1e3,
-            "tok_s": B / step_s, "bound": "matmul" if matmul_s >= mem_s else "memory"}
+            "tok_s": B / step_s, "bound": "matmul" if matmul_s >= mem_s else "memory",
+            "tok_s_this_step_shape": B / static_step_s * gen_share, "generated_step_share": gen_share,
+            "note": "tok_s: one step per token, reading only written KV; tok_s_this_step_shape: the engine's step "
+                    "(reads the whole static per-row cache) times the share of steps that emit a generated token"}
 
 
 def forward_ceiling(model: torch.nn.Module, layer: int, gpu: str) -> float | None:
