@@ -166,7 +166,8 @@ def test_released_halves_that_disagree(tmp_path, make_nla):
         load_released(av_dir, ar_dir)
 
 
-def test_no_default_nla():
+def test_no_default_nla(monkeypatch, tmp_path):
+    monkeypatch.setattr("nlakit.bundle.DEFAULT_BUNDLE", tmp_path / "not-installed")  # an install without the bundled NLA
     with pytest.raises(NlakitError, match="no default NLA is bundled") as e:
         load_nla("default")
     assert "--nla DIR" in one_line(e)

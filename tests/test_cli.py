@@ -93,11 +93,12 @@ def test_eval_then_report(tmp_path, tiny_bundle, jsonl):
     assert "need --train-data" in out and json.loads((tmp_path / "r2.json").read_text())["skipped_baselines"] == ["ridge_token"]
 
 
-def test_missing_default_nla_is_one_clean_line(monkeypatch, capsys):
+def test_missing_default_nla_is_one_clean_line(monkeypatch, capsys, tmp_path):
     import sys
 
     from nlakit import cli
 
+    monkeypatch.setattr("nlakit.bundle.DEFAULT_BUNDLE", tmp_path / "not-installed")  # an install without the bundled NLA
     monkeypatch.setattr(sys, "argv", ["nlakit", "explain", "hello", "--target", "tiny:llama"])
     with pytest.raises(SystemExit) as exc:
         cli.main()
@@ -105,3 +106,16 @@ def test_missing_default_nla_is_one_clean_line(monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert "no default NLA is bundled" in err and "Fix: pass --nla DIR" in err
     assert "Traceback" not in err
+
+
+def test_wrong_target_for_the_nla_is_one_clean_line(monkeypatch, capsys, tiny_bundle):
+    import sys
+
+    from nlakit import cli
+
+    monkeypatch.setattr(sys, "argv", ["nlakit", "reconstruct", "a cat", "--nla", str(tiny_bundle), "--target", "tiny:gemma3"])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 2
+    # tiny:gemma3 has the same width, so the mismatch surfaces when the weights do not fit
+    assert "error:" in capsys.readouterr().err

@@ -7,6 +7,7 @@ later loads read that copy.
 """
 
 import importlib.util
+import math
 
 import pytest
 import torch
@@ -70,3 +71,17 @@ def test_untrained_nla_wiring_end_to_end(smol):
     assert len(out["rows"]) == 2 and out["pred"].shape == (2, 576)
     assert all(torch.isfinite(torch.tensor([r["fve_nrm"], r["cos"]])).all() for r in out["rows"])
     assert all(r["n_tokens"] <= 8 for r in out["rows"])
+
+
+def test_default_nla_loads_and_runs(smol):
+    """The bundled NLA (if this install ships one) loads over the real target and runs end to end."""
+    from nlakit.bundle import DEFAULT_BUNDLE, load_nla
+    from nlakit.evaluate import EvalConfig, explain_text
+
+    if not (DEFAULT_BUNDLE / "nla_meta.yaml").exists():
+        pytest.skip("this install ships no default NLA bundle")
+    nla = load_nla("default", target=smol)
+    assert (nla.layer, nla.d_model) == (LAYER, 576) and nla.reference is not None
+    r = explain_text(nla, smol, TEXTS[0], "-1", cfg=EvalConfig(n_positions=1, max_new_tokens=24))
+    (row,) = r["rows"]
+    assert isinstance(row["explanation"], str) and all(map(math.isfinite, (row["fve_nrm"], row["cos"])))
