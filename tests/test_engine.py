@@ -60,10 +60,11 @@ def test_greedy_matches_hf_generate(lively):
     assert len(got[0]) <= 3 and got[0][-1:] != [-1]  # row 0 ended on the extra EOS
 
 
-def test_small_queue_runs_in_passes(lively):
+@pytest.mark.parametrize("attention", ["matmul", "reduce"])
+def test_small_queue_runs_in_passes(lively, attention):
     av = make_av(lively)
     v = vectors(7, lively.d_model, seed=1)
-    eng = engine.Engine(av, engine.EngineConfig(slots=3, max_new_tokens=12, queue=4, sync_every=5))
+    eng = engine.Engine(av, engine.EngineConfig(slots=3, max_new_tokens=12, queue=4, sync_every=5, attention=attention))
     assert eng.run(v) == av.generate_ids(v, max_new_tokens=12)
     assert eng.run(v[:2]) == av.generate_ids(v[:2], max_new_tokens=12)  # reusable, fewer rows than slots
 

@@ -431,7 +431,8 @@ def run(cfg: BenchConfig, *, out_path: str | Path | None = None,
     # ---- what each engine ingredient buys, at the largest batch (CUDA only: on CPU they are all the same path) ----
     B = max(cfg.batch_sizes)
     v = vecs[: B * cfg.n_batches]
-    variants = [("no weight fusion", dict(fuse=False)),
+    variants = [("attention as batched cuBLAS matmuls (first H100 run)", dict(attention="matmul")),
+                ("no weight fusion", dict(fuse=False)),
                 ("no CUDA graph (compiled step launched op by op)", dict(cuda_graph=False)),
                 ("no torch.compile (eager step in a CUDA graph)", dict(compile=False))]
     res["ablations"] = []

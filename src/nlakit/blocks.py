@@ -59,7 +59,6 @@ class Arch:
         self.sandwich = hasattr(self.layers[0], "pre_feedforward_layernorm")  # Gemma: norms around attn and MLP outputs
         self.attn_softcap = getattr(cfg, "attn_logit_softcapping", None)
         self.final_softcap = getattr(cfg, "final_logit_softcapping", None)
-        self._gqa_kw = _sdpa_has_gqa()
 
     def rope_tables(self, n: int, device, dtype) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """cos/sin for positions 0..n-1 per layer type, (n, hd) each, from the model's own rotary module."""
@@ -114,15 +113,15 @@ class Arch:
 
     def causal_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
                          window: int | None) -> torch.Tensor:
-        """Causal (and sliding-window) self-attention within one sequence; right padding needs no mask."""
+        """Causal (and sliding-window) self-attention within one sequence; right padding needs no mask.
+
+        K/V heads are repeated for the query heads first (as HF's `repeat_kv`): SDPA's own GQA flag can send
+        bf16 inputs to the math kernel, which materialises every (T x T) score matrix."""
         T = q.shape[2]
         g = self.n_heads // self.n_kv
+        k, v = (k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)) if g > 1 else (k, v)
         if self.attn_softcap is None and (window is None or T <= window):
-            if self._gqa_kw:
-                return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=g > 1)
-            return F.scaled_dot_product_attention(q, k.repeat_interleave(g, 1), v.repeat_interleave(g, 1),
-                                                  is_causal=True, scale=scale)
-        k, v = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
         idx = torch.arange(T, device=q.device)
         mask = idx[None] <= idx[:, None]  # (T, T): key j visible from query i
         if window is not None:
@@ -164,20 +163,6 @@ def causal_block(a: Arch, layer: torch.nn.Module, fw: tuple | None, x: torch.Ten
         return a.causal_attention(q, k, v, scale, window)
 
     return a.block(layer, x, cos, sin, attend, fw)
-
-
-def _sdpa_has_gqa() -> bool:
-    import inspect
-
-    try:
-        return "enable_gqa" in inspect.signature(F.scaled_dot_product_attention).parameters
-    except (TypeError, ValueError):  # builtins without a signature: probe once
-        try:
-            q = torch.zeros(1, 2, 1, 4)
-            F.scaled_dot_product_attention(q, q[:, :1], q[:, :1], enable_gqa=True)
-            return True
-        except TypeError:
-            return False
 
 
 def supports(model: torch.nn.Module) -> bool:

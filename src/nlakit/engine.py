@@ -72,14 +72,21 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, key: torch.Tensor, c
 # ---- one block of the decode step ------------------------------------------------------------------------
 def decode_layer(a: Arch, layer: torch.nn.Module, fw: tuple | None, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                  kc: torch.Tensor, vc: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor, rows: torch.Tensor,
-                 t: torch.Tensor, pmask: torch.Tensor | None, rmask: torch.Tensor, scale: float) -> torch.Tensor:
+                 t: torch.Tensor, pmask: torch.Tensor | None, rmask: torch.Tensor, scale: float, reduce: bool) -> torch.Tensor:
     """One block for one new token per row. x (B, 1, D); kc/vc (B, KV, L, hd) per-row cache, written at t (B,);
-    kp/vp (KV, S, hd) shared prefix; pmask (B, S) / rmask (B, L) visible keys. Returns (B, 1, D)."""
+    kp/vp (KV, S, hd) shared prefix; pmask (B, S) / rmask (B, L) visible keys. Returns (B, 1, D).
+
+    `reduce=True` (the compiled path) writes the row part of attention as broadcast-multiply-and-sum: inductor
+    turns it into fused reductions that read the bf16 cache once and accumulate in fp32, where batched cuBLAS
+    calls of (g x hd) @ (hd x L) ran at a fraction of bandwidth (H100 profile). `reduce=False` uses matmuls (eager).
+    """
     B = x.shape[0]
 
     def attend(q, k, v):  # q (B, H, 1, hd), k/v (B, KV, 1, hd)
         kc[rows, :, t] = k[:, :, 0]
         vc[rows, :, t] = v[:, :, 0]
+        if reduce:
+            return _attend_reduce(a, q, kc, vc, kp, vp, pmask, rmask, scale)
         qg = q.view(B, a.n_kv, -1, a.head_dim)  # (B, KV, g, hd)
         sp = a.softcap(torch.einsum("bkgd,ksd->bkgs", qg, kp) * scale)  # (B, KV, g, S): shared prefix
         sr = a.softcap(qg @ kc.transpose(-1, -2) * scale)  # (B, KV, g, L): the row's own keys
@@ -92,6 +99,22 @@ def decode_layer(a: Arch, layer: torch.nn.Module, fw: tuple | None, x: torch.Ten
         return o.reshape(B, a.n_heads, 1, a.head_dim)
 
     return a.block(layer, x, cos, sin, attend, fw)
+
+
+def _attend_reduce(a: Arch, q, kc, vc, kp, vp, pmask, rmask, scale: float) -> torch.Tensor:
+    """Decode attention in fp32 over the shared prefix (small GEMMs) and the row cache (fused reductions)."""
+    B = q.shape[0]
+    qg = q.view(B, a.n_kv, -1, a.head_dim).float()  # (B, KV, g, hd)
+    sp = a.softcap(torch.einsum("bkgd,ksd->bkgs", qg, kp.float()) * scale)  # (B, KV, g, S)
+    sr = a.softcap((qg[:, :, :, None, :] * kc[:, :, None]).sum(-1) * scale)  # (B, KV, g, L)
+    if pmask is not None:
+        sp = sp.masked_fill(~pmask[:, None, None], float("-inf"))
+    sr = sr.masked_fill(~rmask[:, None, None], float("-inf"))
+    m = torch.maximum(sp.amax(-1), sr.amax(-1))[..., None]  # (B, KV, g, 1): one softmax over both parts
+    ep, er = torch.exp(sp - m), torch.exp(sr - m)
+    o = torch.einsum("bkgs,ksd->bkgd", ep, vp.float()) + (er[..., None] * vc[:, :, None]).sum(-2)  # (B, KV, g, hd)
+    o = o / (ep.sum(-1, keepdim=True) + er.sum(-1, keepdim=True))
+    return o.to(q.dtype).reshape(B, a.n_heads, 1, a.head_dim)
 
 
 # ---- the engine ------------------------------------------------------------------------------------------
@@ -108,6 +131,7 @@ class EngineConfig:
     sync_every: int = 16  # CUDA: decode steps between host checks for "all rows done" (each check is one sync)
     queue: int = 0  # rows queued on the device per pass; 0 = max(16 x slots, 4096). Longer inputs run in passes
     dynamic_batch: bool = True  # compile with a symbolic batch size, so engines of other sizes reuse the kernels
+    attention: str = "auto"  # "reduce" (fused fp32 reductions), "matmul", or auto: reduce when compiled, else matmul
 
     def __post_init__(self):
         if self.slots < 1:
@@ -118,6 +142,8 @@ class EngineConfig:
             raise NlakitError(f"sync_every={self.sync_every} is not positive", "pass sync_every >= 1")
         if self.queue < 0:
             raise NlakitError(f"queue={self.queue} is negative", "pass queue >= 0 (0 = automatic)")
+        if self.attention not in ("auto", "reduce", "matmul"):
+            raise NlakitError(f"attention={self.attention!r} is not auto, reduce or matmul", "pass one of those")
 
     @property
     def capacity(self) -> int:
@@ -173,6 +199,7 @@ class Engine:
         self._windows = sorted(set(a.windows), key=lambda w: -1 if w is None else w)
         self._w_index = [self._windows.index(w) for w in a.windows]
         self._pre_fn, self._layer_fn, self._post_fn = self._pre, decode_layer, self._post
+        self._reduce = cfg.attention == "reduce"  # "auto" turns it on once the step compiles
         self._fingerprint = self._weights_fingerprint()
         self._graph = None
         self._ready = False
@@ -239,7 +266,7 @@ class Engine:
             cos, sin = rope[self._lt_index[i]]
             pmask, rmask = masks[self._w_index[i]]
             x = self._layer_fn(a, layer, self._fw[i], x, cos, sin, self.kc[i], self.vc[i], self.kp[i], self.vp[i],
-                               self.slots, self.t, pmask, rmask, a.scaling[i])
+                               self.slots, self.t, pmask, rmask, a.scaling[i], self._reduce)
         self._post_fn(x)
 
     # ---- setup -------------------------------------------------------------------------------------------
@@ -289,6 +316,7 @@ class Engine:
                     torch._dynamo.maybe_mark_dynamic(buf, 0)
             for fullgraph in (True, False):  # PEFT or a new transformers may break the graph: allow breaks second
                 try:
+                    self._reduce = self.cfg.attention in ("auto", "reduce")
                     opts = dict(dynamic=False, fullgraph=fullgraph)
                     self._pre_fn = torch.compile(self._pre, **opts)
                     self._layer_fn = torch.compile(decode_layer, **opts)
@@ -300,7 +328,10 @@ class Engine:
                     log.warning("torch.compile(fullgraph=%s) of the decode step failed (%s: %s)", fullgraph,
                                 type(e).__name__, str(e)[:500])
                     self._pre_fn, self._layer_fn, self._post_fn = self._pre, decode_layer, self._post
+                    self._reduce = self.cfg.attention == "reduce"
                     self._reset()
+        if self._reduce:
+            self.mode += "+reduce-attn"
         if self.use_graph:
             try:
                 stream = torch.cuda.Stream(device=self.device)
