@@ -48,6 +48,7 @@ class EvalConfig:
     explain_batch_size: int = 64  # AV generations at once
     max_new_tokens: int = 150
     temperature: float = 0.0
+    engine: str = "auto"  # AV generation: auto (fast engine where supported), fast, or hf (plain HF generate)
     baselines: tuple[str, ...] = B.ALL_BASELINES
 
     def __post_init__(self):
@@ -158,7 +159,7 @@ def explain_vectors(nla, vectors: torch.Tensor, cfg: EvalConfig, progress: Progr
     bs = cfg.explain_batch_size
     for s in range(0, vectors.shape[0], bs):
         out += nla.explain(vectors[s : s + bs], max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                           seed=cfg.seed + s, batch_size=bs)
+                           seed=cfg.seed + s, batch_size=bs, engine=cfg.engine)
         if progress is not None:
             progress("explain", min(s + bs, vectors.shape[0]), vectors.shape[0])
     return out

@@ -166,13 +166,17 @@ class Verbalizer:
         return out
 
     def explain(self, vectors: torch.Tensor, *, max_new_tokens: int = 150, temperature: float = 0.0, seed: int = 0,
-                batch_size: int = 64) -> list[Explanation]:
-        """Explanations of a batch of activation vectors (greedy by default)."""
+                batch_size: int = 64, engine: str = "auto") -> list[Explanation]:
+        """Explanations of a batch of activation vectors (greedy by default).
+
+        `engine`: "auto" (the fast `nlakit.engine` where the architecture is supported, else HF generate),
+        "fast", or "hf" (plain HF generate, the reference path).
+        """
+        from nlakit import engine as _engine
+
         vectors = check_vectors(vectors, self.meta.d_model)
-        out: list[Explanation] = []
-        for s in range(0, vectors.shape[0], batch_size):
-            out += self.decode(self.generate_ids(vectors[s : s + batch_size], max_new_tokens=max_new_tokens,
-                                                 temperature=temperature, seed=seed + s))
+        out = self.decode(_engine.generate(self, vectors, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                                           batch_size=batch_size, engine=engine))
         n_bad = sum(not e.ok for e in out)
         if n_bad:
             log.warning("%d of %d explanations did not parse (no <explanation>…</explanation> pair)", n_bad, len(out))

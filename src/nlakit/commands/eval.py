@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
 
         cfg = EvalConfig(n_positions=n_positions, positions_per_doc=positions_per_doc, n_train_positions=n_train_positions,
                          min_position=min_position, max_tokens=max_tokens, seed=seed, batch_size=batch_size,
-                         max_new_tokens=max_new_tokens, temperature=temperature,
+                         max_new_tokens=max_new_tokens, temperature=temperature, engine=engine,
                          baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()) if baselines else ALL_BASELINES)
         texts = read_texts_file(data, text_key, limit_docs)
         train_texts = read_texts_file(train_data, text_key, limit_docs) if train_data else None

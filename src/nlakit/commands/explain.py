@@ -36,6 +36,7 @@ def register(app: typer.Typer) -> None:
         n_train_positions: int = typer.Option(2000, "--n-train-positions", min=2, help="Training positions for the ridge fits."),
         max_new_tokens: int = typer.Option(150, "--max-new-tokens", min=1),
         temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy."),
+        engine: str = typer.Option("auto", "--engine", help="AV generation: auto (fast engine), fast, or hf (plain HF generate)."),
         seed: int = typer.Option(0, "--seed"),
         as_json: bool = typer.Option(False, "--json", help="Print the results JSON instead of tables."),
         out: Path | None = typer.Option(None, "--out", help="Write the results JSON here."),
@@ -48,7 +49,7 @@ def register(app: typer.Typer) -> None:
         from nlakit.evaluate import EvalConfig, explain_text
 
         cfg = EvalConfig(n_positions=1, n_train_positions=n_train_positions, seed=seed, batch_size=batch_size,
-                         max_new_tokens=max_new_tokens, temperature=temperature)
+                         max_new_tokens=max_new_tokens, temperature=temperature, engine=engine)
         train_texts = read_texts(train_data) if train_data else None
         model, tgt = open_nla(nla, target, device, dtype)
         with progress_bar(not as_json) as progress:
