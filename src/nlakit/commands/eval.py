@@ -41,6 +41,7 @@ def register(app: typer.Typer) -> None:
         limit_docs: int | None = typer.Option(None, "--limit-docs", min=1, help="Read at most this many documents per file."),
         max_new_tokens: int = typer.Option(150, "--max-new-tokens", min=1),
         temperature: float = typer.Option(0.0, "--temperature", min=0.0),
+        engine: str = typer.Option("auto", "--engine", help="AV generation: auto (fast engine), fast, or hf (plain HF generate)."),
         seed: int = typer.Option(0, "--seed"),
         html: Path | None = typer.Option(None, "--html", help="Also write the HTML report here."),
         device: str = DeviceOpt,
