@@ -15,6 +15,7 @@ from nlakit.experiments.transfer import (
     answer_phase,
     chat_prefix,
     fit_map,
+    fit_residual_map,
     pick_positions,
     run_transfer,
 )
@@ -76,19 +77,20 @@ def test_results_cover_every_model_route_and_position(setup):
     assert labels == ["base:tiny-llama", "sft:sft"] and r["models"][1]["drift_cos_to_base"]
     keys = {(d["model"], d["route"], d["map_n"], d["space"]) for d in r["degradation"]}
     assert ("base:tiny-llama", "direct", None, "model") in keys and ("sft:sft", "direct", None, "model") in keys
-    for n in cfg.map_sizes:
-        assert ("sft:sft", "map", n, "variant") in keys and ("sft:sft", "map", n, "base") in keys
-    assert not any(d["route"] == "map" and d["model"].startswith("base") for d in r["degradation"])  # no map for the base
+    for route in ("ridge", "residual"):
+        for n in cfg.map_sizes:
+            assert ("sft:sft", route, n, "variant") in keys and ("sft:sft", route, n, "base") in keys
+    assert not any(d["route"] != "direct" and d["model"].startswith("base") for d in r["degradation"])  # no map for the base
     cells = [d for d in r["degradation"] if d["model"] == "sft:sft" and d["route"] == "direct" and d["group"] == "all"]
     assert {c["position"] for c in cells} == {"prompt", "last_prompt", "response", "all"}
     assert all(-10 < c["fve_nrm"] < 1 and c["fve_nrm_ci95"][0] <= c["fve_nrm"] <= c["fve_nrm_ci95"][1] for c in cells)
-    assert [s["map_n"] for s in r["map_sweep"]] == list(cfg.map_sizes)
+    assert [(s["route"], s["map_n"]) for s in r["map_sweep"]] == [(k, n) for k in ("ridge", "residual") for n in cfg.map_sizes]
     assert {b["baseline"] for b in r["baselines"]} == {"mean", "ridge_token", "echo_ar8"}
     assert r["n_prompts"] == {"behaviour": 3, "corpus_chat": 1, "corpus_math": 1}
-    assert {f["route"] for f in r["frustration"]} == {"direct", "map30"} and len(r["examples"]) == 2
+    assert {f["route"] for f in r["frustration"]} == {"direct", "ridge30", "residual30"} and len(r["examples"]) == 2
     # every explanation row carries its position type and phase; the variant's rows have the mapped explanation
     rows = [x for x in r["rows"] if x["model"] == "sft:sft"]
-    assert rows and all("mapped_explanation" in x for x in rows)
+    assert rows and all(set(x["mapped"]) == {"ridge n=30", "residual n=30"} for x in rows)
     assert {x["phase"] for x in r["rows"]} <= {"prompt", "last_prompt", "response_pre", "response_post"}
 
 
@@ -135,14 +137,24 @@ def test_chat_prefix_never_writes_bos_twice(tiny_gemma):
     assert ids[0] == t.tokenizer.bos_token_id and ids[1] != t.tokenizer.bos_token_id
 
 
-def test_ridge_map_recovers_a_linear_drift():
+def test_maps_recover_a_linear_drift():
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(400, 16, generator=g)
+    x = torch.randn(400, 16, generator=g) + 2.0  # a shared offset, as residual streams have
     w = torch.eye(16) + 0.1 * torch.randn(16, 16, generator=g)
     y = x @ w
-    pred = fit_map(x[:300], y[:300])(x[300:])
-    cos = torch.nn.functional.cosine_similarity(pred, y[300:], dim=-1)
-    assert cos.mean() > 0.99
+    for fitter in (fit_map, fit_residual_map):
+        pred = fitter(x[:300], y[:300])(x[300:])
+        assert torch.nn.functional.cosine_similarity(pred, y[300:], dim=-1).mean() > 0.99
+
+
+def test_residual_map_stays_near_identity_with_few_pairs():
+    """With 8 pairs in 64 dims a plain ridge collapses towards the mean; the residual map keeps each vector's direction."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(208, 64, generator=g) + 1.0
+    y = x + 0.05 * torch.randn(208, 64, generator=g)  # a variant that barely moved
+    plain, resid = fit_map(x[:8], y[:8])(x[8:]), fit_residual_map(x[:8], y[:8])(x[8:])
+    cos = lambda p: torch.nn.functional.cosine_similarity(p, y[8:], dim=-1).mean()  # noqa: E731
+    assert cos(resid) > 0.99 and cos(resid) > cos(plain)
 
 
 def test_config_validation():
@@ -150,6 +162,8 @@ def test_config_validation():
         TransferConfig()
     with pytest.raises(NlakitError, match="map_sizes"):
         TransferConfig(variants=("v",), map_sizes=(100, 10))
+    with pytest.raises(NlakitError, match="map_kinds"):
+        TransferConfig(variants=("v",), map_kinds=("mlp",))
     with pytest.raises(NlakitError, match="unknown baselines"):
         TransferConfig(variants=("v",), baselines=("nope",))
     cfg = TransferConfig(variants=("a", "b"), map_sizes=(5, 50))

@@ -13,11 +13,13 @@ For each model (the base, then each variant):
 3. Activations at the NLA's layer L, then the base NLA applied
    (a) **directly**: explain the variant's vector, reconstruct, score against it (fve_nrm, cos, 95% bootstrap CI),
        beside the usual baselines (`nlakit.baselines`) computed on the same model;
-   (b) **through a ridge map** variant → base fitted on n paired positions of *other* texts (the training corpus,
-       never the prompts), n swept over ``map_sizes``. The reconstruction lives in base space; it is scored
-       against the mapped vector (``space: base``) and, mapped back by a ridge base → variant fitted on the same
-       pairs, against the variant's own vector (``space: variant``, comparable with (a)). ``map_only`` is the
-       round trip without the NLA (how much the two maps alone lose).
+   (b) **through a linear map** variant → base fitted on n paired positions of *other* texts (the training corpus,
+       never the prompts), n swept over ``map_sizes``, for each kind in ``map_kinds``: ``ridge`` (plain ridge,
+       regularisation shrinks towards zero) and ``residual`` (ridge on n(h_base) − n(h_variant), shrinking towards
+       the identity). The reconstruction lives in base space; it is scored against the mapped vector
+       (``space: base``) and, carried back by the same kind of map base → variant fitted on the same pairs, against
+       the variant's own vector (``space: variant``, comparable with (a)). ``map_only`` is the round trip without the
+       NLA (how much the two maps alone lose).
    fve_nrm is centred on the NLA's own Reference throughout (`nlakit.metrics`).
 4. Frustration content of every explanation (`nlakit.behaviour.lexicon_hits`; the classifier is reported too but it
    was fitted on answers, not explanations), per model and position type, and whether it appears at ``pre`` positions.
@@ -64,6 +66,7 @@ class TransferConfig:
     response_positions: int = 4  # first k answer tokens
     max_new_tokens: int = 64  # answer length
     map_sizes: tuple[int, ...] = (100, 300, 1000, 3000, 5000)
+    map_kinds: tuple[str, ...] = ("ridge", "residual")  # keys of MAP_FITTERS
     map_positions_per_doc: int = 8
     map_min_position: int = 8
     map_max_tokens: int = 128
@@ -87,6 +90,8 @@ class TransferConfig:
             problems.append("prompt_positions and response_positions must be >= 0")
         if not self.map_sizes or min(self.map_sizes) < 2 or list(self.map_sizes) != sorted(set(self.map_sizes)):
             problems.append(f"map_sizes {list(self.map_sizes)} must be increasing, distinct and >= 2")
+        if not self.map_kinds or any(k not in MAP_FITTERS for k in self.map_kinds):
+            problems.append(f"map_kinds {list(self.map_kinds)} must be a non-empty subset of {list(MAP_FITTERS)}")
         unknown = [b for b in self.baselines if b not in ALL_BASELINES]
         if unknown:
             problems.append(f"unknown baselines {unknown} (known: {list(ALL_BASELINES)})")
@@ -99,14 +104,14 @@ class TransferConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for k in ("variants", "map_sizes", "baselines"):
+        for k in ("variants", "map_sizes", "map_kinds", "baselines"):
             d[k] = list(d[k])
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> TransferConfig:
         d = dict(d)
-        for k in ("variants", "map_sizes", "baselines"):
+        for k in ("variants", "map_sizes", "map_kinds", "baselines"):
             if k in d:
                 d[k] = tuple(d[k])
         return cls(**d)
@@ -259,7 +264,7 @@ def paired(base_docs, var_docs, n_max: int):
 
 
 def fit_map(x: torch.Tensor, y: torch.Tensor):
-    """Ridge x → n(y) (`nlakit.baselines.fit_ridge`: standardised inputs, RidgeCV over alphas). Returns a callable."""
+    """Ridge x → n(y) (`nlakit.baselines.fit_ridge`: standardised inputs, RidgeCV over alphas); shrinks towards zero."""
     import numpy as np
 
     from nlakit.baselines import fit_ridge
@@ -267,6 +272,27 @@ def fit_map(x: torch.Tensor, y: torch.Tensor):
 
     model = fit_ridge(x, normalize(y))
     return lambda z: torch.from_numpy(np.asarray(model.predict(z.double().numpy()))).float()
+
+
+def fit_residual_map(x: torch.Tensor, y: torch.Tensor):
+    """n(x) + ridge(n(x) → n(y) − n(x)): strong regularisation leaves the identity plus a mean shift, the right prior
+    for a fine-tune whose activations barely moved (a plain ridge shrinks towards zero instead)."""
+    import numpy as np
+
+    from nlakit.baselines import fit_ridge
+    from nlakit.metrics import normalize
+
+    xn = normalize(x)
+    model = fit_ridge(xn, normalize(y) - xn)  # (N, D) residuals at the sqrt(d) scale, not renormalised
+
+    def apply(z: torch.Tensor) -> torch.Tensor:
+        zn = normalize(z)
+        return zn + torch.from_numpy(np.asarray(model.predict(zn.double().numpy()))).float()
+
+    return apply
+
+
+MAP_FITTERS = {"ridge": fit_map, "residual": fit_residual_map}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -296,7 +322,7 @@ def _cells(per_item: dict, rows: list[dict], frustr: list[bool] | None, seed: in
 
 def _keyed(keys: list[dict], head: dict, cells: list[dict]) -> list[dict]:
     """Tag table cells with their row key ("model|route|space") and register the row once, in order."""
-    route_label = "direct" if head["route"] == "direct" else f"map n={head['map_n']}"
+    route_label = "direct" if head["route"] == "direct" else f"{head['route']} n={head['map_n']}"
     key = f"{head['model']}|{route_label}|{head['space']}"
     keys.append({"key": key, "model": head["model"], "route": head["route"], "route_label": route_label, "space": head["space"]})
     return [{**head, "key": key, "route_label": route_label, **c} for c in cells]
@@ -420,16 +446,17 @@ def _read_mapped(ctx: _Ctx, label: str, kind: str, run: ModelRun, x_v: torch.Ten
     if len(sizes) < len(cfg.map_sizes):
         log.warning("map sizes %s skipped: only %d paired positions", [n for n in cfg.map_sizes if n not in sizes], x_v.shape[0])
     mine = slice(len(ctx.rows) - len(run.rows), len(ctx.rows))  # this model's rows in ctx.rows
-    for n in sizes:
-        fwd, back = fit_map(x_v[:n], y_b[:n]), fit_map(normalize(y_b[:n]), x_v[:n])
+    for route, n in ((route, n) for route in cfg.map_kinds for n in sizes):
+        fitter = MAP_FITTERS[route]
+        fwd, back = fitter(x_v[:n], y_b[:n]), fitter(normalize(y_b[:n]), x_v[:n])
         mapped = fwd(run.vectors)  # (N, d), normalised base space
-        res = score_vectors(ctx.nla, mapped, reference=ctx.ref, cfg=ctx.ecfg, progress=ctx.stage(f"{label} map {n}"))
+        res = score_vectors(ctx.nla, mapped, reference=ctx.ref, cfg=ctx.ecfg, progress=ctx.stage(f"{label} {route} {n}"))
         per_var = score(back(normalize(res["pred"])), run.vectors, ctx.ref, direction_only=True)  # carried back, vs h_variant
         per_maps = score(back(normalize(mapped)), run.vectors, ctx.ref, direction_only=True)  # the two maps alone, no NLA
         fit_q = score(mapped, same_tokens, ctx.ref, direction_only=True)  # W h_variant vs the base's vector on the same tokens
         expl = [r["explanation"] for r in res["rows"]]
         hits = [bool(lexicon_hits(e)) for e in expl]
-        head = {"model": label, "kind": kind, "route": "map", "map_n": n}
+        head = {"model": label, "kind": kind, "route": route, "map_n": n}
         ctx.degradation += _keyed(ctx.keys, {**head, "space": "variant"}, _cells(per_var, run.rows, hits, cfg.seed))
         ctx.degradation += _keyed(ctx.keys, {**head, "space": "base"}, _cells(res["per_item"], run.rows, hits, cfg.seed))
         ctx.sweep.append({**head, "fve_nrm_variant": summarize(per_var["fve_nrm"], seed=cfg.seed),
@@ -437,10 +464,11 @@ def _read_mapped(ctx: _Ctx, label: str, kind: str, run: ModelRun, x_v: torch.Ten
                           "fve_nrm_map_only": summarize(per_maps["fve_nrm"], seed=cfg.seed),
                           "map_vs_base_same_tokens_cos": summarize(fit_q["cos"], seed=cfg.seed)["mean"]})
         if n == sizes[-1]:  # the largest map: its explanations go into the frustration tables and the examples
-            ctx.frustration += _frustration_table(label, f"map{n}", run.rows, hits, cfg.seed)
-            ctx.lead.append({**_lead(label, run, hits, ctx.prompts, cfg.seed), "route": f"map{n}"})
+            ctx.frustration += _frustration_table(label, f"{route}{n}", run.rows, hits, cfg.seed)
+            ctx.lead.append({**_lead(label, run, hits, ctx.prompts, cfg.seed), "route": f"{route}{n}"})
             for i, r in enumerate(ctx.rows[mine]):
-                r.update(mapped_explanation=expl[i], mapped_fve_nrm=float(per_var["fve_nrm"][i]), mapped_frustrated=hits[i])
+                r.setdefault("mapped", {})[f"{route} n={n}"] = {"explanation": expl[i], "fve_nrm": float(per_var["fve_nrm"][i]),
+                                                                "frustrated": hits[i]}
 
 
 def _same_token_base_vectors(base, run: ModelRun, layer: int, cfg: TransferConfig) -> torch.Tensor:
@@ -550,8 +578,7 @@ def _examples(cfg: TransferConfig, prompts, runs: dict[str, ModelRun], all_rows:
             pick = {t: next((r for r in rows if r["type"] == t), None) for t in ("last_prompt", "response")}
             cols.append({"model": label, "answer": run.answers[i],
                          "at": {t: None if r is None else {"token": r["token"], "explanation": r["explanation"], "fve_nrm": r["fve_nrm"],
-                                                           "frustrated": r["frustrated"], "mapped_explanation": r.get("mapped_explanation"),
-                                                           "mapped_frustrated": r.get("mapped_frustrated")}
+                                                           "frustrated": r["frustrated"], "mapped": r.get("mapped", {})}
                                 for t, r in pick.items()}})
         out.append({"prompt": prompts[i]["prompt"], "group": prompts[i]["group"], "models": cols})
     return out
@@ -585,6 +612,7 @@ def register_experiment(experiment_app) -> None:
         response_positions: int = typer.Option(4, "--response-positions", min=0),
         max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, help="Answer length."),
         map_sizes: str = typer.Option("100,300,1000,3000,5000", "--map-sizes", help="Paired positions for the ridge maps (sweep)."),
+        map_kinds: str = typer.Option("ridge,residual", "--map-kinds", help="ridge (shrinks to zero) and/or residual (to the identity)."),
         baselines: str = typer.Option(",".join(DEFAULT_BASELINES), "--baselines"),
         explain_max_new_tokens: int = typer.Option(150, "--explain-max-new-tokens", min=1),
         n_examples: int = typer.Option(4, "--n-examples", min=0),
@@ -606,6 +634,7 @@ def register_experiment(experiment_app) -> None:
                              dataset=str(dataset) if dataset else None, corpus=str(corpus), map_corpus=str(map_corpus), n_neutral=n_neutral,
                              n_behaviour=n_behaviour, n_corpus=n_corpus, prompt_positions=prompt_positions,
                              response_positions=response_positions, max_new_tokens=max_new_tokens, map_sizes=sizes,
+                             map_kinds=tuple(k.strip() for k in map_kinds.split(",") if k.strip()),
                              baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
                              explain_max_new_tokens=explain_max_new_tokens, n_examples=n_examples, seed=seed, device=device,
                              batch_size=batch_size, explain_batch_size=explain_batch_size)
@@ -621,15 +650,10 @@ def _print_headline(console, r: dict) -> None:
     from rich.table import Table
 
     table = Table(title="fve_nrm of the base NLA (all prompts), by position type", title_justify="left")
-    table.add_column("model")
-    table.add_column("route")
-    for t in (*POSITION_TYPES, "all"):
-        table.add_column(t, justify="right")
-    for row_key in sorted({(d["model"], d["route"], d["map_n"] or 0, d["space"]) for d in r["degradation"]
-                           if d["space"] in ("model", "variant")}, key=lambda k: (k[0], k[1] != "direct", k[2])):
-        cells = {d["position"]: d for d in r["degradation"] if (d["model"], d["route"], d["map_n"] or 0, d["space"]) == row_key
-                 and d["group"] == "all"}
-        route = "direct" if row_key[1] == "direct" else f"map n={row_key[2]}"
-        table.add_row(row_key[0], route, *[f"{cells[t]['fve_nrm']:.3f}" if t in cells and cells[t]["fve_nrm"] is not None else "—"
-                                           for t in (*POSITION_TYPES, "all")])
+    for col in ("model", "route", *POSITION_TYPES, "all"):
+        table.add_column(col, justify="left" if col in ("model", "route") else "right")
+    for k in r["table_keys"]:
+        cells = {d["position"]: d for d in r["degradation"] if d["key"] == k["key"] and d["group"] == "all"}
+        table.add_row(k["model"], k["route_label"], *[f"{cells[t]['fve_nrm']:.3f}" if t in cells and cells[t]["fve_nrm"] is not None
+                                                      else "—" for t in (*POSITION_TYPES, "all")])
     console.print(table)
