@@ -153,7 +153,7 @@ def test_residual_map_stays_near_identity_with_few_pairs():
     x = torch.randn(208, 64, generator=g) + 1.0
     y = x + 0.05 * torch.randn(208, 64, generator=g)  # a variant that barely moved
     plain, resid = fit_map(x[:8], y[:8])(x[8:]), fit_residual_map(x[:8], y[:8])(x[8:])
-    cos = lambda p: torch.nn.functional.cosine_similarity(p, y[8:], dim=-1).mean()  # noqa: E731
+    cos = lambda p: torch.nn.functional.cosine_similarity(p, y[8:], dim=-1).mean()
     assert cos(resid) > 0.99 and cos(resid) > cos(plain)
 
 
