@@ -11,12 +11,12 @@ from typer.testing import CliRunner
 from nlakit.errors import NlakitError
 from nlakit.experiments import symreg_nla as N
 from nlakit.experiments import symreg_tasks as T
-from nlakit.experiments.symreg import ALL_METHODS, SymregConfig, run
+from nlakit.experiments.symreg import ALL_METHODS, SymregConfig, rescore, run
 from nlakit.io import write_json
 from nlakit.report import write_report
 
-FAST = dict(max_new_tokens=6, nla_max_new_tokens=6, pyoperon_schedule_s=(1,), search_time_s=3.0, search_max_size=4,
-            baselines=("mean", "echo_ar8"), n_shuffles=50, batch_size=4)
+FAST = {"max_new_tokens": 6, "nla_max_new_tokens": 6, "pyoperon_schedule_s": (1,), "search_time_s": 3.0, "search_max_size": 4,
+        "baselines": ("mean", "echo_ar8"), "n_shuffles": 50, "batch_size": 4}
 
 
 def test_config_validation_and_round_trip(tmp_path):
@@ -63,6 +63,20 @@ def test_end_to_end_on_a_tiny_model(results, tmp_path):
     path = write_json(tmp_path / "symreg.json", results)
     html = write_report("symreg", path, tmp_path / "symreg.html").read_text()
     assert "Symbolic regression" in html and "reference table" in html and "foretell" in html
+
+
+def test_rescore_rederives_the_same_scores_without_a_model(results):
+    again = rescore(json.loads(json.dumps(results)))  # through JSON, as from disk
+    assert again["summary"] == json.loads(json.dumps(results["summary"]))
+    assert [t["methods"]["model"]["expr"] for t in again["tasks"]] == [t["methods"]["model"]["expr"] for t in results["tasks"]]
+    assert again["nla"]["form_prediction"] == json.loads(json.dumps(results["nla"]["form_prediction"]))
+    assert "rescored" in again and "rescored" not in results
+    tampered = json.loads(json.dumps(results))
+    tampered["tasks"][1]["truth"] = "x0 + 12345"
+    with pytest.raises(NlakitError, match="does not match"):
+        rescore(tampered)
+    with pytest.raises(NlakitError, match="not a symreg"):
+        rescore({"kind": "eval"})
 
 
 def test_final_position_is_the_last_prompt_token(tiny_llama):

@@ -101,3 +101,4 @@ def test_expression_form():
     assert T.expression_form(x0**2 + sp.cos(x1)) == {"cos": True, "power": True, "division": False, "linear": False}
     assert T.expression_form(x0 / (x1**2 + 1))["division"] and not T.expression_form(x0 / 2)["division"]
     assert not T.expression_form(x0 * x1)["linear"]
+    assert T.expression_form(sp.Rational(7, 5)) == dict.fromkeys(T.FORMS, False)  # a constant answer has no form

@@ -23,9 +23,10 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,7 @@ FIT_METHODS = ("pyoperon", "search", "poly5", "linear")
 ALL_METHODS = MODEL_METHODS + FIT_METHODS
 DEFAULT_BASELINES = ("mean", "ridge_token", "echo_ar8", "echo_ar32")
 
-Progress = Callable[[str, int, Optional[int]], None]
+Progress = Callable[[str, int, int | None], None]
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,8 @@ class SymregConfig:
     batch_size: int = 8
     device: str = "cpu"
     dtype: str = "float32"
-    nla: Optional[str] = "default"  # None: skip part 4
-    train_data: Optional[str] = None  # training text for the ridge baselines of part 4
+    nla: str | None = "default"  # None: skip part 4
+    train_data: str | None = None  # training text for the ridge baselines of part 4
     n_train_positions: int = 500
     baselines: tuple[str, ...] = DEFAULT_BASELINES
     nla_max_new_tokens: int = 150
@@ -97,7 +98,7 @@ class SymregConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SymregConfig":
+    def from_dict(cls, d: dict) -> SymregConfig:
         known = {f.name: f for f in dataclasses.fields(cls)}
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known}
         return cls(**kw)
@@ -189,8 +190,6 @@ def run(cfg: SymregConfig, *, target=None, nla=None, progress: Progress | None =
          methods: {method: {expr, parsed, r2_heldout, r2_table, table_max_err, fits_table, exact_sympy, exact_numeric,
          recovered, form, raw, error, note, runtime_s}}}], "summary": {method: {...}}, "nla": {...}, "runtime_s"}
     """
-    import sympy as sp
-
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     tasks = ([T.reference_task()] if cfg.include_reference else []) + T.generate_tasks(cfg.n_tasks, cfg.seed)
@@ -224,15 +223,10 @@ def run(cfg: SymregConfig, *, target=None, nla=None, progress: Progress | None =
     # 3. every method on every table, scored
     records: list[dict] = []
     for k, task in enumerate(tasks):
-        truth_form = T.expression_form(sp.sympify(task.truth, locals=_SYMBOLS())) if task.truth else None
-        rec = {"id": task.id, "source": task.source, "truth": task.truth, "truth_form": truth_form, "n_nodes": task.n_nodes,
-               "table": task.table_text, "methods": {}}
-        for m in methods:
-            fit = _answer_fit(m, answers[m][k]) if m in MODEL_METHODS else _fit(m, task, cfg)
-            rec["methods"][m] = {**M.score(fit.expr, task), "raw": fit.raw, "error": fit.error, "note": fit.note,
-                                 "runtime_s": round(fit.runtime_s, 4)}
+        fits = {m: _answer_fit(m, answers[m][k]) if m in MODEL_METHODS else _fit(m, task, cfg) for m in methods}
+        records.append(_record(task, fits))
+        for m, fit in fits.items():
             timings[f"fit_{m}"] = timings.get(f"fit_{m}", 0.0) + fit.runtime_s
-        records.append(rec)
         if progress is not None:
             progress("methods", k + 1, len(tasks))
 
@@ -249,7 +243,59 @@ def run(cfg: SymregConfig, *, target=None, nla=None, progress: Progress | None =
             "runtime_s": {k: round(v, 3) for k, v in timings.items()}}
 
 
-def _SYMBOLS() -> dict:
+def _record(task: T.Task, fits: dict[str, M.Fit]) -> dict:
+    """One task's entry of the results JSON: the equation and every method's scored fit."""
+    import sympy as sp
+
+    truth_form = T.expression_form(sp.sympify(task.truth, locals=_symbols())) if task.truth else None
+    rec = {"id": task.id, "source": task.source, "truth": task.truth, "truth_form": truth_form, "n_nodes": task.n_nodes,
+           "table": task.table_text, "methods": {}}
+    for m, fit in fits.items():
+        rec["methods"][m] = {**M.score(fit.expr, task), "raw": fit.raw, "error": fit.error, "note": fit.note,
+                             "runtime_s": round(fit.runtime_s, 4)}
+    return rec
+
+
+def rescore(results: dict) -> dict:
+    """Re-derive every score of a results JSON from its stored raw outputs, with the current parser, scorer and form
+    patterns; no model runs. Model answers are re-parsed, fitted expressions re-scored, NLA explanations re-read for
+    form flags (fve/cos are kept). Tasks are regenerated from the saved seed and must match the saved equations."""
+    import sympy as sp
+
+    from nlakit.experiments import symreg_nla as N
+
+    if results.get("kind") != "symreg":
+        raise NlakitError("the JSON is not a symreg results file", "pass the symreg.json written by nlakit experiment symreg")
+    saved = results["config"]
+    cfg = SymregConfig.from_dict({**saved, "train_data": None})  # the training file may live elsewhere by now
+    tasks = ([T.reference_task()] if cfg.include_reference else []) + T.generate_tasks(cfg.n_tasks, cfg.seed)
+    if [(t.id, t.truth) for t in tasks] != [(r["id"], r["truth"]) for r in results["tasks"]]:
+        raise NlakitError("the results JSON does not match the tasks its seed generates (made by another nlakit version?)",
+                          "re-run nlakit experiment symreg instead of rescoring")
+    methods = tuple(results["methods"])
+    records = []
+    for task, old in zip(tasks, results["tasks"]):
+        fits = {}
+        for m in methods:
+            o = old["methods"][m]
+            if m in MODEL_METHODS:
+                fits[m] = _answer_fit(m, o["raw"] or "")
+            else:
+                expr = sp.sympify(o["expr"], locals=_symbols()) if o["expr"] else None
+                fits[m] = M.Fit(m, expr, error=o["error"], runtime_s=o["runtime_s"], raw=o["raw"], note=o["note"])
+        records.append(_record(task, fits))
+    out = {**results, "tasks": records, "summary": summarize_methods(records, methods),
+           "rescored": {"note": "scores re-derived from the stored outputs by symreg.rescore (no model was run)"}}
+    if results["nla"].get("available"):
+        nla = dict(results["nla"])
+        nla["rows"] = [{**r, "mentioned": N.mentioned_form(r["explanation"])} for r in nla["rows"]]
+        nla["form_prediction"] = _form_prediction(records, nla["rows"], cfg)
+        nla["form_patterns"] = N.FORM_PATTERNS
+        out["nla"] = nla
+    return out
+
+
+def _symbols() -> dict:
     import sympy as sp
 
     return {"x0": sp.Symbol("x0", real=True), "x1": sp.Symbol("x1", real=True)}
@@ -303,23 +349,34 @@ def register_experiment(experiment_app) -> None:
         reference: bool = typer.Option(True, "--reference/--no-reference", help="Include the built-in reference table."),
         nla: str = typer.Option("default", "--nla", help="NLA for part 4 ('default' = the bundled one); skipped with a note if absent."),
         no_nla: bool = typer.Option(False, "--no-nla", help="Skip part 4 (NLA decode)."),
-        train_data: Optional[Path] = typer.Option(None, "--train-data", help="Training .jsonl(.gz) for the ridge baselines of part 4."),
+        train_data: Path | None = typer.Option(None, "--train-data", help="Training .jsonl(.gz) for the ridge baselines of part 4."),
+        n_train_positions: int = typer.Option(500, "--n-train-positions", min=2, help="Training positions for the ridge baselines."),
         max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, help="Answer length cap."),
         batch_size: int = typer.Option(8, "--batch-size", min=1, help="Prompts per generation batch."),
         search_time: float = typer.Option(20.0, "--search-time", help="Time budget (s) of the exhaustive search per table."),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
         dtype: str = typer.Option("float32", "--dtype", help="float32 or bfloat16."),
+        rescore_json: Path | None = typer.Option(None, "--rescore", help="Re-score a saved symreg.json with the current "
+                                                    "parser/scorer (no model runs; other options are ignored)."),
     ) -> None:
         """Find the equation behind a 24-row table: the target model vs symbolic regression vs polynomial/linear fits,
         and what the NLA reads at the last prompt token."""
         from nlakit.commands._common import console, err_console, progress_bar
-        from nlakit.io import write_json
+        from nlakit.io import read_json, write_json
         from nlakit.report import write_report
 
+        if rescore_json is not None:
+            results = rescore(read_json(rescore_json))
+            json_path = write_json(out / "symreg.json", results)
+            html_path = write_report("symreg", json_path, out / "symreg.html")
+            _print_summary(console, results)
+            console.print(f"rescored {rescore_json}: wrote {json_path} and {html_path}")
+            return
         cfg = SymregConfig(target=target, n_tasks=n_tasks, seed=seed, include_reference=reference,
                            methods=tuple(m.strip() for m in methods.split(",") if m.strip()), max_new_tokens=max_new_tokens,
                            batch_size=batch_size, device=device, dtype=dtype, nla=None if no_nla else nla,
-                           train_data=str(train_data) if train_data else None, search_time_s=search_time)
+                           train_data=str(train_data) if train_data else None, n_train_positions=n_train_positions,
+                           search_time_s=search_time)
         with progress_bar() as progress:
             results = run(cfg, progress=progress)
         json_path = write_json(out / "symreg.json", results)
@@ -335,13 +392,12 @@ def _print_summary(console, results: dict) -> None:
 
     from nlakit.commands._common import fmt
 
-    table = Table(title=f"symreg: {results['summary'] and next(iter(results['summary'].values()))['n']} generated tasks",
-                  title_justify="left")
-    for col in ("method", "recovered", "median R²", "parsed", "reference table: found", "ref R²", "time s"):
-        table.add_column(col, justify="left" if col in ("method", "reference table: found") else "right")
+    n = next(iter(results["summary"].values()))["n"] if results["summary"] else 0
+    table = Table(title=f"symreg: {n} generated tasks (+ the reference table)", title_justify="left")
+    for col in ("method", "recovered", "median R²", "ref R²"):
+        table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
+    table.add_column("reference table: found", no_wrap=True, overflow="ellipsis", max_width=34)
     for m, s in results["summary"].items():
         ref = s.get("reference") or {}
-        expr = ref.get("expr") or "—"
-        table.add_row(m, fmt(s["recovery_rate"], 2), fmt(s["median_r2"]), fmt(s["parse_rate"], 2),
-                      expr if len(expr) <= 48 else expr[:45] + "…", fmt(ref.get("r2_table")), f"{s['runtime_s']:.1f}")
+        table.add_row(m, fmt(s["recovery_rate"], 2), fmt(s["median_r2"]), fmt(ref.get("r2_table")), ref.get("expr") or "—")
     console.print(table)

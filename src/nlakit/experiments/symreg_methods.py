@@ -379,6 +379,25 @@ def fit_search(x: np.ndarray, y: np.ndarray, *, max_size: int = 7, pair_max_size
 
 
 # ---------------------------------------------------------------------------------------------------- scoring
+def expr_str(expr) -> str:
+    """sympy's string form, with terminating fractions written as decimals (-5593/5000 -> -1.1186) for reading."""
+    from decimal import Decimal
+
+    from sympy.printing.str import StrPrinter
+
+    class _Printer(StrPrinter):
+        def _print_Rational(self, q):
+            d = int(q.q)
+            for f in (2, 5):
+                while d % f == 0:
+                    d //= f
+            if d != 1:
+                return super()._print_Rational(q)
+            return format((Decimal(int(q.p)) / Decimal(int(q.q))).normalize(), "f")
+
+    return _Printer({"order": None}).doprint(expr)
+
+
 def score(expr, task: T.Task) -> dict:
     """Held-out R², table R², exact recovery (sympy or numeric) and the operator form of one expression."""
     import sympy as sp
@@ -390,7 +409,7 @@ def score(expr, task: T.Task) -> dict:
         if task.truth is not None:
             out.update(exact_sympy=False, exact_numeric=False, recovered=False)
         return out
-    out["expr"] = sp.sstr(expr)
+    out["expr"] = expr_str(expr)
     out["form"] = T.expression_form(expr)
     pred_t = evaluate_expr(expr, task.x_table)
     out["r2_table"] = r2_score(pred_t, task.y_table)

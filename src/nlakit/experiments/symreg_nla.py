@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,8 @@ POSITIONS = ("final", "format_y", "table_end", "instruction")
 FORM_PATTERNS = {
     "cos": r"\bcos(?:ine|ines)?\b|\btrig|\bperiodic|\boscillat|\bsinus|\bwave",
     "power": r"\bsquar(?:e|ed|es|ing)\b|\bcub(?:e|ed|es|ic)\b|\bquadratic\b|\bpowers?\b|\bexponent|\^|\*\*|²|³|\bparabol",
-    "division": r"\bdivi(?:de|ded|des|ding|sion)\b|\bratio\b|\bfraction|\bquotient|\breciprocal|\binverse\b|\bdenominator|\bover\b|/",
+    # a slash only between operands ("x0/x1"): the NLA writes line breaks of quoted text as " / "
+    "division": r"\bdivi(?:de|ded|des|ding|sion)\b|\bratio\b|\bfraction|\bquotient|\breciprocal|\binverse\b|\bdenominator|[\w)]/[\w(]",
     "linear": r"\blinear(?:ly)?\b|\bstraight line|\bslope\b|\bproportional",
 }
 _FORM_RE = {k: re.compile(v, re.IGNORECASE) for k, v in FORM_PATTERNS.items()}

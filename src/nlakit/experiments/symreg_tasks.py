@@ -325,7 +325,8 @@ FORMS = ("cos", "power", "division", "linear")
 
 
 def expression_form(expr) -> dict[str, bool]:
-    """Which operators a sympy expression uses: cos, integer powers >= 2, division by a non-constant, purely linear."""
+    """Which operators a sympy expression uses: cos, integer powers >= 2, division by a non-constant, and whether it
+    is linear (affine in x0, x1 with at least one of them: a bare constant has none of the four flags)."""
     import sympy as sp
 
     pows = list(expr.atoms(sp.Pow))
@@ -335,7 +336,7 @@ def expression_form(expr) -> dict[str, bool]:
     linear = False
     if not has_cos and not division and not any(isinstance(a, sp.Function) for a in expr.atoms(sp.Function)):
         try:
-            linear = sp.Poly(expr, *sorted(expr.free_symbols, key=str)).total_degree() <= 1 if expr.free_symbols else True
+            linear = bool(expr.free_symbols) and sp.Poly(expr, *sorted(expr.free_symbols, key=str)).total_degree() <= 1
         except sp.PolynomialError:
             linear = False
     return {"cos": bool(has_cos), "power": bool(power), "division": bool(division), "linear": bool(linear)}
