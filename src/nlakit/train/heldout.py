@@ -16,27 +16,22 @@ log = logging.getLogger(__name__)
 
 def generate(av: Verbalizer, vectors: torch.Tensor, *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0,
              batch_size: int = 256, engine: str = "auto") -> list[list[int]]:
-    """Token rows from the AV (EOS excluded; trailing -1 = hit the cap). Uses `nlakit.engine` when available;
-    ``NLAKIT_ENGINE=hf`` in the environment forces plain HF generate."""
+    """Token rows from the AV via `nlakit.engine.generate` (EOS excluded; trailing -1 = hit the cap).
+
+    ``NLAKIT_ENGINE=hf`` in the environment forces plain HF generate. If the fast path fails during training, the
+    call falls back to HF generate with a warning rather than losing the run (unless ``engine="fast"`` was asked for).
+    """
+    from nlakit import engine as fast
+
     engine = os.environ.get("NLAKIT_ENGINE", engine)
-    if engine != "hf":
-        try:
-            from nlakit import engine as fast
-        except ImportError:
-            fast = None
-        if fast is not None and hasattr(fast, "generate"):
-            try:
-                return fast.generate(av, vectors, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                                     batch_size=batch_size)
-            except Exception as e:  # never lose a training run to the fast path: fall back to HF generate, loudly
-                if engine == "engine":
-                    raise
-                log.warning("fast engine failed (%s: %s); falling back to HF generate", type(e).__name__, e)
-    rows: list[list[int]] = []
-    for s in range(0, vectors.shape[0], batch_size):
-        rows += av.generate_ids(vectors[s : s + batch_size], max_new_tokens=max_new_tokens, temperature=temperature,
-                                seed=seed + s)
-    return rows
+    kw = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, batch_size=batch_size)
+    try:
+        return fast.generate(av, vectors, engine=engine, **kw)
+    except Exception as e:
+        if engine != "auto":
+            raise
+        log.warning("fast engine failed (%s: %s); falling back to HF generate", type(e).__name__, e)
+        return fast.generate_hf(av, vectors, **kw)
 
 
 def ngrams(text: str, n: int = 4) -> set[tuple[str, ...]]:
