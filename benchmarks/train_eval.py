@@ -1,12 +1,14 @@
-"""Train the default NLA (SmolLM2-135M-Instruct, layer 20) on one GPU in ≤10-minute chunks, then evaluate it.
+"""Train the default NLA from its config file on one GPU in ≤10-minute calls, then write the benchmark JSON.
 
     # each call continues the run in --out; small artefacts are copied to --export after every call
     python benchmarks/train_eval.py --target /root/m/smol.gguf --out /root/run --budget 540 --export $OUT
-    # once RL is done: held-out evaluation with every baseline, written to docs/benchmarks/train_eval.json
-    python benchmarks/train_eval.py --target /root/m/smol.gguf --out /root/run --evaluate --export $OUT
+    # end RL at the step reached so far (final held-out eval + baselines run in the same call):
+    python benchmarks/train_eval.py --target /root/m/smol.gguf --out /root/run --budget 540 --rl-steps 800 --export $OUT
+    # here, from the exported results: docs/benchmarks/train_eval.json and the plots
+    python benchmarks/train_eval.py --render RESULTS.json --docs docs/benchmarks
 
-The settings below are the ones the shipped default was trained with; they are written into the run's
-results.json, and docs/BENCHMARKS.md quotes them with the measured numbers.
+The settings are `configs/smollm2-l20.yaml` (`nlakit train all --config configs/smollm2-l20.yaml` runs the same
+pipeline in one call); this script only adds the device chunking, the export and the rendering.
 """
 
 from __future__ import annotations
@@ -17,70 +19,144 @@ import logging
 import shutil
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from nlakit.train.ar_sft import ARConfig  # noqa: E402
-from nlakit.train.av_sft import AVConfig  # noqa: E402
-from nlakit.train.pipeline import TrainConfig, train_all  # noqa: E402
-from nlakit.train.rl import RLConfig  # noqa: E402
+from nlakit.io import write_json  # noqa: E402
+from nlakit.train.config import load_config  # noqa: E402
+from nlakit.train.pipeline import train_all  # noqa: E402
 
-GPU_CONFIG = dict(
-    layer=20, n_docs=12000, positions_per_doc=6, eval_positions=1024, final_eval_positions=1024, datagen_batch=64,
-    ar=ARConfig(rank=24, lr=5e-4, head_lr=1e-3, batch_size=128, epochs=2.0),
-    av=AVConfig(rank=24, lr=5e-4, batch_size=64, epochs=2.0, eval_max_new_tokens=96),
-    rl=RLConfig(steps=400, n_prompts=32, group=8, temperature=1.0, max_new_tokens=96, lr=5e-5, kl_coef=0.02,
-                ar_lr=1e-4, ar_head_lr=2e-4, micro_batch=256, save_every=25, eval_every=50, eval_n=256),
-)
+CONFIG = ROOT / "configs" / "smollm2-l20.yaml"
+EXPORT_FILES = ("results.json", "log.jsonl", "timings.json", "config.yaml", "ar_sft.done.json", "av_sft.done.json")
+BUNDLE_FILES = ("nla_meta.yaml", "reference.safetensors", "baselines.safetensors", "av/adapter_model.safetensors",
+                "av/adapter_config.json", "ar/adapter_model.safetensors", "ar/adapter_config.json", "ar/value_head.safetensors")
 
 
 def export(out: Path, dest: Path) -> None:
-    """Copy the small artefacts (bundle, results, logs) to `dest` (flat names: the device returns ≤2 folders down)."""
+    """Copy the small artefacts (bundle, results, logs) to `dest` (the device returns ≤ 2 folders down)."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("results.json", "log.jsonl", "timings.json", "ar_sft.done.json", "av_sft.done.json"):
+    for name in EXPORT_FILES:
         if (out / name).exists():
             shutil.copy(out / name, dest / name)
     b = out / "bundle"
     if b.exists():
-        for f in ("nla_meta.yaml", "reference.safetensors", "av/adapter_model.safetensors", "av/adapter_config.json",
-                  "ar/adapter_model.safetensors", "ar/adapter_config.json", "ar/value_head.safetensors"):
-            if (b / f).exists():
-                (dest / "bundle" / Path(f).parent).mkdir(parents=True, exist_ok=True)
-                shutil.copy(b / f, dest / "bundle" / f)
+        for f in BUNDLE_FILES:
+            if (b / f).exists():  # flat names: bundle__av__adapter_model.safetensors
+                shutil.copy(b / f, dest / ("bundle__" + f.replace("/", "__")))
+
+
+def unflatten_bundle(src: Path, dest: Path) -> None:
+    """The inverse of `export`'s flat bundle names: rebuild the bundle directory at `dest`."""
+    for f in src.glob("bundle__*"):
+        target = dest / f.name[len("bundle__"):].replace("__", "/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, target)
+
+
+def _row(name: str, ev: dict, device: str | None) -> dict:
+    return {"name": name, "fve_nrm": ev["fve_nrm"]["mean"], "fve_nrm_ci95": ev["fve_nrm"]["ci95"],
+            "fve_raw": (ev.get("fve_raw") or {}).get("mean"), "cos": ev["cos"]["mean"], "n": ev["n"], "measured_on": device,
+            "by_kind": {k: v["mean"] for k, v in (ev.get("by_kind") or {}).items()}}
+
+
+def benchmark_json(res: dict, command: str) -> dict:
+    """docs/benchmarks/train_eval.json from a finished run's results.json (the schema BENCHMARKS.md §1 reads)."""
+    dev = res.get("device")
+    rows = [{**r, "by_kind": {k: v["mean"] for k, v in r.get("by_kind", {}).items()}, "measured_on": dev}
+            for r in res.get("baselines", [])]
+    for name, ev in (("av_sft", (res.get("av_sft") or {}).get("eval")), ("av_rl", res.get("final_eval")),
+                     ("av_rl_frozen_sft_ar", res.get("final_eval_frozen_ar"))):
+        if ev:
+            rows.append(_row(name, ev, dev))
+    hist = res.get("rl_history", [])
+    split_keys = ("gen_sec", "reward_sec", "ref_sec", "policy_sec", "ar_sec", "sync_sec", "sec")
+    steady = hist[5:] or hist  # the first steps include compilation
+    timings = res.get("timings_sec", {})
+    fe = res.get("final_eval") or {}
+    gold = res.get("final_eval_gold_ceiling") or {}
+    return {
+        "command": command, "gpu": dev, "config": res.get("config"), "n_positions": fe.get("n"),
+        "n_train_positions_baselines": res.get("n_train_positions_baselines"), "rows": rows,
+        "gpu_minutes": sum(timings.values()) / 60, "gpu_minutes_per_stage": {k: v / 60 for k, v in timings.items()},
+        "rl_steps": (res.get("rl") or {}).get("steps_done"),
+        "rl_step_split_sec": {k: sum(h.get(k) or 0 for h in steady) / max(1, len(steady)) for k in split_keys},
+        "rl_engine_mode": next((h["engine_mode"] for h in hist if "engine_mode" in h), None),
+        "rl_curve": [{"step": h["step"], "eval_fve_nrm": h["eval_fve_nrm"]} for h in hist if "eval_fve_nrm" in h],
+        "rl_train_curve": [{"step": h["step"], "fve_nrm": h.get("fve_nrm"), "kl": h.get("kl"), "length": h.get("length")}
+                           for h in hist[::10]],
+        "gold_template_ceiling": {"after_sft": ((res.get("ar_sft") or {}).get("eval_gold_fve_nrm") or {}).get("mean"),
+                                  "after_rl": (gold.get("eval_gold_fve_nrm") or {}).get("mean")},
+        "av_rl_parse_rate": fe.get("parse_rate"), "av_rl_mean_tokens": fe.get("mean_tokens"),
+        "av_rl_copy_rate_4gram": fe.get("copy_rate_4gram"), "examples": fe.get("examples", []),
+    }
+
+
+def render(results: Path, docs: Path) -> None:
+    """Write train_eval.json and the two curves (fve_nrm against RL step and against GPU-minutes) into `docs`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = json.loads(results.read_text())
+    bench = benchmark_json(res, res.get("command", "python benchmarks/train_eval.py"))
+    write_json(docs / "train_eval.json", bench)
+    curve = [(0, bench["rows"][[r["name"] for r in bench["rows"]].index("av_sft")]["fve_nrm"])] if any(
+        r["name"] == "av_sft" for r in bench["rows"]) else []
+    curve += [(c["step"], c["eval_fve_nrm"]) for c in bench["rl_curve"]]
+    t = bench["gpu_minutes_per_stage"]
+    before_rl = sum(v for k, v in t.items() if k in ("datagen", "ar_sft", "av_sft"))
+    per_step = t.get("rl", 0) / max(1, bench["rl_steps"] or 1)
+    refs = {r["name"]: r["fve_nrm"] for r in bench["rows"] if r["name"] in ("ridge_token", "oracle_echo4")}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
+    for ax, xs, label in ((axes[0], [s for s, _ in curve], "GRPO step"),
+                          (axes[1], [before_rl + s * per_step for s, _ in curve], "GPU-minutes (whole pipeline)")):
+        ax.plot(xs, [f for _, f in curve], marker="o", color="C0", label="NLA (held-out, 256 positions)")
+        for i, (name, v) in enumerate(refs.items()):
+            ax.axhline(v, ls="--", color=f"C{i + 1}", label=f"{name} (full eval set)")
+        ax.set_xlabel(label)
+        ax.set_ylabel("held-out fve_nrm")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.savefig(docs / "train_eval_curve.png", dpi=110)
+    print(f"wrote {docs / 'train_eval.json'} and {docs / 'train_eval_curve.png'}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--target", default="smollm2")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--config", default=str(CONFIG))
+    ap.add_argument("--target", default=None)
+    ap.add_argument("--out", default=None)
     ap.add_argument("--data", default=None)
     ap.add_argument("--eval-data", default=None)
-    ap.add_argument("--source", default="template")
-    ap.add_argument("--budget", type=float, default=540)
+    ap.add_argument("--budget", type=float, default=540, help="seconds for this call")
     ap.add_argument("--rl-steps", type=int, default=None)
-    ap.add_argument("--n-docs", type=int, default=None)
     ap.add_argument("--export", default=None)
-    ap.add_argument("--evaluate", action="store_true", help="run the held-out evaluation with baselines")
+    ap.add_argument("--render", default=None, help="results.json to turn into train_eval.json + plots (no training)")
+    ap.add_argument("--docs", default=str(ROOT / "docs" / "benchmarks"))
     args = ap.parse_args()
+    if args.render:
+        render(Path(args.render), Path(args.docs))
+        return
     logging.basicConfig(level=logging.WARNING)
-    cfg = TrainConfig(out=args.out, target=args.target, data=args.data, eval_data=args.eval_data, source=args.source,
-                      time_budget=f"{args.budget}s", device="cuda", **GPU_CONFIG)
-    if args.rl_steps is not None:
-        cfg = replace(cfg, rl=replace(cfg.rl, steps=args.rl_steps))
-    if args.n_docs is not None:
-        cfg = replace(cfg, n_docs=args.n_docs)
+    cfg = load_config(args.config, {"out": args.out, "target": args.target, "data": args.data, "eval_data": args.eval_data,
+                                    "time_budget": f"{args.budget}s", "rl.steps": args.rl_steps})
     t0 = time.time()
 
     def show(rec: dict) -> None:
-        if rec.get("stage") in ("rl", "rl_eval") or rec.get("stage", "").endswith("sft") and rec.get("step", 1) % 100 == 0:
+        stage = rec.get("stage", "")
+        if stage in ("rl", "rl_eval") and (stage == "rl_eval" or rec["step"] % 10 == 0 or rec["step"] <= 3):
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items() if k != "time"}), flush=True)
-        elif rec.get("stage", "").startswith("datagen") and rec["done"] == rec["of"]:
-            print(f"{rec['stage']} done {rec['of']} at {time.time() - t0:.0f}s", flush=True)
+        elif stage.endswith("sft") and rec.get("step", 1) % 100 == 0:
+            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items() if k != "time"}), flush=True)
+        elif stage.startswith("datagen") and rec["done"] == rec["of"]:
+            print(f"{stage} done {rec['of']} at {time.time() - t0:.0f}s", flush=True)
 
     res = train_all(cfg, callback=show)
+    res["command"] = "python benchmarks/train_eval.py " + " ".join(sys.argv[1:])
+    write_json(Path(cfg.out) / "results.json", res)
     print(json.dumps({k: res.get(k) for k in ("timings_sec", "finished")}, default=str))
     for k in ("ar_sft", "av_sft"):
         d = res.get(k) or {}
@@ -89,9 +165,11 @@ def main() -> None:
             print(k, "eval", json.dumps({kk: d["eval"].get(kk) for kk in ("fve_nrm", "parse_rate", "mean_tokens", "copy_rate_4gram")}))
     for k in ("final_eval", "final_eval_frozen_ar", "final_eval_gold_ceiling"):
         if k in res:
-            print(k, json.dumps({kk: v for kk, v in res[k].items() if kk != "examples"}, default=str)[:600])
+            print(k, json.dumps({kk: v for kk, v in res[k].items() if kk != "examples"}, default=str)[:800])
+    for r in res.get("baselines", []):
+        print(f"baseline {r['name']:<18} fve_nrm {r['fve_nrm']:.3f} {r['fve_nrm_ci95']}")
     if args.export:
-        export(Path(args.out), Path(args.export))
+        export(Path(cfg.out), Path(args.export))
     print(f"wall {time.time() - t0:.0f}s")
 
 

@@ -140,3 +140,25 @@ def test_explain_text(make_nla, tiny_gemma):
     assert r["kind"] == "explain" and [row["pos"] for row in r["rows"]] == [2, len(r["tokens"]) - 1]
     assert [a["name"] for a in r["aggregate"]] == ["nla", "mean", "echo_ar8", "echo_ar32"]
     assert set(r["skipped_baselines"]) == set(B.NEEDS_TRAIN)
+
+
+def test_stored_ridge_maps_predict_like_the_fit_and_serve_eval_without_training_text(tiny_llama, split, make_nla, docs, tmp_path):
+    train, test = split
+    maps = B.fit_stored(tiny_llama, train)
+    assert set(maps) == set(B.STORED_BASELINES)
+    want = B.ridge_token(tiny_llama, train, test).vectors
+    assert torch.allclose(B.stored_predict("ridge_token", maps["ridge_token"], tiny_llama, test).vectors, want, atol=1e-4)
+    B.save_stored(maps, tmp_path / "b.safetensors")
+    from nlakit.bundle import _read_safetensors
+
+    back = B.load_stored(_read_safetensors(tmp_path / "b.safetensors"))
+    got = B.stored_predict("ridge_token", back["ridge_token"], tiny_llama, test).vectors
+    assert torch.nn.functional.cosine_similarity(got, want).min() > 0.999  # stored in float16
+    nla = make_nla("llama", 2)
+    cfg = EvalConfig(n_positions=4, min_position=3, max_tokens=64, max_new_tokens=4,
+                     baselines=("mean", "ridge_token", "ridge_token_bag8", "oracle_echo4"))
+    with_maps = evaluate(type(nla)(**{**nla.__dict__, "baselines": back}), tiny_llama, docs[8:], cfg=cfg)
+    names = [r["name"] for r in with_maps["aggregate"]]
+    assert "ridge_token" in names and "ridge_token_bag8" in names and with_maps["skipped_baselines"] == ["oracle_echo4"]
+    plain = evaluate(nla, tiny_llama, docs[8:], cfg=cfg)
+    assert "ridge_token" not in [r["name"] for r in plain["aggregate"]]

@@ -14,6 +14,7 @@ from nlakit.testing import tiny_target
 from nlakit.train.ar_sft import ARConfig
 from nlakit.train.av_sft import AVConfig
 from nlakit.train.common import load_pairs, parse_duration
+from nlakit.train.config import load_config
 from nlakit.train.datagen import DatagenConfig, datagen
 from nlakit.train.pipeline import TrainConfig, auto_injection_scale, train_all
 from nlakit.train.rl import FAIL_REWARD, RLConfig, group_advantages
@@ -88,8 +89,13 @@ def test_train_all_end_to_end_and_bundle_loads(tmp_path, corpus):
     fe = res["final_eval"]
     assert fe["n"] == 8 and -10 < fe["fve_nrm"]["mean"] < 1
     assert len(res["rl_history"]) == 2 and all("kl" in h and "copy_rate_4gram" in h for h in res["rl_history"])
+    assert [r["name"] for r in res["baselines"]] == list(tiny_config(out, corpus).baselines)
+    assert all(r["n"] == fe["n"] and set(r["by_kind"]) == set(fe["by_kind"]) for r in res["baselines"])
+    assert {"gen_sec", "reward_sec", "ref_sec", "policy_sec", "ar_sec"} <= set(res["rl_history"][0])
+    assert res["rl_history"][0]["engine_mode"] == "eager"
     nla = load_nla(out / "bundle")  # target "tiny:llama" is rebuilt from its spec
-    assert nla.layer == 2 and nla.reference is not None
+    assert nla.layer == 2 and nla.reference is not None and set(nla.baselines) == {"ridge_token", "ridge_token_bag8"}
+    assert load_config(out / "config.yaml") == tiny_config(out, corpus)  # the resolved config reproduces the run
     exp = nla.explain(torch.randn(2, nla.d_model), max_new_tokens=4)
     assert len(exp) == 2
     # calling again is a no-op that keeps the finished result

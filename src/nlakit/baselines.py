@@ -107,6 +107,64 @@ def ridge_predict(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Te
     return Prediction(pred, direction_only=True)
 
 
+@dataclass(frozen=True)
+class LinearMap:
+    """A fitted ridge baseline as plain tensors: standardise the features, then one affine map. Ships in bundles.
+
+    predict(x) = ((x - mean) / scale) @ coef.T + intercept, (N, in) -> (N, out): exactly sklearn's
+    StandardScaler -> Ridge pipeline that `fit_ridge` returns.
+    """
+
+    mean: torch.Tensor  # (in,)
+    scale: torch.Tensor  # (in,)
+    coef: torch.Tensor  # (out, in)
+    intercept: torch.Tensor  # (out,)
+
+    @classmethod
+    def from_pipeline(cls, model) -> LinearMap:
+        scaler, ridge = model[0], model[-1]
+        t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+        return cls(t(scaler.mean_), t(scaler.scale_), t(ridge.coef_), t(ridge.intercept_))
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x.float() - self.mean.float()) / self.scale.float()
+        return x @ self.coef.float().T + self.intercept.float()
+
+
+STORED_BASELINES = ("ridge_token", "ridge_token_bag8")  # fitted at training time and saved with the NLA
+_FEATURES = {"ridge_token": lambda target, s: token_features(target, s),
+             "ridge_token_bag8": lambda target, s: token_bag_features(target, s, 8)}
+
+
+def fit_stored(target: Target, train: Samples, names: tuple[str, ...] = STORED_BASELINES) -> dict[str, LinearMap]:
+    """Fit the baselines a bundle carries (so eval/explain print ridge rows without training text)."""
+    return {name: LinearMap.from_pipeline(fit_ridge(_FEATURES[name](target, train), normalize(train.vectors))) for name in names}
+
+
+def save_stored(maps: dict[str, LinearMap], path, dtype: torch.dtype = torch.float16) -> None:
+    """Write fitted maps as one safetensors file (`name.mean`, `name.scale`, `name.coef`, `name.intercept`).
+
+    Stored in float16 by default (a 1152 x 576 map is 1.3 MB); predictions are computed in float32.
+    """
+    from safetensors.torch import save_file
+
+    from nlakit.io import atomic_path
+
+    tensors = {f"{name}.{part}": getattr(m, part).to(dtype).contiguous()
+               for name, m in maps.items() for part in ("mean", "scale", "coef", "intercept")}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "nlakit-baselines", "names": ",".join(maps)})
+
+
+def load_stored(tensors: dict[str, torch.Tensor]) -> dict[str, LinearMap]:
+    names = sorted({k.rsplit(".", 1)[0] for k in tensors})
+    return {n: LinearMap(*(tensors[f"{n}.{part}"].float() for part in ("mean", "scale", "coef", "intercept"))) for n in names}
+
+
+def stored_predict(name: str, m: LinearMap, target: Target, test: Samples) -> Prediction:
+    return Prediction(m.predict(_FEATURES[name](target, test)), direction_only=True)
+
+
 def _embeddings(target: Target) -> torch.Tensor:
     return target.model.get_input_embeddings().weight.detach().float().cpu()  # (V, D)
 
@@ -191,8 +249,10 @@ ALL_BASELINES = ("mean", "ridge_token", "ridge_token_bag8", "echo_ar8", "echo_ar
 
 
 def compute(names: tuple[str, ...], *, target: Target, ar, layer: int, ref: Reference, train: Samples | None, test: Samples,
-            batch_size: int = 64, progress: Callable[[str], None] | None = None) -> dict[str, Prediction]:
-    """Predictions of the named baselines for `test`. Fitted ones are skipped (with a log line) when `train` is None.
+            batch_size: int = 64, progress: Callable[[str], None] | None = None,
+            stored: dict[str, LinearMap] | None = None) -> dict[str, Prediction]:
+    """Predictions of the named baselines for `test`. Without `train`, a fitted baseline uses its `stored` map (the
+    one the NLA bundle carries) when there is one, and is skipped (with a log line) otherwise.
 
     Args:
         names: a subset of `ALL_BASELINES`.
@@ -203,6 +263,7 @@ def compute(names: tuple[str, ...], *, target: Target, ar, layer: int, ref: Refe
         train: training positions for the ridge fits, or None.
         test: the held-out positions.
         progress: called with each baseline's name when it is done.
+        stored: fitted maps shipped with the NLA (`load_stored`), used when `train` is None.
     """
     makers: dict[str, Callable[[], Prediction]] = {
         "mean": lambda: mean_vector(ref, test),
@@ -218,10 +279,13 @@ def compute(names: tuple[str, ...], *, target: Target, ar, layer: int, ref: Refe
     for name in names:
         if name not in makers:
             raise NlakitError(f"unknown baseline {name!r}", f"use names from {list(ALL_BASELINES)}")
-        if name in NEEDS_TRAIN and (train is None or len(train) < 2):
+        if name in NEEDS_TRAIN and (train is None or len(train) < 2) and name in (stored or {}):
+            out[name] = stored_predict(name, stored[name], target, test)
+        elif name in NEEDS_TRAIN and (train is None or len(train) < 2):
             log.warning("baseline %s skipped: it is fitted on training positions and none were given", name)
             continue
-        out[name] = makers[name]()
+        else:
+            out[name] = makers[name]()
         if progress is not None:
             progress(name)
     return out

@@ -7,6 +7,7 @@ Two on-disk formats:
     bundle/
       nla_meta.yaml            role: nla; nlakit: {format, target, av, ar}
       reference.safetensors    training-set mean of normalised vectors etc. (FVE is centred on it)
+      baselines.safetensors    optional: ridge baselines fitted at training time (token, token + bag of 8)
       av/                      PEFT LoRA adapter over the target (adapter_config.json + adapter_model.safetensors)
       ar/                      PEFT LoRA adapter over blocks 0..K + value_head.safetensors
 
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 BUNDLE_FORMAT = "nlakit-bundle/1"
 REFERENCE_FILE = "reference.safetensors"
 VALUE_HEAD_FILE = "value_head.safetensors"
+BASELINES_FILE = "baselines.safetensors"
 DEFAULT_BUNDLE = Path(__file__).parent / "data" / "default_nla"
 
 
@@ -54,6 +56,7 @@ class NLA:
     meta: NLAMeta
     reference: Reference | None = None
     source: str = ""
+    baselines: dict | None = None  # fitted ridge baselines shipped with the NLA ({name: baselines.LinearMap})
 
     @property
     def layer(self) -> int:
@@ -152,9 +155,14 @@ def save_bundle(nla: NLA, directory: str | Path) -> Path:
             save_file({"weight": nla.ar.value_head.weight.detach().float().contiguous().cpu()}, str(t))
         if nla.reference is not None:
             save_reference(nla.reference, tmp / REFERENCE_FILE)
+        if nla.baselines:
+            from nlakit.baselines import save_stored
+
+            save_stored(nla.baselines, tmp / BASELINES_FILE)
         extra = dict(nla.meta.nlakit)
         extra.update(format=BUNDLE_FORMAT, av=av_kind, ar=ar_kind,
-                     reference=REFERENCE_FILE if nla.reference is not None else None)
+                     reference=REFERENCE_FILE if nla.reference is not None else None,
+                     baselines=BASELINES_FILE if nla.baselines else None)
         nla.meta.with_(nlakit=extra, role="nla").save(tmp)
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")
@@ -227,7 +235,13 @@ def _load_bundle(path: Path, meta: NLAMeta, *, device, dtype, target: Target | N
     av.model.requires_grad_(False)
     ref_file = meta.nlakit.get("reference")
     ref = load_reference(path / ref_file) if ref_file else None
-    return NLA(av=av, ar=ar, meta=meta, reference=ref, source=str(path))
+    base_file = meta.nlakit.get("baselines")
+    stored = None
+    if base_file:
+        from nlakit.baselines import load_stored
+
+        stored = load_stored(_read_safetensors(path / base_file))
+    return NLA(av=av, ar=ar, meta=meta, reference=ref, source=str(path), baselines=stored)
 
 
 def _require(path: Path) -> None:

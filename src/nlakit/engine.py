@@ -13,8 +13,8 @@ Every AV prompt is the same except the injected slot, so the engine
    greedy output is token-identical to plain HF ``generate`` (tests).
 
 The block math lives in `nlakit.blocks` and calls the HF model's own submodules, so LoRA-wrapped projections work.
-Sampling draws one counter-based uniform per (seed, row, token index) and inverts the CDF of
-``softmax(logits / T)``: the same seed gives the same text whatever the batch size or refill order.
+Sampling draws counter-based uniforms per (seed, row, token index, vocabulary entry) and takes the Gumbel-max of
+``logits / T``: the same seed gives the same text whatever the batch size or refill order.
 Architectures outside `SUPPORTED` fall back to plain HF ``generate`` (``engine="hf"``).
 """
 
@@ -62,11 +62,18 @@ def uniform(key: torch.Tensor, ctr: torch.Tensor) -> torch.Tensor:
 
 
 def sample(logits: torch.Tensor, temperature: torch.Tensor, key: torch.Tensor, ctr: torch.Tensor) -> torch.Tensor:
-    """One token per row from softmax(logits / T) by inverting the CDF at uniform(key, ctr). (B, V) -> (B,)."""
-    probs = torch.softmax(logits.float() / temperature, dim=-1)  # (B, V)
-    cdf = probs.cumsum(-1)
-    u = uniform(key, ctr) * cdf[:, -1]  # scale by the total so rounding never leaves the support
-    return torch.searchsorted(cdf, u[:, None]).squeeze(1).clamp_max(logits.shape[-1] - 1)
+    """One token per row from softmax(logits / T), by the Gumbel-max trick. (B, V) -> (B,).
+
+    Each (row key, token counter, vocabulary entry) gets its own counter-based uniform u, and the token is
+    argmax(logits / T - log(-log u)): an exact draw from the softmax that needs no vocabulary-wide cumsum (which
+    inductor failed to compile at some batch sizes), and the same seed still gives the same text whatever the
+    batch size or refill order.
+    """
+    V = logits.shape[-1]
+    vocab = torch.arange(V, device=logits.device)
+    u = uniform(key[:, None], ctr[:, None] * V + vocab[None])  # (B, V); ctr * V + v < 2**31 for any real vocabulary
+    gumbel = -torch.log(-torch.log(u))
+    return (logits.float() / temperature + gumbel).argmax(-1)
 
 
 # ---- one block of the decode step ------------------------------------------------------------------------
@@ -443,6 +450,12 @@ def get_engine(verbalizer, cfg: EngineConfig) -> Engine:
             engines.popitem(last=False)
     engines.move_to_end(cfg)
     return eng
+
+
+def mode_of(verbalizer) -> str | None:
+    """How the most recently used engine of this verbalizer runs ("compiled+cudagraph", "eager", …), if any."""
+    engines = _CACHE.get(verbalizer)
+    return next(reversed(engines.values())).mode if engines else None
 
 
 def _slots_for(n: int, batch_size: int, device: torch.device) -> int:

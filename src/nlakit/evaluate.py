@@ -214,7 +214,7 @@ def _score_all(nla, target: Target, test: B.Samples, train: B.Samples | None, re
     t1 = time.perf_counter()
     done = iter(range(1, len(cfg.baselines) + 1))
     preds = B.compute(cfg.baselines, target=target, ar=nla.ar, layer=nla.layer, ref=ref, train=train, test=test,
-                      batch_size=cfg.explain_batch_size,
+                      batch_size=cfg.explain_batch_size, stored=getattr(nla, "baselines", None),
                       progress=(lambda _name: progress("baselines", next(done), len(cfg.baselines))) if progress else None)
     t2 = time.perf_counter()
     aggregate = [nla_part["aggregate"]]

@@ -113,6 +113,10 @@ class Verbalizer:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
     # ---- injection ---------------------------------------------------------------------------------------
     def inject(self, embeds: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         """Replace row `slot` of (B, T, D) `embeds` with each vector rescaled to `injection_scale` (returns a new tensor)."""
@@ -207,12 +211,14 @@ class Verbalizer:
     def token_logprobs(self, vectors: torch.Tensor, responses: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs of each response token under the AV, (B, R), and the response mask, (B, R). Differentiable."""
         embeds, mask, labels = self.batch(vectors, responses)
-        logits = self.model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits  # (B, T, V)
         P = len(self.prompt_ids)
-        logits = logits[:, P - 1 : -1].float()  # position t predicts token t+1
+        R = labels.shape[1] - P
+        # logits only where they are needed: positions P-1 .. P+R-1 (position t predicts token t+1)
+        logits = self.model(inputs_embeds=embeds, attention_mask=mask, use_cache=False, logits_to_keep=R + 1).logits
+        logits = logits[:, :R].float()  # (B, R, V)
         tgt = labels[:, P:]
         resp_mask = (tgt != -100).float()
-        lp = torch.log_softmax(logits, dim=-1).gather(-1, tgt.clamp_min(0)[..., None])[..., 0]
+        lp = -torch.nn.functional.cross_entropy(logits.flatten(0, 1), tgt.clamp_min(0).flatten(), reduction="none").view_as(resp_mask)
         return lp * resp_mask, resp_mask
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -37,97 +36,110 @@ def _printer():
     return console, show
 
 
-def _config(out, target, layer, data, eval_data, source, time_budget, device, n_docs, rl_steps, describe, injection_scale):
-    from nlakit.train.pipeline import TrainConfig
-    from nlakit.train.rl import RLConfig
+def _config(config: Optional[Path], **flags):
+    """Defaults < --config FILE < the flags that were given (None = not given)."""
+    from nlakit.train.config import load_config
 
-    return TrainConfig(out=str(out), target=target, layer=layer, data=data, eval_data=eval_data, source=source,
-                       time_budget=time_budget, device=device, n_docs=n_docs, describe=describe,
-                       injection_scale=injection_scale, rl=replace(RLConfig(), steps=rl_steps))
+    rl_steps = flags.pop("rl_steps", None)
+    out = flags.pop("out", None)
+    return load_config(config, {**flags, "out": str(out) if out is not None else None, "rl.steps": rl_steps})
 
 
 _OPTS = dict(
-    target=typer.Option("smollm2", help="Target: smollm2, gemma3-270m, an HF dir, a .gguf file, or tiny:llama."),
-    layer=typer.Option(20, help="Block K whose output is explained (HF hidden_states[K+1])."),
-    out=typer.Option(..., help="Run directory (checkpoints, logs, bundle)."),
+    config=typer.Option(None, help="YAML run config (e.g. configs/smollm2-l20.yaml); flags given here override it."),
+    target=typer.Option(None, help="Target: smollm2, gemma3-270m, an HF dir, a .gguf file, or tiny:llama. [default: smollm2]"),
+    layer=typer.Option(None, help="Block K whose output is explained (HF hidden_states[K+1]). [default: 20]"),
+    out=typer.Option(None, help="Run directory (checkpoints, logs, bundle); required unless the config sets `out`."),
     data=typer.Option(None, help="Training JSONL(.gz) (default: the shared corpus's train.jsonl.gz)."),
     eval_data=typer.Option(None, help="Held-out JSONL for evaluation only (default: the shared corpus's heldout file)."),
-    source=typer.Option("template", help="Warm-start explanation source: template or self."),
+    source=typer.Option(None, help="Warm-start explanation source: template or self. [default: template]"),
     time_budget=typer.Option(None, help="Stop (checkpointed) after this long, e.g. 9m."),
-    device=typer.Option("auto", help="cpu, cuda or auto."),
-    n_docs=typer.Option(6000, help="Training documents to sample."),
-    rl_steps=typer.Option(300, help="GRPO steps."),
-    describe=typer.Option(True, help="Also generate the `self` source (one short generation per document)."),
+    device=typer.Option(None, help="cpu, cuda or auto. [default: auto]"),
+    n_docs=typer.Option(None, help="Training documents to sample. [default: 6000]"),
+    rl_steps=typer.Option(None, help="GRPO steps. [default: 300]"),
+    describe=typer.Option(None, help="Also generate the `self` source (one short generation per document). [default: on]"),
     injection_scale=typer.Option(None, help="Injection norm (default: a round number above the mean norm)."),
 )
 
 
 @train_app.command("all")
-def train_all_cmd(out: Path = _OPTS["out"], target: str = _OPTS["target"], layer: int = _OPTS["layer"],
-                  data: Optional[str] = _OPTS["data"], eval_data: Optional[str] = _OPTS["eval_data"], source: str = _OPTS["source"],
-                  time_budget: Optional[str] = _OPTS["time_budget"], device: str = _OPTS["device"], n_docs: int = _OPTS["n_docs"],
-                  rl_steps: int = _OPTS["rl_steps"], describe: bool = _OPTS["describe"],
-                  injection_scale: Optional[float] = _OPTS["injection_scale"],
+def train_all_cmd(out: Optional[Path] = _OPTS["out"], config: Optional[Path] = _OPTS["config"], target: Optional[str] = _OPTS["target"],
+                  layer: Optional[int] = _OPTS["layer"], data: Optional[str] = _OPTS["data"],
+                  eval_data: Optional[str] = _OPTS["eval_data"], source: Optional[str] = _OPTS["source"],
+                  time_budget: Optional[str] = _OPTS["time_budget"], device: Optional[str] = _OPTS["device"],
+                  n_docs: Optional[int] = _OPTS["n_docs"], rl_steps: Optional[int] = _OPTS["rl_steps"],
+                  describe: Optional[bool] = _OPTS["describe"], injection_scale: Optional[float] = _OPTS["injection_scale"],
                   resume: bool = typer.Option(True, help="Continue a run found in --out (the default); --no-resume refuses to."),
                   ) -> None:
     """Datagen -> AR -> AV -> RL -> held-out eval -> bundle, resumable, under --time-budget."""
     from nlakit.errors import NlakitError
     from nlakit.train.pipeline import train_all
 
-    if not resume and (out / "log.jsonl").exists():
-        raise NlakitError(f"{out} already holds a run", "pass --resume to continue it, or choose a new --out")
+    cfg = _config(config, out=out, target=target, layer=layer, data=data, eval_data=eval_data, source=source,
+                  time_budget=time_budget, device=device, n_docs=n_docs, rl_steps=rl_steps, describe=describe,
+                  injection_scale=injection_scale)
+    if not resume and (Path(cfg.out) / "log.jsonl").exists():
+        raise NlakitError(f"{cfg.out} already holds a run", "pass --resume to continue it, or choose a new --out")
     console, show = _printer()
-    cfg = _config(out, target, layer, data, eval_data, source, time_budget, device, n_docs, rl_steps, describe, injection_scale)
     res = train_all(cfg, callback=show)
     fe = res.get("final_eval")
     if fe:
         console.print(f"[bold green]held-out fve_nrm {fe['fve_nrm']['mean']:.3f}[/] "
-                      f"(95% CI {fe['fve_nrm']['ci95'][0]:.3f}–{fe['fve_nrm']['ci95'][1]:.3f}, n={fe['n']}); bundle: {out / 'bundle'}")
+                      f"(95% CI {fe['fve_nrm']['ci95'][0]:.3f}–{fe['fve_nrm']['ci95'][1]:.3f}, n={fe['n']}); bundle: {Path(cfg.out) / 'bundle'}")
+        for row in res.get("baselines", []):
+            console.print(f"  baseline {row['name']:<18} fve_nrm {row['fve_nrm']:.3f}")
     else:
         where = res.get("stopped_in") or f"RL step {res['rl']['steps_done']}/{cfg.rl.steps}"
         console.print(f"[yellow]time budget reached in {where}[/]; run again with the same --out to continue")
 
 
-def _single_stage(out: Path, target: str, layer: int, data, eval_data, source, device, stop_after: str) -> None:
+def _single_stage(stop_after: str, config: Optional[Path], **flags) -> None:
     """Run the pipeline up to one stage (earlier stages are reused when done)."""
     from nlakit.train.pipeline import train_all
 
     console, show = _printer()
-    rl_steps = {"ar": 0, "av": 0}.get(stop_after, 300)
-    cfg = _config(out, target, layer, data, eval_data, source, None, device, 6000, rl_steps, True, None)
+    cfg = _config(config, **flags, rl_steps=0)
     res = train_all(cfg, callback=show)
     console.print(json.dumps({k: res.get(k) for k in ("ar_sft", "av_sft")}, indent=1, default=str)[:2000])
 
 
 @train_app.command("ar")
-def train_ar_cmd(out: Path = _OPTS["out"], target: str = _OPTS["target"], layer: int = _OPTS["layer"],
-                 data: Optional[str] = _OPTS["data"], eval_data: Optional[str] = _OPTS["eval_data"],
-                 source: str = _OPTS["source"], device: str = _OPTS["device"]) -> None:
+def train_ar_cmd(out: Optional[Path] = _OPTS["out"], config: Optional[Path] = _OPTS["config"], target: Optional[str] = _OPTS["target"],
+                 layer: Optional[int] = _OPTS["layer"], data: Optional[str] = _OPTS["data"],
+                 eval_data: Optional[str] = _OPTS["eval_data"], source: Optional[str] = _OPTS["source"],
+                 device: Optional[str] = _OPTS["device"]) -> None:
     """AR supervised (runs datagen first if --out has none). Stops before RL."""
-    _single_stage(out, target, layer, data, eval_data, source, device, "ar")
+    _single_stage("ar", config, out=out, target=target, layer=layer, data=data, eval_data=eval_data, source=source, device=device)
 
 
 @train_app.command("av")
-def train_av_cmd(out: Path = _OPTS["out"], target: str = _OPTS["target"], layer: int = _OPTS["layer"],
-                 data: Optional[str] = _OPTS["data"], eval_data: Optional[str] = _OPTS["eval_data"],
-                 source: str = _OPTS["source"], device: str = _OPTS["device"]) -> None:
+def train_av_cmd(out: Optional[Path] = _OPTS["out"], config: Optional[Path] = _OPTS["config"], target: Optional[str] = _OPTS["target"],
+                 layer: Optional[int] = _OPTS["layer"], data: Optional[str] = _OPTS["data"],
+                 eval_data: Optional[str] = _OPTS["eval_data"], source: Optional[str] = _OPTS["source"],
+                 device: Optional[str] = _OPTS["device"]) -> None:
     """AV supervised (after the AR; earlier stages are reused). Stops before RL."""
-    _single_stage(out, target, layer, data, eval_data, source, device, "av")
+    _single_stage("av", config, out=out, target=target, layer=layer, data=data, eval_data=eval_data, source=source, device=device)
 
 
 @train_app.command("rl")
-def train_rl_cmd(out: Path = _OPTS["out"], target: str = _OPTS["target"], layer: int = _OPTS["layer"],
-                 source: str = _OPTS["source"], device: str = _OPTS["device"], rl_steps: int = _OPTS["rl_steps"],
+def train_rl_cmd(out: Optional[Path] = _OPTS["out"], config: Optional[Path] = _OPTS["config"], target: Optional[str] = _OPTS["target"],
+                 layer: Optional[int] = _OPTS["layer"], source: Optional[str] = _OPTS["source"],
+                 device: Optional[str] = _OPTS["device"], rl_steps: Optional[int] = _OPTS["rl_steps"],
                  time_budget: Optional[str] = _OPTS["time_budget"]) -> None:
     """GRPO on the AV (after both supervised stages), resumable."""
-    train_all_cmd(out=out, target=target, layer=layer, data=None, eval_data=None, source=source, time_budget=time_budget,
-                  device=device, n_docs=6000, rl_steps=rl_steps, describe=True, injection_scale=None, resume=True)
+    train_all_cmd(out=out, config=config, target=target, layer=layer, data=None, eval_data=None, source=source,
+                  time_budget=time_budget, device=device, n_docs=None, rl_steps=rl_steps, describe=None, injection_scale=None,
+                  resume=True)
 
 
-def datagen_cmd(out: Path = _OPTS["out"], target: str = _OPTS["target"], layer: int = _OPTS["layer"],
+def datagen_cmd(out: Path = typer.Option(..., help="Output directory of the pairs."),
+                target: str = typer.Option("smollm2", help="Target: smollm2, gemma3-270m, an HF dir, a .gguf file, or tiny:llama."),
+                layer: int = typer.Option(20, help="Block K whose output is explained (HF hidden_states[K+1])."),
                 data: Optional[str] = _OPTS["data"], eval_data: Optional[str] = _OPTS["eval_data"],
-                n_docs: int = _OPTS["n_docs"], positions_per_doc: int = typer.Option(6, help="Positions sampled per document."),
-                describe: bool = _OPTS["describe"], device: str = _OPTS["device"]) -> None:
+                n_docs: int = typer.Option(6000, help="Training documents to sample."),
+                positions_per_doc: int = typer.Option(6, help="Positions sampled per document."),
+                describe: bool = typer.Option(True, help="Also generate the `self` source (one short generation per document)."),
+                device: str = typer.Option("auto", help="cpu, cuda or auto.")) -> None:
     """Sample training positions, extract activations and write warm-start explanations (no API)."""
     from nlakit.targets import load_target
     from nlakit.train.datagen import DatagenConfig, datagen

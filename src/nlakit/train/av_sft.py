@@ -19,7 +19,7 @@ import torch
 
 from nlakit.metrics import Reference
 from nlakit.reconstructor import Reconstructor
-from nlakit.train.common import (Budget, Pairs, add_lora, batches, cosine_lr, load_lora_state, lora_state, save_state,
+from nlakit.train.common import (Budget, MergedAV, Pairs, add_lora, batches, cosine_lr, load_lora_state, lora_state, save_state,
                                  seed_everything, stage_done, write_stage_done)
 from nlakit.train.heldout import evaluate_heldout
 from nlakit.verbalizer import Verbalizer
@@ -98,7 +98,9 @@ def train_av(cfg: AVConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
     av.model.eval()
     summary = {"config": asdict(cfg), "steps": len(losses), "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:]))}
     if eval_pairs is not None:
-        summary["eval"] = evaluate_heldout(av, ar, eval_pairs, ref, max_new_tokens=cfg.eval_max_new_tokens, dtype=dtype)
+        decoder = MergedAV(av, dtype).sync().verbalizer  # LoRA merged: the engine's fast path
+        summary["eval"] = evaluate_heldout(decoder, ar, eval_pairs, ref, max_new_tokens=cfg.eval_max_new_tokens, dtype=dtype)
+        del decoder
     save_state(ckpt, {"lora": lora_state(av.model)})
     write_stage_done(out, "av_sft", summary)
     partial.unlink(missing_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -9,6 +10,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,6 +18,9 @@ import torch
 from nlakit.errors import NlakitError
 from nlakit.io import atomic_path, write_json
 from nlakit.metrics import Reference
+
+if TYPE_CHECKING:
+    from nlakit.verbalizer import Verbalizer
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +34,44 @@ def add_lora(module: torch.nn.Module, rank: int, alpha: float | None = None, dro
     cfg = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, lora_dropout=dropout, target_modules=LORA_TARGETS, bias="none")
     model = get_peft_model(module, cfg)
     return model
+
+
+class MergedAV:
+    """A plain (un-wrapped) copy of a LoRA AV with the adapters merged, in `dtype`, for fast decoding.
+
+    `sync()` writes W0 + delta(LoRA) of every adapted projection into the copy *in place*, so an engine built on
+    `self.verbalizer` keeps its compiled step and CUDA graph across updates. Parameters outside the adapters are
+    frozen in training and never change.
+    """
+
+    def __init__(self, av: Verbalizer, dtype: torch.dtype | None = None):
+        self.source = av
+        plain = copy.deepcopy(av.model)
+        plain = plain.merge_and_unload() if hasattr(plain, "merge_and_unload") else plain
+        plain = plain.to(dtype) if dtype is not None else plain
+        plain.requires_grad_(False).eval()
+        from nlakit.verbalizer import Verbalizer
+
+        self.verbalizer = Verbalizer(plain, av.tokenizer, av.meta)
+        plain_name = lambda n: n[len("base_model.model."):] if n.startswith("base_model.model.") else n  # noqa: E731
+        modules, params = dict(plain.named_modules()), dict(plain.named_parameters())
+        self._lora = [(m, modules[plain_name(n)].weight) for n, m in av.model.named_modules()
+                      if hasattr(m, "get_delta_weight") and hasattr(m, "base_layer")]
+        # anything else that trains (a full fine-tune, PEFT modules_to_save) is copied as it is
+        self._plain = [(p, params[plain_name(n)]) for n, p in av.model.named_parameters()
+                       if p.requires_grad and "lora_" not in n and plain_name(n) in params]
+
+    @torch.no_grad()
+    def sync(self) -> "MergedAV":
+        for lora, weight in self._lora:
+            merged = lora.base_layer.weight.float()
+            if not getattr(lora, "merged", False):
+                for name in lora.active_adapters:
+                    merged = merged + lora.get_delta_weight(name).float()
+            weight.copy_(merged)
+        for src, dst in self._plain:
+            dst.copy_(src)
+        return self
 
 
 def seed_everything(seed: int) -> None:

@@ -7,7 +7,8 @@ documents are rendered with the target's chat template, so chat-formatted data i
 over the document (skipping attention sinks and the first `min_position` tokens), run the target once, keep the
 layer-L vector and the target's own next-token predictions, and write explanation targets from two sources:
 
-- ``template``: a sentence template from the context and the target's own predictions — the genre, the last
+- ``template``: a sentence template from the context and the target's own predictions — the genre (naming the
+  language of non-English text, from the corpus's ``lang`` field: "This is French text"), the last
   `tail_tokens` tokens of context, the current token, and the target's top next-token guesses;
 - ``self``: the ``template`` text preceded by the target's own one-line description of the document so far
   (the target is asked, through its chat template, what the text is about).
@@ -36,8 +37,15 @@ from nlakit.train.common import REFERENCE, Pairs, save_pairs, stage_done, write_
 
 log = logging.getLogger(__name__)
 
+WINDOW = 33  # token ids kept per pair (current token last): the token / bag-of-8 ridge baselines and echo oracles read them
+
 KIND_WORDS = {"prose": "non-fiction prose", "fiction": "a story", "chat": "a chat between a user and an assistant",
               "math": "a math word problem", "code": "programming documentation or code", "multilingual": "non-English text"}
+# ISO 639-1 codes of the corpus's `lang` field -> the language's English name (the genre line names the language)
+LANGUAGE_NAMES = {"ar": "Arabic", "cs": "Czech", "de": "German", "en": "English", "es": "Spanish", "fi": "Finnish",
+                  "fr": "French", "hi": "Hindi", "id": "Indonesian", "is": "Icelandic", "it": "Italian", "ja": "Japanese",
+                  "ko": "Korean", "nl": "Dutch", "pl": "Polish", "pt": "Portuguese", "ru": "Russian", "sv": "Swedish",
+                  "th": "Thai", "tr": "Turkish", "uk": "Ukrainian", "vi": "Vietnamese", "zh": "Chinese"}
 
 
 @dataclass(frozen=True)
@@ -88,11 +96,20 @@ def sanitize(text: str, tokenizer) -> str:
     return text
 
 
-def template_explanation(kind: str, tail: str, token: str, guesses: list[str]) -> str:
+def genre(kind: str, lang: str | None = None) -> str:
+    """The genre phrase of the template: the kind of text, naming the language of non-English text ("French text")."""
+    if lang and lang != "en":
+        name = LANGUAGE_NAMES.get(lang)
+        if name:
+            return f"{name} text" if kind in ("multilingual", "text", None) else f"{KIND_WORDS.get(kind, 'text')} in {name}"
+    return KIND_WORDS.get(kind, "text")
+
+
+def template_explanation(kind: str, tail: str, token: str, guesses: list[str], lang: str | None = None) -> str:
     """The `template` source text. Plain sentences, no raw dumps."""
-    genre = KIND_WORDS.get(kind, "text")
+    genre_ = genre(kind, lang)
     g = ", ".join(f'"{_clean(x)}"' for x in guesses if _clean(x)) or "unclear"
-    return (f"This is {genre}. The text so far ends with: \"…{_clean(tail)}\".\n\n"
+    return (f"This is {genre_}. The text so far ends with: \"…{_clean(tail)}\".\n\n"
             f"The current token is \"{_clean(token)}\". The next word is likely one of {g}.")
 
 
@@ -157,8 +174,10 @@ def datagen(cfg: DatagenConfig, target: Target, progress: Callable[[str, int, in
                 token = tok.decode([tids[p]])
                 guesses = [_word(tok, t, special) for t in top[j, p].tolist()]
                 rows.append({"doc": str(doc.get("id", s + j)), "pos": p, "token": token, "kind": doc.get("kind", "text"),
-                             "split": split, "text": texts[j][: enc.offsets[j][p][1]][-400:],
-                             "explanations": {"template": sanitize(template_explanation(doc.get("kind", "text"), tail, token, guesses), tok)}})
+                             "lang": doc.get("lang"), "split": split, "text": texts[j][: enc.offsets[j][p][1]][-400:],
+                             "window_ids": tids[max(0, p - WINDOW + 1) : p + 1],
+                             "explanations": {"template": sanitize(template_explanation(doc.get("kind", "text"), tail, token, guesses,
+                                                                                        doc.get("lang")), tok)}})
                 vectors.append(h[j, p].clone())
             if cfg.describe:
                 describe_jobs.append((first_row, texts[j][: enc.offsets[j][pos[0]][1]]))
@@ -243,7 +262,9 @@ def eval_pairs(target: Target, data: str, layer: int, *, n: int, max_tokens: int
                 token = tok.decode([tids[p]])
                 guesses = [_word(tok, t, special) for t in top[j, p].tolist()]
                 rows.append({"doc": str(doc.get("id", s + j)), "pos": p, "token": token, "kind": doc.get("kind", "text"),
-                             "split": "eval", "text": text[: enc.offsets[j][p][1]][-400:],
-                             "explanations": {"template": sanitize(template_explanation(doc.get("kind", "text"), tail, token, guesses), tok)}})
+                             "lang": doc.get("lang"), "split": "eval", "text": text[: enc.offsets[j][p][1]][-400:],
+                             "window_ids": tids[max(0, p - WINDOW + 1) : p + 1],
+                             "explanations": {"template": sanitize(template_explanation(doc.get("kind", "text"), tail, token, guesses,
+                                                                                        doc.get("lang")), tok)}})
                 vectors.append(h[j, p].clone())
     return Pairs(torch.stack(vectors), rows)

@@ -7,7 +7,8 @@ import os
 
 import torch
 
-from nlakit.metrics import Reference, cosine, fve_nrm, summarize
+from nlakit.baselines import Samples
+from nlakit.metrics import Reference, score, summarize
 from nlakit.reconstructor import Reconstructor
 from nlakit.verbalizer import Explanation, Verbalizer
 
@@ -45,6 +46,12 @@ def copy_rate(explanation: str, context: str, n: int = 4) -> float:
     return len(e & ngrams(context, n)) / len(e) if e else 0.0
 
 
+def by_kind(values: torch.Tensor, rows: list[dict]) -> dict[str, dict]:
+    """`summarize` of per-position values grouped by the rows' document kind (prose, fiction, chat, ...)."""
+    kinds = sorted({r.get("kind", "text") for r in rows})
+    return {k: summarize(values[[i for i, r in enumerate(rows) if r.get("kind", "text") == k]]) for k in kinds}
+
+
 @torch.no_grad()
 def evaluate_heldout(av: Verbalizer, ar: Reconstructor, eval_pairs, ref: Reference, *, max_new_tokens: int = 96,
                      dtype=None, n: int | None = None, n_examples: int = 20, seed: int = 0) -> dict:
@@ -57,8 +64,8 @@ def evaluate_heldout(av: Verbalizer, ar: Reconstructor, eval_pairs, ref: Referen
         rows = generate(av, vectors, max_new_tokens=max_new_tokens)
     exps: list[Explanation] = av.decode(rows)
     pred = ar.reconstruct([e.text for e in exps], dtype=dtype)
-    fve = fve_nrm(pred, vectors, ref.mu_nrm)
-    cos = cosine(pred, vectors)
+    m = score(pred, vectors, ref, direction_only=True)
+    fve, cos = m["fve_nrm"], m["cos"]
     copies = [copy_rate(e.text, r.get("text", "")) for e, r in zip(exps, rows_meta)]
     g = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(exps), generator=g)[:n_examples].tolist()
@@ -67,11 +74,43 @@ def evaluate_heldout(av: Verbalizer, ar: Reconstructor, eval_pairs, ref: Referen
     return {
         "n": len(exps),
         "fve_nrm": summarize(fve),
+        "fve_raw": summarize(m["fve_raw"]),
         "cos": summarize(cos),
+        "by_kind": by_kind(fve, rows_meta),
         "parse_rate": sum(e.ok for e in exps) / max(1, len(exps)),
         "truncated_rate": sum(e.truncated for e in exps) / max(1, len(exps)),
         "mean_tokens": sum(e.n_tokens for e in exps) / max(1, len(exps)),
         "copy_rate_4gram": sum(copies) / max(1, len(copies)),
         "examples": [{"context_tail": rows_meta[i].get("text", "")[-160:], "token": rows_meta[i].get("token"),
-                      "explanation": exps[i].text, "fve_nrm": float(fve[i]), "cos": float(cos[i])} for i in pick],
+                      "kind": rows_meta[i].get("kind"), "explanation": exps[i].text, "fve_nrm": float(fve[i]),
+                      "cos": float(cos[i])} for i in pick],
     }
+
+
+def pair_samples(pairs) -> Samples:
+    """The pairs as baseline `Samples`: each row's stored token window (``window_ids``, current token last)."""
+    windows = [r["window_ids"] for r in pairs.rows]
+    return Samples(doc=list(range(len(windows))), pos=[len(w) - 1 for w in windows], vectors=pairs.vectors,
+                   token_ids=windows, texts=[""] * len(windows), offsets=[[(0, 0)] * len(w) for w in windows])
+
+
+def baseline_rows(target, layer: int, ref: Reference, train_pairs, eval_pairs, names: tuple[str, ...], *, ar=None,
+                  batch_size: int = 256) -> tuple[list[dict], dict]:
+    """Every named baseline scored on exactly the held-out pairs, fitted on `train_pairs`, through `metrics.score`.
+
+    Returns the table rows ({name, fve_nrm, fve_nrm_ci95, fve_raw, cos, n, by_kind}) and the fitted maps the bundle
+    stores (`baselines.STORED_BASELINES`, fitted on the same training rows).
+    """
+    from nlakit import baselines as B
+
+    train, test = pair_samples(train_pairs), pair_samples(eval_pairs)
+    preds = B.compute(names, target=target, ar=ar, layer=layer, ref=ref, train=train, test=test, batch_size=batch_size)
+    rows = []
+    for name in names:
+        if name not in preds:
+            continue
+        m = score(preds[name].vectors, test.vectors, ref, direction_only=preds[name].direction_only)
+        f = summarize(m["fve_nrm"])
+        rows.append({"name": name, "fve_nrm": f["mean"], "fve_nrm_ci95": f["ci95"], "fve_raw": summarize(m["fve_raw"])["mean"],
+                     "cos": summarize(m["cos"])["mean"], "n": f["n"], "by_kind": by_kind(m["fve_nrm"], eval_pairs.rows)})
+    return rows, B.fit_stored(target, train)

@@ -20,16 +20,18 @@ from typing import Callable
 
 import torch
 
-from nlakit.bundle import NLA, save_bundle
+from nlakit.baselines import fit_stored, load_stored, save_stored
+from nlakit.bundle import BASELINES_FILE, NLA, _read_safetensors, save_bundle
 from nlakit.errors import NlakitError
 from nlakit.io import write_json
 from nlakit.meta import NLAMeta
 from nlakit.targets import Target, load_target
 from nlakit.train.ar_sft import ARConfig, gold_ceiling, new_ar, train_ar
 from nlakit.train.av_sft import AVConfig, train_av
-from nlakit.train.common import Budget, load_lora_state, load_pairs, load_reference_file, parse_duration, stage_done
+from nlakit.train.common import Budget, Pairs, load_lora_state, load_pairs, load_reference_file, parse_duration, stage_done
 from nlakit.train.datagen import DatagenConfig, datagen
-from nlakit.train.heldout import evaluate_heldout
+from nlakit.train.heldout import baseline_rows, evaluate_heldout, pair_samples
+from nlakit.train.common import MergedAV
 from nlakit.train.rl import RLConfig, train_rl
 from nlakit.verbalizer import new_meta_for
 
@@ -67,6 +69,8 @@ class TrainConfig:
     eval_positions: int = 512
     final_eval_positions: int = 1024
     datagen_batch: int = 32
+    baselines: tuple[str, ...] = ("mean", "ridge_token", "ridge_token_bag8", "oracle_echo4", "oracle_echo8", "oracle_echo32")
+    baseline_train_positions: int = 24000  # training pairs the ridge baselines are fitted on (the bundle ships two)
     ar: ARConfig = field(default_factory=ARConfig)
     av: AVConfig = field(default_factory=AVConfig)
     rl: RLConfig = field(default_factory=RLConfig)
@@ -100,6 +104,9 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     runlog = RunLog(out, callback)
+    from nlakit.train.config import save_config
+
+    save_config(cfg, out)  # the resolved settings of this call (repeat the run with --config OUT/config.yaml)
     t0 = time.monotonic()
     target = target or load_target(cfg.target, device=cfg.device)
     dtype = cfg.dtype or ("bfloat16" if target.device.startswith("cuda") else None)
@@ -123,6 +130,11 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
         timed("datagen", t)
     pairs, ref = load_pairs(data_dir), load_reference_file(data_dir)
     eval_pairs = load_pairs(data_dir / "eval") if (data_dir / "eval" / "pairs.safetensors").exists() else None
+    baseline_train = _baseline_train(pairs, cfg.baseline_train_positions)
+    stored_file = data_dir / BASELINES_FILE
+    if baseline_train is not None and not stored_file.exists():
+        save_stored(fit_stored(target, pair_samples(baseline_train)), stored_file)
+    stored = load_stored(_read_safetensors(stored_file)) if stored_file.exists() else None
 
     # the sidecar is fixed once and reused on resume
     meta_dir = out / "meta"
@@ -150,8 +162,8 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
     t = time.monotonic()
 
     def write_bundle(step: int) -> None:
-        save_bundle(NLA(av=av, ar=ar, meta=meta.with_(stage="rl", nlakit={**meta.nlakit, "rl_steps": step}), reference=ref),
-                    out / "bundle")
+        save_bundle(NLA(av=av, ar=ar, meta=meta.with_(stage="rl", nlakit={**meta.nlakit, "rl_steps": step}), reference=ref,
+                        baselines=stored), out / "bundle")
 
     rl_summary = train_rl(rl_cfg, av, ar, pairs, eval_pairs, ref, out, budget, runlog, on_checkpoint=write_bundle)
     timed("rl", t)
@@ -163,20 +175,40 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
     if rl_summary["finished"] and eval_pairs is not None and not budget.out(margin=20):
         t = time.monotonic()
         n = cfg.final_eval_positions
-        results["final_eval"] = evaluate_heldout(av, ar, eval_pairs, ref, max_new_tokens=rl_cfg.max_new_tokens,
+        decoder = MergedAV(av, _dt(dtype)).sync().verbalizer  # the same AV, LoRA merged: the engine's fast path
+        results["final_eval"] = evaluate_heldout(decoder, ar, eval_pairs, ref, max_new_tokens=rl_cfg.max_new_tokens,
                                                  dtype=_dt(dtype), n=n)
         sft_ar = new_ar(target, meta, ar_cfg.rank)
         state = torch.load(out / "ar_sft.pt", map_location="cpu", weights_only=False)
         load_lora_state(sft_ar.backbone, state["lora"])
         sft_ar.value_head.load_state_dict(state["head"])
-        results["final_eval_frozen_ar"] = evaluate_heldout(av, sft_ar.eval(), eval_pairs, ref, max_new_tokens=rl_cfg.max_new_tokens,
+        results["final_eval_frozen_ar"] = evaluate_heldout(decoder, sft_ar.eval(), eval_pairs, ref, max_new_tokens=rl_cfg.max_new_tokens,
                                                            dtype=_dt(dtype), n=n, n_examples=0)
         results["final_eval_gold_ceiling"] = gold_ceiling(ar, eval_pairs, ref, cfg.source, _dt(dtype))
+        del decoder
         timed("final_eval", t)
+        if cfg.baselines and baseline_train is not None:  # every baseline on the same held-out positions
+            t = time.monotonic()
+            results["baselines"], _ = baseline_rows(target, cfg.layer, ref, baseline_train, _head(eval_pairs, n), tuple(cfg.baselines),
+                                                    ar=ar)
+            results["n_train_positions_baselines"] = len(baseline_train)
+            timed("baselines", t)
     results["wall_sec_this_call"] = time.monotonic() - t0
     write_bundle(rl_summary["steps_done"])
     write_json(out / "results.json", results)
     return results
+
+
+def _baseline_train(pairs: Pairs, n: int) -> Pairs | None:
+    """A seeded sample of `n` training pairs (all splits) for the ridge baselines; None for data without token windows."""
+    if n <= 0 or not pairs.rows or "window_ids" not in pairs.rows[0]:
+        return None
+    idx = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(0))[:n].sort().values.tolist()
+    return Pairs(pairs.vectors[idx], [pairs.rows[i] for i in idx])
+
+
+def _head(pairs: Pairs, n: int | None) -> Pairs:
+    return pairs if not n else Pairs(pairs.vectors[:n], pairs.rows[:n])
 
 
 def _stopped(cfg: TrainConfig, out: Path, stage: str, timings: dict) -> dict:

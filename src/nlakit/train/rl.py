@@ -8,18 +8,26 @@ The variant, exactly:
 - reward = -mse_nrm(AR(explanation), v) = -2 (1 - cos); a failed parse or a capped (truncated) sample gets the
   fixed penalty -2.0 (orthogonal-equivalent, `nla-checkpoint-format.md` §7);
 - advantages are normalised within each group: (r - mean_g) / (std_g + 1e-4); no value function;
-- one on-policy update per batch (so no ratio clipping is needed): loss = -mean_i(A_i * mean_t log p_it)
-  + `kl_coef` * mean_t KL_k3(p || p_sft), the k3 estimator against the frozen supervised AV; per-token mean
-  within a sequence, then mean over sequences;
+- `ppo_epochs` updates per batch of rollouts (default 1). Per token t of sample i, with the ratio
+  rho_it = p_it / p_it^old against the log-probs at the first pass: loss = -mean_i(mean_t min(rho_it A_i,
+  clip(rho_it, 1 - clip, 1 + clip) A_i)) + `kl_coef` * mean_i mean_t KL_k3(p || p_sft), the k3 estimator against
+  the frozen supervised AV; per-token mean within a sequence, then mean over sequences. At the first pass rho = 1
+  and nothing is clipped, so with ``ppo_epochs=1`` the gradient is exactly that of the on-policy loss
+  -mean_i(A_i * mean_t log p_it) + KL term; gradients are clipped to norm 1.0 before each AdamW step;
 - the AR keeps training online: one supervised step on the batch's fresh, parsed explanations (its gradient never
   reaches the AV).
+
+Speed: rollouts are decoded by `nlakit.engine` from a plain copy of the AV (LoRA merged, in the autocast dtype)
+whose weights are refreshed in place after every update (`MergedAV.sync`), so the engine's compiled step and CUDA
+graph are built once and reused for the whole run. The KL anchor is a merged copy of the supervised AV in the same
+dtype. Log-probs are computed only on response positions, in micro-batches of similar length. Each step's record
+splits its time into generation / reward / reference / policy / AR.
 Checkpoints (`rl_state.pt`: adapters, heads, optimisers, RNG, step, log) are written every `save_every` steps and
 when the time budget runs out; the next call resumes from them.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -31,7 +39,7 @@ import torch
 from nlakit.metrics import Reference, fve_baseline, mse_nrm
 from nlakit.reconstructor import Reconstructor
 from nlakit.train.ar_sft import ar_loss, ar_optimizer
-from nlakit.train.common import (Budget, Pairs, load_lora_state, load_state, lora_state, rng_state, save_state,
+from nlakit.train.common import (Budget, MergedAV, Pairs, load_lora_state, load_state, lora_state, rng_state, save_state,
                                  seed_everything, set_rng_state, write_stage_done)
 from nlakit.train.heldout import copy_rate, evaluate_heldout, generate
 from nlakit.verbalizer import Verbalizer
@@ -50,6 +58,8 @@ class RLConfig:
     max_new_tokens: int = 96
     lr: float = 2e-5  # AV LoRA
     kl_coef: float = 0.02
+    ppo_epochs: int = 1  # updates per batch of rollouts (1 = on-policy, no clipping in effect)
+    clip: float = 0.2  # ratio clipping, used from the second pass on
     ar_lr: float = 5e-5  # AR LoRA, online
     ar_head_lr: float = 2e-4
     co_train_ar: bool = True
@@ -76,7 +86,7 @@ def reward_fn(ar: Reconstructor, texts: list[str], vectors: torch.Tensor, ok: to
     r = torch.full((len(texts),), FAIL_REWARD)
     idx = ok.nonzero().flatten().tolist()
     if idx:
-        pred = ar.reconstruct([texts[i] for i in idx], dtype=dtype)
+        pred = ar.reconstruct([texts[i] for i in idx], dtype=dtype, batch_size=256)
         r[idx] = -mse_nrm(pred, vectors[idx])
     return r
 
@@ -86,48 +96,83 @@ def group_advantages(rewards: torch.Tensor, group: int) -> torch.Tensor:
     return ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)).flatten()
 
 
+def _sync(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.monotonic()
+
+
 @torch.no_grad()
-def rollout(av: Verbalizer, ar: Reconstructor, vectors: torch.Tensor, cfg: RLConfig, seed: int, dtype=None) -> Rollout:
+def rollout(av: Verbalizer, ar: Reconstructor, vectors: torch.Tensor, cfg: RLConfig, seed: int, dtype=None,
+            timing: dict | None = None) -> Rollout:
+    """Sample `group` explanations per vector with `av` (a decoding copy: `MergedAV.verbalizer`) and score them."""
+    t0 = _sync(av.device)
     rep = vectors.repeat_interleave(cfg.group, dim=0)  # (P*G, D), groups contiguous
     av.model.eval()
-    with torch.autocast(device_type=av.device.type, dtype=dtype, enabled=dtype is not None):
+    with torch.autocast(device_type=av.device.type, dtype=dtype, enabled=dtype is not None and av.dtype == torch.float32):
         rows = generate(av, rep, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=seed, batch_size=1024)
+    t1 = _sync(av.device)
     exps = av.decode(rows)
     ok = torch.tensor([e.ok and not e.truncated for e in exps])
     rewards = reward_fn(ar, [e.text for e in exps], rep, ok, dtype)
     end = av.eos[0] if av.tokenizer.eos_token_id is None else int(av.tokenizer.eos_token_id)
     responses = [[t for t in r if t >= 0] + ([] if (r and r[-1] == -1) else [end]) for r in rows]
     responses = [r if r else [end] for r in responses]
+    if timing is not None:
+        timing["gen_sec"], timing["reward_sec"] = t1 - t0, _sync(av.device) - t1
     return Rollout(rep, responses, [e.text for e in exps], ok, rewards, group_advantages(rewards, cfg.group),
                    torch.tensor([e.n_tokens for e in exps], dtype=torch.float))
 
 
-def policy_step(av: Verbalizer, ref: Verbalizer, ro: Rollout, opt: torch.optim.Optimizer, cfg: RLConfig, dtype=None) -> dict:
-    """One GRPO update over the rollout, in micro-batches. Returns the mean KL and loss."""
-    av.model.train()
-    opt.zero_grad(set_to_none=True)
+def length_batches(responses: list[list[int]], size: int) -> list[list[int]]:
+    """Indices in micro-batches of at most `size` responses of similar length (less padding per batch)."""
+    order = sorted(range(len(responses)), key=lambda i: len(responses[i]))
+    return [order[s : s + size] for s in range(0, len(order), size)]
+
+
+def policy_step(av: Verbalizer, ref: Verbalizer, ro: Rollout, opt: torch.optim.Optimizer, cfg: RLConfig, dtype=None,
+                timing: dict | None = None) -> dict:
+    """`ppo_epochs` GRPO updates over the rollout, in length-sorted micro-batches. Returns the mean KL and loss."""
     n = len(ro.responses)
-    kl_sum = loss_sum = 0.0
-    for s in range(0, n, cfg.micro_batch):
-        sl = slice(s, s + cfg.micro_batch)
-        resp = ro.responses[sl]
-        with torch.autocast(device_type=av.device.type, dtype=dtype, enabled=dtype is not None):
-            lp, mask = av.token_logprobs(ro.vectors[sl], resp)  # (b, R)
-            with torch.no_grad():
-                ref_lp, _ = ref.token_logprobs(ro.vectors[sl], resp)
-        ntok = mask.sum(1).clamp_min(1)
-        d = (ref_lp - lp) * mask
-        kl = ((d.exp() - d - 1) * mask).sum(1) / ntok  # k3 estimator per sequence
-        adv = ro.advantages[sl].to(lp.device)
-        loss_i = -adv * (lp.sum(1) / ntok) + cfg.kl_coef * kl
-        loss = loss_i.sum() / n
-        loss.backward()
-        kl_sum += kl.detach().sum().item()
-        loss_sum += loss.item()
-    torch.nn.utils.clip_grad_norm_([p for p in av.model.parameters() if p.requires_grad], 1.0)
-    opt.step()
+    params = [p for p in av.model.parameters() if p.requires_grad]
+    mbs = length_batches(ro.responses, cfg.micro_batch)
+    t0 = _sync(av.device)
+    with torch.no_grad(), torch.autocast(device_type=ref.device.type, dtype=dtype,
+                                         enabled=dtype is not None and ref.dtype == torch.float32):
+        ref_lp = [ref.token_logprobs(ro.vectors[idx], [ro.responses[i] for i in idx])[0].float() for idx in mbs]
+    t_ref = _sync(av.device) - t0
+    old_lp: list[torch.Tensor] = []
+    av.model.train()
+    stats = {"kl": 0.0, "loss": 0.0, "clip_frac": 0.0}
+    for epoch in range(cfg.ppo_epochs):
+        opt.zero_grad(set_to_none=True)
+        kl_sum = loss_sum = clipped = n_tok = 0.0
+        for k, idx in enumerate(mbs):
+            with torch.autocast(device_type=av.device.type, dtype=dtype, enabled=dtype is not None):
+                lp, mask = av.token_logprobs(ro.vectors[idx], [ro.responses[i] for i in idx])  # (b, R)
+            lp = lp.float()
+            if epoch == 0:
+                old_lp.append(lp.detach())
+            ntok = mask.sum(1).clamp_min(1)
+            d = (ref_lp[k].to(lp.device) - lp) * mask
+            kl = ((d.exp() - d - 1) * mask).sum(1) / ntok  # k3 estimator per sequence
+            adv = ro.advantages[idx].to(lp.device)[:, None]
+            ratio = torch.exp(lp - old_lp[k])
+            pg = -torch.minimum(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv)  # (b, R)
+            loss_i = (pg * mask).sum(1) / ntok + cfg.kl_coef * kl
+            loss = loss_i.sum() / n
+            loss.backward()
+            kl_sum += kl.detach().sum().item()
+            loss_sum += loss.item()
+            clipped += (((ratio - 1).abs() > cfg.clip).float() * mask).sum().item()
+            n_tok += mask.sum().item()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        stats = {"kl": kl_sum / n, "loss": loss_sum, "clip_frac": clipped / max(n_tok, 1.0)}
     av.model.eval()
-    return {"kl": kl_sum / n, "loss": loss_sum}
+    if timing is not None:
+        timing["ref_sec"], timing["policy_sec"] = t_ref, _sync(av.device) - t0 - t_ref
+    return stats
 
 
 def ar_step(ar: Reconstructor, opt, ro: Rollout, max_length: int = 256, dtype=None) -> float | None:
@@ -148,10 +193,11 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
              out: Path, budget: Budget | None = None, log_fn: Callable[[dict], None] | None = None,
              on_checkpoint: Callable[[int], None] | None = None) -> dict:
     """Run GRPO until `cfg.steps` or the budget; resumable from ``out/rl_state.pt``. Returns the stage summary."""
+    from nlakit import engine
+
     dtype = {"bfloat16": torch.bfloat16}.get(cfg.dtype or "")
     data = pairs.split("rl")
-    ref_av = Verbalizer(copy.deepcopy(av.model).eval(), av.tokenizer, av.meta)  # frozen supervised AV (KL anchor)
-    ref_av.model.requires_grad_(False)
+    ref_av = MergedAV(av, dtype).verbalizer  # frozen supervised AV (KL anchor), merged: a plain forward
     av_params = [p for p in av.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(av_params, lr=cfg.lr, weight_decay=0.0)
     ar_opt = ar_optimizer(ar, cfg.ar_lr, cfg.ar_head_lr)
@@ -170,6 +216,7 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
         set_rng_state(state["rng"])
         history, start = state["history"], state["step"]
         log.info("resuming RL at step %d", start)
+    decoder = MergedAV(av, dtype).sync()  # what the engine decodes with; re-synced after every update
 
     def checkpoint(step: int) -> None:
         save_state(state_path, {"av_lora": lora_state(av.model), "ar_lora": lora_state(ar.backbone),
@@ -187,23 +234,32 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
             log.warning("RL stopped by the time budget at step %d/%d", step, cfg.steps)
             break
         t0 = time.monotonic()
+        timing: dict[str, float] = {}
         idx = torch.randint(0, len(data), (cfg.n_prompts,), generator=g)
-        ro = rollout(av, ar, data.vectors[idx], cfg, seed=cfg.seed * 100003 + step, dtype=dtype)
-        t_gen = time.monotonic() - t0
-        stats = policy_step(av, ref_av, ro, opt, cfg, dtype)
+        ro = rollout(decoder.verbalizer, ar, data.vectors[idx], cfg, seed=cfg.seed * 100003 + step, dtype=dtype, timing=timing)
+        stats = policy_step(av, ref_av, ro, opt, cfg, dtype, timing=timing)
+        t_ar = _sync(av.device)
         ar_l = ar_step(ar, ar_opt, ro, dtype=dtype) if cfg.co_train_ar else None
+        timing["ar_sec"] = _sync(av.device) - t_ar
+        t_s = time.monotonic()
+        decoder.sync()
+        timing["sync_sec"] = _sync(av.device) - t_s
         okr = ro.rewards[ro.ok]
         ctx = [data.rows[i]["text"] if "text" in data.rows[i] else "" for i in idx.repeat_interleave(cfg.group).tolist()]
         rec = {"step": step + 1, "reward": ro.rewards.mean().item(),
                "fve_nrm": (1 + okr / B).mean().item() if len(okr) else None,  # 1 - mse/B on parsed samples
-               "ok_rate": ro.ok.float().mean().item(), "kl": stats["kl"], "length": ro.lengths.mean().item(),
+               "ok_rate": ro.ok.float().mean().item(), "kl": stats["kl"], "clip_frac": stats["clip_frac"],
+               "length": ro.lengths.mean().item(),
                "copy_rate_4gram": sum(copy_rate(t, c) for t, c in zip(ro.texts, ctx)) / len(ctx),
-               "ar_loss": ar_l, "sec": time.monotonic() - t0, "gen_sec": t_gen}
+               "ar_loss": ar_l, "sec": time.monotonic() - t0, **timing}
+        if step == start:
+            rec["engine_mode"] = engine.mode_of(decoder.verbalizer)
         history.append(rec)
         if log_fn:
             log_fn({"stage": "rl", **rec})
         if eval_pairs is not None and cfg.eval_every and (step + 1) % cfg.eval_every == 0:
-            ev = evaluate_heldout(av, ar, eval_pairs, ref, max_new_tokens=cfg.max_new_tokens, dtype=dtype, n=cfg.eval_n, n_examples=0)
+            ev = evaluate_heldout(decoder.verbalizer, ar, eval_pairs, ref, max_new_tokens=cfg.max_new_tokens, dtype=dtype,
+                                  n=cfg.eval_n, n_examples=0)
             history[-1]["eval_fve_nrm"] = ev["fve_nrm"]["mean"]
             if log_fn:
                 log_fn({"stage": "rl_eval", "step": step + 1, "eval_fve_nrm": ev["fve_nrm"]["mean"]})

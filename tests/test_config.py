@@ -1,0 +1,49 @@
+"""Run configs: the shipped YAML loads, flags override it, every problem of a bad file is reported at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from nlakit.cli import app
+from nlakit.errors import NlakitError
+from nlakit.train.config import load_config, save_config
+
+SHIPPED = Path(__file__).resolve().parents[1] / "configs" / "smollm2-l20.yaml"
+
+
+def test_shipped_config_loads_and_flags_override_it(tmp_path):
+    cfg = load_config(SHIPPED, {"out": str(tmp_path), "rl.steps": 7, "time_budget": "9m", "layer": None})
+    assert cfg.target == "smollm2" and cfg.layer == 20 and cfg.rl.steps == 7 and cfg.time_budget == "9m"
+    assert cfg.rl.group == 8 and cfg.av.rank == 24  # untouched keys keep the file's values
+    assert load_config(save_config(cfg, tmp_path)) == cfg  # the resolved config round-trips
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("layer: twenty\nlr: 1.0\nrl:\n  stepz: 3\n  kl_coef: high\n")
+    with pytest.raises(NlakitError) as e:
+        load_config(bad)
+    msg = str(e.value)
+    for part in ("layer = 'twenty' should be int", "unknown key 'lr'", "unknown key 'rl.stepz'", "rl.kl_coef = 'high'",
+                 "no run directory", "--out DIR"):
+        assert part in msg
+
+
+@pytest.mark.parametrize("text, match", [("a: [1, 2", "not valid YAML"), ("- 1\n- 2\n", "not a mapping")])
+def test_unreadable_files(tmp_path, text, match):
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    with pytest.raises(NlakitError, match=match):
+        load_config(f)
+    with pytest.raises(NlakitError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_cli_reports_a_bad_config_in_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rl:\n  stepz: 3\n")
+    r = CliRunner().invoke(app, ["train", "all", "--config", str(bad), "--out", str(tmp_path / "run")])
+    assert isinstance(r.exception, NlakitError) and "unknown key 'rl.stepz'" in str(r.exception)  # main() prints it as one line

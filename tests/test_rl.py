@@ -1,0 +1,107 @@
+"""The RL stage's parts on a tiny model: the merged decoding copy, response-only log-probs, the clipped update."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from nlakit import engine
+from nlakit.testing import tiny_nla
+from nlakit.train.av_sft import new_av
+from nlakit.train.common import MergedAV
+from nlakit.train.rl import RLConfig, Rollout, length_batches, policy_step
+from nlakit.verbalizer import Verbalizer
+
+
+@pytest.fixture()
+def lora_av(tiny_llama):
+    nla = tiny_nla("llama", 2, target=tiny_llama)
+    av = new_av(tiny_llama, nla.meta, rank=2)
+    torch.manual_seed(0)
+    with torch.no_grad():  # a non-trivial adapter: B starts at zero in PEFT
+        for n, p in av.model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.3)
+    return av
+
+
+def test_merged_copy_decodes_like_the_lora_model_and_follows_updates(lora_av):
+    v = torch.randn(5, lora_av.meta.d_model, generator=torch.Generator().manual_seed(1))
+    merged = MergedAV(lora_av).sync()
+    assert not hasattr(merged.verbalizer.model, "peft_config")
+    assert engine.generate(merged.verbalizer, v, max_new_tokens=10) == lora_av.generate_ids(v, max_new_tokens=10)
+    eng = engine.get_engine(merged.verbalizer, engine.EngineConfig(slots=5, max_new_tokens=10))
+    with torch.no_grad():  # an optimiser step changes the adapters in place
+        for n, p in lora_av.model.named_parameters():
+            if "lora_" in n:
+                p.add_(torch.randn_like(p) * 0.2)
+    merged.sync()
+    assert engine.get_engine(merged.verbalizer, engine.EngineConfig(slots=5, max_new_tokens=10)) is eng  # no rebuild
+    assert engine.generate(merged.verbalizer, v, max_new_tokens=10) == lora_av.generate_ids(v, max_new_tokens=10)
+    assert engine.mode_of(merged.verbalizer) == "eager"
+
+
+def test_token_logprobs_match_a_full_softmax(lora_av):
+    v = torch.randn(3, lora_av.meta.d_model)
+    responses = [[5, 6, 7, 2], [9, 2], [11, 12, 13, 14, 15, 2]]
+    lp, mask = lora_av.token_logprobs(v, responses)
+    embeds, attn, labels = lora_av.batch(v, responses)
+    with torch.no_grad():
+        logits = lora_av.model(inputs_embeds=embeds, attention_mask=attn).logits
+    P = len(lora_av.prompt_ids)
+    full = torch.log_softmax(logits[:, P - 1 : -1].float(), -1)
+    for i, r in enumerate(responses):
+        want = full[i, torch.arange(len(r)), torch.tensor(r)]
+        assert torch.allclose(lp[i, : len(r)].detach(), want, atol=1e-5)
+        assert mask[i].sum() == len(r) and torch.all(lp[i, len(r):] == 0)
+
+
+def test_length_batches_cover_every_index_once():
+    resp = [[0] * n for n in (5, 1, 9, 3, 3, 7, 2)]
+    mbs = length_batches(resp, 3)
+    assert sorted(i for mb in mbs for i in mb) == list(range(7)) and all(len(mb) <= 3 for mb in mbs)
+    lens = [len(resp[i]) for mb in mbs for i in mb]
+    assert lens == sorted(lens)
+
+
+def _rollout(av: Verbalizer, n: int = 4) -> Rollout:
+    g = torch.Generator().manual_seed(3)
+    responses = [torch.randint(3, 40, (k,), generator=g).tolist() + [2] for k in (3, 5, 2, 4)][:n]
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5])[:n]
+    return Rollout(torch.randn(n, av.meta.d_model, generator=g), responses, ["x"] * n, torch.ones(n, dtype=torch.bool),
+                   torch.zeros(n), adv, torch.tensor([float(len(r)) for r in responses]))
+
+
+def test_first_pass_is_the_on_policy_loss_and_later_passes_clip(lora_av):
+    ro = _rollout(lora_av)
+    ref = MergedAV(lora_av).verbalizer
+    cfg = RLConfig(lr=1e-2, kl_coef=0.0, micro_batch=2)
+    # the documented on-policy loss, computed directly: its gradient is what the first pass follows
+    params = [p for p in lora_av.model.parameters() if p.requires_grad]
+    lp, mask = lora_av.token_logprobs(ro.vectors, ro.responses)
+    (-(ro.advantages * (lp.sum(1) / mask.sum(1)))).mean().backward()
+    want = torch.cat([p.grad.flatten() for p in params])
+    before = [p.detach().clone() for p in params]
+    stats = policy_step(lora_av, ref, ro, torch.optim.SGD(params, lr=0.0), cfg)
+    got = torch.cat([p.grad.flatten() for p in params])  # clipped to norm 1 by the step
+    assert torch.allclose(got / got.norm(), want / want.norm(), atol=1e-4) and stats["clip_frac"] == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(before, params))  # lr 0: nothing moved
+    # several passes with a large step: the ratio leaves the trust region and some tokens are clipped
+    timing: dict = {}
+    stats = policy_step(lora_av, ref, ro, torch.optim.SGD(params, lr=50.0), RLConfig(ppo_epochs=3, micro_batch=2, kl_coef=0.0),
+                        timing=timing)
+    assert stats["clip_frac"] > 0 and {"ref_sec", "policy_sec"} <= set(timing)
+    assert not all(torch.equal(a, b) for a, b in zip(before, params))
+
+
+def test_merged_copy_of_a_full_fine_tune_copies_the_weights(tiny_llama):
+    nla = tiny_nla("llama", 2, target=tiny_llama)
+    model = copy.deepcopy(tiny_llama.model).requires_grad_(True)  # a full fine-tune trains every weight
+    av = Verbalizer(model, tiny_llama.tokenizer, nla.meta)
+    merged = MergedAV(av, torch.float64)
+    with torch.no_grad():
+        model.lm_head.weight.add_(1.0)
+    merged.sync()
+    assert torch.allclose(merged.verbalizer.model.lm_head.weight, model.lm_head.weight.double())
