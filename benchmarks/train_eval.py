@@ -30,29 +30,26 @@ from nlakit.train.pipeline import train_all  # noqa: E402
 
 CONFIG = ROOT / "configs" / "smollm2-l20.yaml"
 EXPORT_FILES = ("results.json", "log.jsonl", "timings.json", "config.yaml", "ar_sft.done.json", "av_sft.done.json")
-BUNDLE_FILES = ("nla_meta.yaml", "reference.safetensors", "baselines.safetensors", "av/adapter_model.safetensors",
-                "av/adapter_config.json", "ar/adapter_model.safetensors", "ar/adapter_config.json", "ar/value_head.safetensors")
 
 
-def export(out: Path, dest: Path) -> None:
-    """Copy the small artefacts (bundle, results, logs) to `dest` (the device returns ≤ 2 folders down)."""
+def export(out: Path, dest: Path, bundle: bool = False) -> None:
+    """Pack the small artefacts into `dest`: run.tar.gz (results, logs, config) and, with `bundle`, the bundle as
+    bundle_av.tar + bundle_rest.tar (the device returns at most 8 files of at most 16 MB)."""
+    import tarfile
+
     dest.mkdir(parents=True, exist_ok=True)
-    for name in EXPORT_FILES:
-        if (out / name).exists():
-            shutil.copy(out / name, dest / name)
+    with tarfile.open(dest / "run.tar.gz", "w:gz") as t:
+        for name in EXPORT_FILES:
+            if (out / name).exists():
+                t.add(out / name, arcname=name)
     b = out / "bundle"
-    if b.exists():
-        for f in BUNDLE_FILES:
-            if (b / f).exists():  # flat names: bundle__av__adapter_model.safetensors
-                shutil.copy(b / f, dest / ("bundle__" + f.replace("/", "__")))
-
-
-def unflatten_bundle(src: Path, dest: Path) -> None:
-    """The inverse of `export`'s flat bundle names: rebuild the bundle directory at `dest`."""
-    for f in src.glob("bundle__*"):
-        target = dest / f.name[len("bundle__"):].replace("__", "/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(f, target)
+    if bundle and b.exists():
+        with tarfile.open(dest / "bundle_av.tar", "w") as t:
+            t.add(b / "av", arcname="bundle/av")
+        with tarfile.open(dest / "bundle_rest.tar", "w") as t:
+            for f in sorted(b.iterdir()):
+                if f.name != "av":
+                    t.add(f, arcname=f"bundle/{f.name}")
 
 
 def _row(name: str, ev: dict, device: str | None) -> dict:
@@ -133,7 +130,8 @@ def main() -> None:
     ap.add_argument("--eval-data", default=None)
     ap.add_argument("--budget", type=float, default=540, help="seconds for this call")
     ap.add_argument("--rl-steps", type=int, default=None)
-    ap.add_argument("--export", default=None)
+    ap.add_argument("--export", default=None, help="folder for run.tar.gz (and the bundle tars with --export-bundle)")
+    ap.add_argument("--export-bundle", action="store_true")
     ap.add_argument("--render", default=None, help="results.json to turn into train_eval.json + plots (no training)")
     ap.add_argument("--docs", default=str(ROOT / "docs" / "benchmarks"))
     args = ap.parse_args()
@@ -169,7 +167,7 @@ def main() -> None:
     for r in res.get("baselines", []):
         print(f"baseline {r['name']:<18} fve_nrm {r['fve_nrm']:.3f} {r['fve_nrm_ci95']}")
     if args.export:
-        export(Path(cfg.out), Path(args.export))
+        export(Path(cfg.out), Path(args.export), bundle=args.export_bundle)
     print(f"wall {time.time() - t0:.0f}s")
 
 
