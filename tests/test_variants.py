@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from nlakit.errors import NlakitError
-from nlakit.testing import tiny_target
+from nlakit.targets import tiny_target
 from nlakit.variants import (
     VARIANT_META,
     ScoreConfig,
