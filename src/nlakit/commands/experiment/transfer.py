@@ -2,7 +2,7 @@
 
     nlakit experiment transfer --nla runs/nla --base smollm2 --variants runs/variants/sft,runs/variants/dpo --out runs/transfer
 
-Wraps `nlakit.experiments.transfer.run_transfer`: draws the progress bar, prints the headline table and writes
+Wraps `nlakit.experiments.transfer.run.run_transfer`: draws the progress bar, prints the headline table and writes
 transfer.json + transfer.html.
 """
 
@@ -14,7 +14,7 @@ import typer
 
 from nlakit.commands._common import console, progress_bar
 from nlakit.errors import NlakitError
-from nlakit.experiments.transfer import DEFAULT_BASELINES, POSITION_TYPES, TransferConfig
+from nlakit.experiments.transfer.config import DEFAULT_BASELINES, POSITION_TYPES, TransferConfig
 
 _OUT_DIR = Path("runs/transfer")
 _HELDOUT = Path(TransferConfig.corpus)
@@ -48,7 +48,7 @@ def register(experiment_app: typer.Typer) -> None:
         explain_batch_size: int = typer.Option(64, "--explain-batch-size", min=1),
     ):
         """Apply the base model's NLA to SFT/DPO variants, directly and through ridge maps; read frustration in explanations."""
-        from nlakit.experiments.transfer import run_transfer
+        from nlakit.experiments.transfer.run import run_transfer
         from nlakit.io import write_json
         from nlakit.report import write_report
 
