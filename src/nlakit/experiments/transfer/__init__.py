@@ -32,8 +32,18 @@ Modules: `behaviour` (the dataset, from `problems` and `open_problems`), `frustr
 """
 
 from nlakit.experiments.transfer.config import DEFAULT_BASELINES, PHASES, POSITION_TYPES, TransferConfig
-from nlakit.experiments.transfer.maps import MAP_FITTERS, fit_map, fit_residual_map, map_positions, map_texts, paired
-from nlakit.experiments.transfer.positions import ModelRun, answer_phase, chat_prefix, load_prompts, pick_positions, run_model
+from nlakit.experiments.transfer.maps import MAP_FITTERS, fit_map, fit_residual_map
+from nlakit.experiments.transfer.positions import (
+    ModelRun,
+    answer_phase,
+    chat_prefix,
+    load_prompts,
+    map_positions,
+    map_texts,
+    paired,
+    pick_positions,
+    run_model,
+)
 from nlakit.experiments.transfer.run import run_transfer
 
 __all__ = ["DEFAULT_BASELINES", "MAP_FITTERS", "PHASES", "POSITION_TYPES", "ModelRun", "TransferConfig", "answer_phase",

@@ -13,8 +13,8 @@ import torch
 from nlakit.errors import NlakitError
 from nlakit.experiments.common import Progress
 from nlakit.experiments.transfer.config import POSITION_TYPES, TransferConfig
-from nlakit.experiments.transfer.maps import MAP_FITTERS, map_positions, map_texts, paired
-from nlakit.experiments.transfer.positions import ModelRun, load_prompts, run_model
+from nlakit.experiments.transfer.maps import MAP_FITTERS
+from nlakit.experiments.transfer.positions import ModelRun, load_prompts, map_positions, map_texts, paired, run_model
 from nlakit.experiments.transfer.tables import frustration_table, keyed, lead_summary, summary_cells
 
 log = logging.getLogger(__name__)
