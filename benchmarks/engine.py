@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from nlakit.bench import BenchConfig, run  # noqa: E402
+from nlakit.engine_bench import BenchConfig, run  # noqa: E402
 
 
 def _tri(v: str) -> bool | None:

@@ -40,14 +40,14 @@ def docs() -> list[str]:
 
 @pytest.fixture(scope="session")
 def tiny_llama():
-    from nlakit.testing import tiny_target
+    from nlakit.targets import tiny_target
 
     return tiny_target("llama")
 
 
 @pytest.fixture(scope="session")
 def tiny_gemma():
-    from nlakit.testing import tiny_target
+    from nlakit.targets import tiny_target
 
     return tiny_target("gemma3")
 

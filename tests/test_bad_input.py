@@ -116,7 +116,7 @@ def bundle_copy(tmp_path, tiny_bundle):
 
 
 def test_bundle_d_model_mismatch(bundle_copy):
-    from nlakit.testing import tiny_target
+    from nlakit.targets import tiny_target
 
     with pytest.raises(NlakitError, match="d_model=64 but target") as e:
         load_nla(bundle_copy, target=tiny_target("llama", d_model=32))

@@ -8,18 +8,17 @@ from collections import Counter
 
 import pytest
 
-from nlakit.behaviour import (
+from nlakit.errors import NlakitError
+from nlakit.experiments.transfer.behaviour import (
     FAMILIES,
     SHIPPED_DATASET,
     TEMPLATES,
     BehaviourConfig,
-    FrustrationScorer,
     generate_dataset,
-    lexicon_hits,
     load_dataset,
     write_dataset,
 )
-from nlakit.errors import NlakitError
+from nlakit.experiments.transfer.frustration import FrustrationScorer, lexicon_hits
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from nlakit.errors import NlakitError
-from nlakit.experiments import cost, cost_roofline
+from nlakit.experiments import cost
+from nlakit.experiments.cost import roofline as cost_roofline
 from nlakit.experiments.cost import (
     CostConfig,
     Efficiency,

@@ -249,7 +249,7 @@ def test_bench_cli_on_cpu(tmp_path, docs):
 
 
 def test_bench_config_round_trip_and_errors():
-    from nlakit.bench import BenchConfig
+    from nlakit.engine_bench import BenchConfig
     from nlakit.cli import app
 
     cfg = BenchConfig(batch_sizes=(2, 4), max_new_tokens=8)

@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from nlakit.errors import NlakitError
-from nlakit.experiments import symreg_nla as N
-from nlakit.experiments import symreg_tasks as T
-from nlakit.experiments.symreg import ALL_METHODS, SymregConfig, rescore, run
+from nlakit.experiments.symreg import nla as N
+from nlakit.experiments.symreg import tasks as T
+from nlakit.experiments.symreg.run import ALL_METHODS, SymregConfig, rescore, run
 from nlakit.io import write_json
 from nlakit.report import write_report
 

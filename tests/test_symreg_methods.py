@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from nlakit.experiments import symreg_methods as M
-from nlakit.experiments import symreg_tasks as T
+from nlakit.experiments.symreg import methods as M
+from nlakit.experiments.symreg import tasks as T
 
 x0, x1 = sp.Symbol("x0", real=True), sp.Symbol("x1", real=True)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import sympy as sp
 
-from nlakit.experiments.symreg_parse import ParseError, parse_answer, parse_expression
+from nlakit.experiments.symreg.parse import ParseError, parse_answer, parse_expression
 
 x0, x1 = sp.Symbol("x0", real=True), sp.Symbol("x1", real=True)
 R = sp.Rational

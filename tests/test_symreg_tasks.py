@@ -7,7 +7,7 @@ import pytest
 import sympy as sp
 
 from nlakit.errors import NlakitError
-from nlakit.experiments import symreg_tasks as T
+from nlakit.experiments.symreg import tasks as T
 
 
 @pytest.fixture(scope="module")

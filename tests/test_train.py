@@ -10,7 +10,7 @@ import torch
 
 from nlakit.bundle import load_nla
 from nlakit.errors import NlakitError
-from nlakit.testing import tiny_target
+from nlakit.targets import tiny_target
 from nlakit.train.ar_sft import ARConfig
 from nlakit.train.av_sft import AVConfig
 from nlakit.train.common import load_pairs, parse_duration

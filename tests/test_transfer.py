@@ -19,7 +19,7 @@ from nlakit.experiments.transfer import (
     pick_positions,
     run_transfer,
 )
-from nlakit.testing import tiny_target
+from nlakit.targets import tiny_target
 
 
 def _corpus(path):

@@ -10,17 +10,9 @@ import torch
 from typer.testing import CliRunner
 
 from nlakit.errors import NlakitError
-from nlakit.testing import tiny_target
-from nlakit.variants import (
-    VARIANT_META,
-    ScoreConfig,
-    VariantConfig,
-    build_variants,
-    corpus_prompts,
-    corpus_replies,
-    score_models,
-    variant_info,
-)
+from nlakit.experiments.transfer.score import ScoreConfig, corpus_prompts, corpus_replies, score_models
+from nlakit.experiments.transfer.variants import VARIANT_META, VariantConfig, build_variants, variant_info
+from nlakit.targets import tiny_target
 
 FAST = {"n_train": 4, "max_steps": 2, "batch_size": 2, "max_length": 128, "lora_r": 4, "lora_alpha": 8, "device": "cpu"}
 
@@ -109,7 +101,8 @@ def test_corpus_prompts_and_replies(tmp_path):
 
 
 def test_neutral_replies_pull_ordinary_text_towards_calm(tmp_path):
-    from nlakit.behaviour import FrustrationScorer, load_dataset
+    from nlakit.experiments.transfer.behaviour import load_dataset
+    from nlakit.experiments.transfer.frustration import FrustrationScorer
 
     data = load_dataset()
     neutral = [f"The answer is {i}. Here is a short summary of topic {i}." for i in range(200)]

@@ -381,7 +381,7 @@ class Engine:
     def run(self, vectors: torch.Tensor, *, temperature: float = 0.0, seed: int = 0,
             progress: Callable[[int], None] | None = None) -> list[list[int]]:
         """Token ids per vector (EOS excluded; a trailing -1 marks a row stopped by max_new_tokens)."""
-        from nlakit.verbalizer import check_vectors
+        from nlakit.vectors import check_vectors
 
         if (temperature > 0) != self.cfg.sampling:
             raise NlakitError(f"this engine was built for {'sampling' if self.cfg.sampling else 'greedy'} decoding",
@@ -486,7 +486,7 @@ def generate(verbalizer, vectors: torch.Tensor, *, max_new_tokens: int = 150, te
         One list of token ids per vector, EOS excluded; a trailing -1 marks "stopped by max_new_tokens"
         (the same format as `Verbalizer.generate_ids`).
     """
-    from nlakit.verbalizer import check_vectors
+    from nlakit.vectors import check_vectors
 
     if engine not in ENGINES:
         raise NlakitError(f"unknown engine {engine!r}", f"pass one of {', '.join(ENGINES)}")
@@ -509,7 +509,7 @@ def generate(verbalizer, vectors: torch.Tensor, *, max_new_tokens: int = 150, te
 def generate_hf(verbalizer, vectors: torch.Tensor, *, max_new_tokens: int = 150, temperature: float = 0.0, seed: int = 0,
                 batch_size: int = 64, progress: Callable[[int], None] | None = None) -> list[list[int]]:
     """The fallback: plain HF `generate` in chunks of `batch_size` (`Verbalizer.generate_ids`)."""
-    from nlakit.verbalizer import check_vectors
+    from nlakit.vectors import check_vectors
 
     vectors = check_vectors(vectors, verbalizer.meta.d_model)
     rows: list[list[int]] = []

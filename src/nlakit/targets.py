@@ -311,6 +311,16 @@ def _load_hf_dir(path: Path, dtype: torch.dtype):
     return model, tok
 
 
+def tiny_target(arch: str = "llama", seed: int = 0, n_layers: int = 4, d_model: int = 64) -> Target:
+    """A random-weight target with a real (tiny) tokenizer and chat template (`nlakit.tiny`; what ``tiny:<arch>`` loads)."""
+    from nlakit.tiny import tiny_model, tiny_tokenizer
+
+    tok = tiny_tokenizer(bos=(arch == "gemma3"))
+    model = tiny_model(arch, vocab_size=len(tok), n_layers=n_layers, d_model=d_model, seed=seed)
+    model.requires_grad_(False)
+    return Target(model=model, tokenizer=tok, name=f"tiny-{arch}", spec=f"tiny:{arch}", device="cpu")
+
+
 def load_target(spec: str = "smollm2", *, device: str | None = "cpu", dtype: str | torch.dtype = "float32") -> Target:
     """Load a target LM.
 
@@ -325,8 +335,6 @@ def load_target(spec: str = "smollm2", *, device: str | None = "cpu", dtype: str
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
     if spec.startswith("tiny"):  # random-weight test models: "tiny", "tiny:llama", "tiny:gemma3"
-        from nlakit.testing import tiny_target
-
         t = tiny_target(spec.partition(":")[2] or "llama")
         t.model.to(device=device, dtype=torch_dtype)
         t.device = device

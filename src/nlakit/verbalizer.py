@@ -21,6 +21,7 @@ import torch
 from nlakit.errors import NlakitError
 from nlakit.meta import NLAMeta
 from nlakit.targets import eos_ids, pad_id
+from nlakit.vectors import check_vectors  # noqa: F401  (also re-exported: nlakit.verbalizer.check_vectors)
 
 log = logging.getLogger(__name__)
 
@@ -47,23 +48,6 @@ def parse_explanation(raw: str, n_tokens: int = 0, truncated: bool = False) -> E
 def wrap_explanation(text: str) -> str:
     """The SFT target form of an explanation."""
     return f"<explanation>\n{text.strip()}\n</explanation>"
-
-
-def check_vectors(vectors: torch.Tensor, d_model: int) -> torch.Tensor:
-    """Validate activation vectors: (N, d_model), finite, nonzero. Returns them as 2-D float32."""
-    if not isinstance(vectors, torch.Tensor):
-        vectors = torch.as_tensor(vectors)
-    if vectors.ndim == 1:
-        vectors = vectors[None]
-    if vectors.ndim != 2 or vectors.shape[1] != d_model:
-        raise NlakitError(f"vectors have shape {tuple(vectors.shape)}, expected (N, {d_model})",
-                          f"pass activations of width d_model={d_model} from the NLA's target and layer")
-    vectors = vectors.float()
-    if not torch.isfinite(vectors).all():
-        raise NlakitError("a vector contains NaN or inf", "drop non-finite activations before explaining them")
-    if (vectors.norm(dim=-1) == 0).any():
-        raise NlakitError("a vector is all zeros and has no direction to explain", "drop all-zero activations")
-    return vectors
 
 
 def marker_token_id(tokenizer, char: str) -> int:

@@ -3,7 +3,7 @@
     nlakit bench --target tiny:llama --batch-sizes 2,4 --max-new-tokens 8 --extract-tokens 2000 --ar-tokens 2000
     nlakit bench --target smollm2 --device cuda --out docs/benchmarks/engine.json
 
-Wraps `nlakit.bench.run`; prints one table and writes the results JSON (after every phase) with --out.
+Wraps `nlakit.engine_bench.run`; prints one table and writes the results JSON (after every phase) with --out.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the results JSON instead of the table."),
     ):
         """Tokens/s of HF generate and the engine on the same vectors, explanations/s, ratio, greedy match, extraction and AR."""
-        from nlakit.bench import BenchConfig, run
+        from nlakit.engine_bench import BenchConfig, run
         from nlakit.commands._common import progress_bar
 
         cfg = BenchConfig(target=target, device=device, dtype=dtype, batch_sizes=_sizes(batch_sizes),

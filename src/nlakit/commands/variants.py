@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 from nlakit.errors import NlakitError
-from nlakit.variants import LORA_MODULES
+from nlakit.experiments.transfer.variants import LORA_MODULES
 
 _OUT_DIR = Path("runs/variants")
 _SCORE_JSON = Path("runs/variants/score.json")
@@ -62,7 +62,7 @@ def dataset_cmd(
     """Regenerate the impossible-maths behaviour dataset (prompt, frustrated, calm)."""
     from rich.console import Console
 
-    from nlakit.behaviour import BehaviourConfig, generate_dataset, write_dataset
+    from nlakit.experiments.transfer.behaviour import BehaviourConfig, generate_dataset, write_dataset
 
     examples = generate_dataset(BehaviourConfig(n_examples=n, heldout_frac=heldout_frac, seed=seed))
     write_dataset(examples, out)
@@ -93,7 +93,7 @@ def build_cmd(
     """Build SFT and/or DPO variants of a target with LoRA (TRL), merged and saved as HF directories."""
     from rich.console import Console
 
-    from nlakit.variants import VariantConfig, build_variants
+    from nlakit.experiments.transfer.variants import VariantConfig, build_variants
 
     cfg = VariantConfig(target=target, out_dir=str(out), dataset=str(dataset) if dataset else None, n_train=n_train,
                         epochs=epochs, max_steps=max_steps, batch_size=batch_size, sft_lr=sft_lr, dpo_lr=dpo_lr,
@@ -127,8 +127,8 @@ def score_cmd(
     from rich.console import Console
     from rich.table import Table
 
+    from nlakit.experiments.transfer.score import ScoreConfig, score_models
     from nlakit.io import write_json
-    from nlakit.variants import ScoreConfig, score_models
 
     cfg = ScoreConfig(models=_split(models), dataset=str(dataset) if dataset else None, corpus=str(corpus),
                       neutral_corpus=str(neutral_corpus) if neutral_corpus and n_neutral > 0 else None, n_neutral=n_neutral,

@@ -205,7 +205,7 @@ def to_sympy(t: Tree):
 
 
 def to_infix(t: Tree) -> str:
-    """Fully parenthesised infix with ^ (readable, and parseable by symreg_parse)."""
+    """Fully parenthesised infix with ^ (readable, and parseable by `parse`)."""
     op = t[0]
     if op in VARIABLES:
         return op

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from nlakit.experiments import symreg_tasks as T
+from nlakit.experiments.symreg import tasks as T
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def fit_pyoperon(x: np.ndarray, y: np.ndarray, *, schedule_s: tuple[int, ...] = 
     next (longer) time limit while no Pareto-front model fits the table. Each front is scanned simplest-first; the
     first model that fits the table within TABLE_ATOL has its constants snapped. If none ever fits, Operon's own
     (minimum description length) choice from the last run is returned."""
-    from nlakit.experiments.symreg_parse import ParseError, parse_expression
+    from nlakit.experiments.symreg.parse import ParseError, parse_expression
 
     t0 = time.perf_counter()
     if not pyoperon_available():

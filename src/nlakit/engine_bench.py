@@ -9,14 +9,13 @@ cache, chunks of B), HF ``generate`` with ``cache_implementation="static"`` (com
 warm-up; compile and graph-capture time is reported apart (``*_setup_s``). The greedy match rate is the share
 of rows whose engine output equals HF's token for token. Extraction and AR scoring are timed on
 pre-tokenised rows (tokenisation excluded), in the model's dtype, length-sorted, stopping at layer L.
-The ceiling is a roofline estimate from assumed peak numbers of the GPU, stated in the JSON.
+The ceiling is a roofline estimate from assumed peak numbers of the GPU, stated in the JSON (`nlakit.engine_profile`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,12 +24,10 @@ from typing import Any, Callable
 import torch
 
 from nlakit import engine
+from nlakit.engine_profile import ceiling, forward_ceiling, gpu_name, profile_step, step_ms, timed
 from nlakit.errors import NlakitError
 
 log = logging.getLogger(__name__)
-
-# Assumed dense bf16 peak FLOP/s and HBM bandwidth (vendor sheets), used only for the ceiling estimate.
-PEAKS = {"h100 pcie": (756e12, 2.0e12), "h100": (989e12, 3.35e12), "h200": (989e12, 4.8e12), "a100": (312e12, 2.0e12)}
 
 FALLBACK_TEXTS = [
     "The cat sat on the mat while the rain fell softly on the roof of the old house.",
@@ -102,19 +99,6 @@ class _Clock:
         return math.inf if self.budget <= 0 else self.budget - (time.perf_counter() - self.t0)
 
 
-def _sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], Any], device) -> tuple[Any, float]:
-    _sync(device)
-    t0 = time.perf_counter()
-    out = fn()
-    _sync(device)
-    return out, time.perf_counter() - t0
-
-
 def n_tokens(rows: list[list[int]]) -> int:
     """Generated tokens, EOS included (a row without the -1 cap marker ended with one)."""
     return sum(len(r) - 1 if r and r[-1] == -1 else len(r) + 1 for r in rows)
@@ -160,113 +144,6 @@ def _texts(cfg: BenchConfig, n: int = 2000) -> tuple[list[str], str]:
     rng = random.Random(cfg.seed)
     docs = [" ".join(rng.choice(FALLBACK_TEXTS) for _ in range(rng.randint(1, 30))) for _ in range(n // 4)]
     return docs, "synthetic documents (built-in sentences; pass --corpus for real text)"
-
-
-def _gpu_name(device) -> str:
-    if torch.device(device).type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def _peaks(gpu: str) -> tuple[float, float] | None:
-    g = gpu.lower()
-    for key, val in PEAKS.items():
-        if all(part in g for part in key.split()):
-            return val
-    return None
-
-
-def ceiling(eng: engine.Engine, gpu: str) -> dict | None:
-    """Roofline of one decode step at the engine's batch: matmul time vs bytes moved (weights + KV read)."""
-    peaks = _peaks(gpu)
-    if peaks is None:
-        return None
-    flops_peak, bw = peaks
-    a, B = eng.arch, eng.cfg.slots
-    n_matmul = sum(p.numel() for layer in a.layers for p in layer.parameters() if p.ndim == 2)
-    n_matmul += a.lm_head.weight.numel() if a.lm_head is not None else 0
-    matmul_s = 2 * n_matmul * B / flops_peak
-    bpe = torch.finfo(eng.dtype).bits // 8
-    avg_ctx = eng.R0 + eng.cfg.max_new_tokens / 2  # mean own keys a row attends to (the prefix is shared)
-    kv_bytes = 2 * len(a.layers) * B * avg_ctx * a.n_kv * a.head_dim * bpe
-    kv_bytes_static = 2 * len(a.layers) * B * eng.L * a.n_kv * a.head_dim * bpe  # what a static-shape step reads
-    weight_bytes = n_matmul * bpe
-    mem_s = (kv_bytes + weight_bytes) / bw
-    step_s = max(matmul_s, mem_s)
-    static_step_s = max(matmul_s, (kv_bytes_static + weight_bytes) / bw)
-    gen_share = eng.cfg.max_new_tokens / (eng.R0 - 1 + eng.cfg.max_new_tokens)  # steps that emit a generated token
-    return {"assumed_peak_tflops": flops_peak / 1e12, "assumed_peak_tb_s": bw / 1e12, "batch": B,
-            "matmul_ms_per_step": matmul_s * 1e3, "kv_read_ms_per_step": kv_bytes / bw * 1e3,
-            "kv_read_full_cache_ms_per_step": kv_bytes_static / bw * 1e3, "weights_ms_per_step": weight_bytes / bw * 1e3,
-            "tok_s": B / step_s, "bound": "matmul" if matmul_s >= mem_s else "memory",
-            "tok_s_this_step_shape": B / static_step_s * gen_share, "generated_step_share": gen_share,
-            "note": "tok_s: one step per token, reading only written KV; tok_s_this_step_shape: the engine's step "
-                    "(reads the whole static per-row cache) times the share of steps that emit a generated token"}
-
-
-def forward_ceiling(model: torch.nn.Module, layer: int, gpu: str) -> float | None:
-    """Tokens/s if blocks 0..layer ran at peak FLOP/s (2 FLOPs per matmul weight per token; attention ignored)."""
-    peaks = _peaks(gpu)
-    if peaks is None:
-        return None
-    layers = engine.Arch(model).layers[: layer + 1]
-    n = sum(p.numel() for lay in layers for p in lay.parameters() if p.ndim == 2)
-    return peaks[0] / (2 * n)
-
-
-def _profile(fn: Callable[[], None], device, n_steps: int) -> list[dict]:
-    from torch.profiler import ProfilerActivity, profile
-
-    fn()
-    _sync(device)
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for _ in range(n_steps):
-            fn()
-        _sync(device)
-    rows = []
-    for e in prof.key_averages():
-        dev = getattr(e, "self_device_time_total", None)
-        dev = getattr(e, "self_cuda_time_total", 0) if dev is None else dev
-        name = e.key
-        if dev > 0 and not name.startswith(("aten::", "cuda", "Torch-Compiled", "CompiledFunction", "## ", "Memcpy", "Memset")):
-            rows.append({"name": name[:90], "ms_per_step": dev / 1e3 / n_steps, "calls_per_step": e.count / n_steps})
-    return sorted(rows, key=lambda r: -r["ms_per_step"])
-
-
-def _group(name: str) -> str:
-    n = name.lower()
-    if any(k in n for k in ("gemm", "cutlass", "sm90", "sm80", "cublas", "xmma", "nvjet", "s16816", "wgmma")):
-        return "matmul (cuBLAS/CUTLASS)"
-    if "flash" in n or "fmha" in n or "attention" in n:
-        return "attention kernels"
-    if "triton" in n:
-        return "fused elementwise/reductions (Triton)"
-    if any(k in n for k in ("index", "scatter", "gather")):
-        return "indexing"
-    return "other"
-
-
-def profile_step(eng: engine.Engine, n_steps: int = 10, top: int = 15) -> dict:
-    """Device time per decode step by kernel (torch.profiler; over CUDA graph replays when the profiler sees
-    their kernels, else over the same step launched op by op), grouped, plus the top-N kernels."""
-    source = "cuda graph replays"
-    rows = _profile(eng.advance, eng.device, n_steps)
-    if not rows:  # kernels inside graphs are invisible to some profiler builds
-        source = "step launched without the graph (same kernels, launch overhead not included)"
-        rows = _profile(eng._step, eng.device, n_steps)
-    total = sum(r["ms_per_step"] for r in rows) or 1.0
-    groups: dict[str, float] = {}
-    for r in rows:
-        groups[_group(r["name"])] = groups.get(_group(r["name"]), 0.0) + r["ms_per_step"]
-    return {"source": source, "kernels_per_step": sum(r["calls_per_step"] for r in rows), "device_ms_per_step": total,
-            "groups_ms": {k: round(v, 4) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])},
-            "top": [{**r, "share": r["ms_per_step"] / total} for r in rows[:top]]}
-
-
-def step_ms(eng: engine.Engine, n: int = 50) -> float:
-    eng.advance()
-    _, dt = _timed(lambda: [eng.advance() for _ in range(n)], eng.device)
-    return dt / n * 1e3
 
 
 def _vectors(target, texts: list[str], layer: int, n: int, seed: int, dtype, max_len: int) -> torch.Tensor:
@@ -317,7 +194,7 @@ def run(cfg: BenchConfig, *, out_path: str | Path | None = None,
     target = load_target(cfg.target, device=device, dtype=dtype)
     layer = target.check_layer(cfg.layer if cfg.layer is not None else (2 * target.n_layers) // 3)
     texts, text_source = _texts(cfg)
-    gpu = _gpu_name(device)
+    gpu = gpu_name(device)
     c = target.config
     is_smol = (c.hidden_size, c.num_hidden_layers, c.vocab_size) == (576, 30, 49152)
     res: dict[str, Any] = {
@@ -359,11 +236,11 @@ def run(cfg: BenchConfig, *, out_path: str | Path | None = None,
         hf_rows = None
         if cfg.hf:
             hf_generate(av, v[:2], max_new_tokens=2, batch_size=2)  # warm-up
-            hf_rows, dt = _timed(lambda: hf_generate(av, v, max_new_tokens=cfg.max_new_tokens, batch_size=B), device)
+            hf_rows, dt = timed(lambda: hf_generate(av, v, max_new_tokens=cfg.max_new_tokens, batch_size=B), device)
             row.update(hf_tok_s=n_tokens(hf_rows) / dt, hf_expl_s=N / dt, hf_s=dt)
         eng = make_engine(B)
         eng.run(v[: min(N, B)])  # warm run: allocator, first replays
-        eng_rows, dt = _timed(lambda: eng.run(v), device)
+        eng_rows, dt = timed(lambda: eng.run(v), device)
         row.update(engine_tok_s=n_tokens(eng_rows) / dt, engine_expl_s=N / dt, engine_s=dt, engine_mode=eng.mode,
                    engine_fused=eng.fused is not None, engine_setup_s=eng.setup_s, engine_step_ms=step_ms(eng),
                    mean_new_tokens=n_tokens(eng_rows) / N)
@@ -375,9 +252,9 @@ def run(cfg: BenchConfig, *, out_path: str | Path | None = None,
         explanations = explanations or eng_rows
         if cfg.hf_static and on_cuda and clock.left() > 120:
             try:
-                _, setup = _timed(lambda: hf_generate(av, v[:B], max_new_tokens=cfg.max_new_tokens, batch_size=B,
+                _, setup = timed(lambda: hf_generate(av, v[:B], max_new_tokens=cfg.max_new_tokens, batch_size=B,
                                                       cache_implementation="static"), device)
-                st_rows, dt = _timed(lambda: hf_generate(av, v, max_new_tokens=cfg.max_new_tokens, batch_size=B,
+                st_rows, dt = timed(lambda: hf_generate(av, v, max_new_tokens=cfg.max_new_tokens, batch_size=B,
                                                          cache_implementation="static"), device)
                 row.update(hf_static_tok_s=n_tokens(st_rows) / dt, hf_static_expl_s=N / dt, hf_static_setup_s=setup,
                            ratio_static=row["engine_tok_s"] / (n_tokens(st_rows) / dt),
@@ -443,7 +320,7 @@ def run(cfg: BenchConfig, *, out_path: str | Path | None = None,
         try:
             eng = make_engine(B, **over)
             eng.run(v[:B])
-            rows_, dt = _timed(lambda: eng.run(v), device)
+            rows_, dt = timed(lambda: eng.run(v), device)
             res["ablations"].append({"name": name, "batch": B, "engine_tok_s": n_tokens(rows_) / dt, "mode": eng.mode,
                                      "fused": eng.fused is not None, "setup_s": eng.setup_s, "step_ms": step_ms(eng)})
             del eng
@@ -454,7 +331,7 @@ def run(cfg: BenchConfig, *, out_path: str | Path | None = None,
     if cfg.sampling and clock.left() > 60:
         eng = make_engine(B, sampling=True)
         eng.run(v[:B], temperature=1.0, seed=cfg.seed)
-        rows_, dt = _timed(lambda: eng.run(v, temperature=1.0, seed=cfg.seed), device)
+        rows_, dt = timed(lambda: eng.run(v, temperature=1.0, seed=cfg.seed), device)
         again = eng.run(v[:B], temperature=1.0, seed=cfg.seed)
         res["sampling"] = {"batch": B, "temperature": 1.0, "engine_tok_s": n_tokens(rows_) / dt,
                            "reproducible": again == rows_[:B], "setup_s": eng.setup_s, "mode": eng.mode}
@@ -481,17 +358,17 @@ class _Forwards:
                                          compile=compile_)
 
         _consume(batches(self.rows[: max(1, len(self.rows) // 10)]))  # warm-up (and compile) on the longest rows
-        _, dt = _timed(lambda: _consume(batches(self.rows)), self.device)
+        _, dt = timed(lambda: _consume(batches(self.rows)), self.device)
         return {f"extract_{'compiled' if compile_ else 'eager'}_tok_s": self.n / dt, "extract_tokens": self.n,
                 "extract_seq_len": self.n / max(1, len(self.rows)),
-                "extract_ceiling_tok_s": forward_ceiling(self.target.model, self.layer, _gpu_name(self.device))}
+                "extract_ceiling_tok_s": forward_ceiling(self.target.model, self.layer, gpu_name(self.device))}
 
     def ar(self, ar, texts_ar: list[str], compile_: bool) -> dict:
         rows = _cycle_rows([r[-self.cfg.max_seq_len :] for r in engine.ar_rows(ar, texts_ar)], self.cfg.ar_tokens)
         n = sum(map(len, rows))
         mbt = self.cfg.max_batch_tokens
         engine.ar_score_rows(ar, rows[: max(1, len(rows) // 10)], max_batch_tokens=mbt, compile=compile_)
-        _, dt = _timed(lambda: engine.ar_score_rows(ar, rows, max_batch_tokens=mbt, compile=compile_), self.device)
+        _, dt = timed(lambda: engine.ar_score_rows(ar, rows, max_batch_tokens=mbt, compile=compile_), self.device)
         return {f"ar_{'compiled' if compile_ else 'eager'}_tok_s": n / dt, "ar_tokens": n, "ar_seq_len": n / max(1, len(rows))}
 
     def hf_baselines(self, ar, texts_ar: list[str]) -> dict:
@@ -504,12 +381,12 @@ class _Forwards:
                 break
             sub.append(t)
             n_sub += len(r)
-        _, dt = _timed(lambda: extract(self.target, sub, self.layer, batch_size=16, max_length=self.cfg.max_seq_len),
+        _, dt = timed(lambda: extract(self.target, sub, self.layer, batch_size=16, max_length=self.cfg.max_seq_len),
                        self.device)
         out = {"extract_hf_tok_s": n_sub / dt}
         ar_tokens = sum(len(r) for r in engine.ar_rows(ar, texts_ar))
         reps = max(1, self.cfg.hf_extract_tokens // max(1, ar_tokens))
-        _, dt = _timed(lambda: ar.reconstruct(texts_ar * reps, batch_size=64), self.device)
+        _, dt = timed(lambda: ar.reconstruct(texts_ar * reps, batch_size=64), self.device)
         out["ar_hf_tok_s"] = ar_tokens * reps / dt
         return out
 

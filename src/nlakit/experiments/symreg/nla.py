@@ -8,7 +8,7 @@ baselines (`nlakit.baselines`, through the same `nlakit.metrics.score` as `nlaki
 
 Does the explanation foretell the *form* of the answer? We read four flags off the explanation with keyword
 patterns (`FORM_PATTERNS`: mentions of cos, powers, division, linearity) and compare them with the flags of
-the model's parsed answer and of the true equation (`symreg_tasks.expression_form`). "Foretells" = all four
+the model's parsed answer and of the true equation (`tasks.expression_form`). "Foretells" = all four
 flags agree. The chance level is a shuffled pairing: the same explanations matched to other tasks' answers
 (`n_shuffles` random permutations), with a one-sided permutation p-value.
 """
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from nlakit.experiments import symreg_tasks as T
+from nlakit.experiments.symreg import tasks as T
 
 log = logging.getLogger(__name__)
 

@@ -3,14 +3,14 @@
     nlakit experiment symreg --target smollm2 --n-tasks 20 --out docs/experiments/symreg
     nlakit experiment symreg --nla runs/nla --train-data train.jsonl.gz   # part 4 with a trained NLA
 
-1. Tasks (`symreg_tasks`): random equations in x0, x1 from a small grammar (3-9 nodes), a 24-row table and
+1. Tasks (`tasks`): random equations in x0, x1 from a small grammar (3-9 nodes), a 24-row table and
    200 held-out points each, plus the built-in reference table of the issue (equation unknown).
 2. The target answers the exact prompt of the issue (chat template, greedy), and a variant with the bare
-   table and no instructions. Answers are parsed by `symreg_parse` (the last `y =` that parses).
-3. Every method is scored (`symreg_methods.score`) by held-out R² and exact recovery: the model (two
+   table and no instructions. Answers are parsed by `parse` (the last `y =` that parses).
+3. Every method is scored (`methods.score`) by held-out R² and exact recovery: the model (two
    prompts), pyoperon (optional dependency), an exhaustive search over the grammar, a degree-5 polynomial
    least-squares fit and a linear fit. The reference table is scored by table R² and table fit only.
-4. NLA decode at the final prompt token and a few earlier positions (`symreg_nla`): explanation, fve_nrm/cos
+4. NLA decode at the final prompt token and a few earlier positions (`nla`): explanation, fve_nrm/cos
    beside the baselines, and whether the explanation foretells the form of the model's answer and of the true
    equation, against a shuffled pairing. Skipped, with a note, when no NLA is available.
 5. Results JSON (`symreg.json`), rendered to `symreg.html` by `nlakit.report` (template `symreg.html.j2`).
@@ -23,7 +23,6 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +30,9 @@ from typing import Any
 import numpy as np
 
 from nlakit.errors import NlakitError
-from nlakit.experiments import symreg_methods as M
-from nlakit.experiments import symreg_tasks as T
+from nlakit.experiments.common import Progress
+from nlakit.experiments.symreg import methods as M
+from nlakit.experiments.symreg import tasks as T
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,6 @@ MODEL_METHODS = ("model", "model_bare")
 FIT_METHODS = ("pyoperon", "search", "poly5", "linear")
 ALL_METHODS = MODEL_METHODS + FIT_METHODS
 DEFAULT_BASELINES = ("mean", "ridge_token", "echo_ar8", "echo_ar32")
-
-Progress = Callable[[str, int, int | None], None]
-
 
 @dataclass(frozen=True)
 class SymregConfig:
@@ -129,7 +126,7 @@ def _fit(method: str, task: T.Task, cfg: SymregConfig) -> M.Fit:
 
 
 def _answer_fit(method: str, answer: str) -> M.Fit:
-    from nlakit.experiments.symreg_parse import parse_answer
+    from nlakit.experiments.symreg.parse import parse_answer
 
     p = parse_answer(answer)
     return M.Fit(method, p.expr, error=p.error, raw=answer, note=None if p.ok else "unparseable")
@@ -166,7 +163,7 @@ def summarize_methods(tasks: list[dict], methods: tuple[str, ...]) -> dict[str, 
 
 def _form_prediction(tasks: list[dict], nla_rows: list[dict], cfg: SymregConfig) -> dict[str, dict]:
     """Per position: agreement of the explanation's form flags with the model answer's and with the truth's."""
-    from nlakit.experiments.symreg_nla import POSITIONS, agreement
+    from nlakit.experiments.symreg.nla import POSITIONS, agreement
 
     out: dict[str, dict] = {}
     for name in POSITIONS:
@@ -262,7 +259,7 @@ def rescore(results: dict) -> dict:
     form flags (fve/cos are kept). Tasks are regenerated from the saved seed and must match the saved equations."""
     import sympy as sp
 
-    from nlakit.experiments import symreg_nla as N
+    from nlakit.experiments.symreg import nla as N
 
     if results.get("kind") != "symreg":
         raise NlakitError("the JSON is not a symreg results file", "pass the symreg.json written by nlakit experiment symreg")
@@ -302,7 +299,7 @@ def _symbols() -> dict:
 
 
 def _run_nla(cfg: SymregConfig, tasks: list[T.Task], records: list[dict], target, nla, progress, timings) -> dict:
-    from nlakit.experiments import symreg_nla as N
+    from nlakit.experiments.symreg import nla as N
 
     if cfg.nla is None and nla is None:
         return {"available": False, "note": "NLA decode not requested (--no-nla)."}
@@ -333,71 +330,3 @@ def _run_nla(cfg: SymregConfig, tasks: list[T.Task], records: list[dict], target
     part["form_patterns"] = N.FORM_PATTERNS
     timings["nla"] = time.perf_counter() - t0
     return {"available": True, "note": None, **part}
-
-
-# ---------------------------------------------------------------------------------------------------- CLI
-def register_experiment(experiment_app) -> None:
-    import typer
-
-    @experiment_app.command("symreg")
-    def symreg_cmd(
-        out: Path = typer.Option(Path("runs/symreg"), "--out", help="Output folder for symreg.json and symreg.html."),
-        target: str = typer.Option("smollm2", "--target", help="Target model: smollm2, gemma3-270m, an HF dir, a .gguf, tiny:llama."),
-        n_tasks: int = typer.Option(20, "--n-tasks", min=0, help="Generated equations (the reference table comes on top)."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the task generator and of every fit."),
-        methods: str = typer.Option(",".join(ALL_METHODS), "--methods", help="Comma-separated subset of: " + ", ".join(ALL_METHODS)),
-        reference: bool = typer.Option(True, "--reference/--no-reference", help="Include the built-in reference table."),
-        nla: str = typer.Option("default", "--nla", help="NLA for part 4 ('default' = the bundled one); skipped with a note if absent."),
-        no_nla: bool = typer.Option(False, "--no-nla", help="Skip part 4 (NLA decode)."),
-        train_data: Path | None = typer.Option(None, "--train-data", help="Training .jsonl(.gz) for the ridge baselines of part 4."),
-        n_train_positions: int = typer.Option(500, "--n-train-positions", min=2, help="Training positions for the ridge baselines."),
-        max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, help="Answer length cap."),
-        batch_size: int = typer.Option(8, "--batch-size", min=1, help="Prompts per generation batch."),
-        search_time: float = typer.Option(20.0, "--search-time", help="Time budget (s) of the exhaustive search per table."),
-        device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
-        dtype: str = typer.Option("float32", "--dtype", help="float32 or bfloat16."),
-        rescore_json: Path | None = typer.Option(None, "--rescore", help="Re-score a saved symreg.json with the current "
-                                                    "parser/scorer (no model runs; other options are ignored)."),
-    ) -> None:
-        """Find the equation behind a 24-row table: the target model vs symbolic regression vs polynomial/linear fits,
-        and what the NLA reads at the last prompt token."""
-        from nlakit.commands._common import console, err_console, progress_bar
-        from nlakit.io import read_json, write_json
-        from nlakit.report import write_report
-
-        if rescore_json is not None:
-            results = rescore(read_json(rescore_json))
-            json_path = write_json(out / "symreg.json", results)
-            html_path = write_report("symreg", json_path, out / "symreg.html")
-            _print_summary(console, results)
-            console.print(f"rescored {rescore_json}: wrote {json_path} and {html_path}")
-            return
-        cfg = SymregConfig(target=target, n_tasks=n_tasks, seed=seed, include_reference=reference,
-                           methods=tuple(m.strip() for m in methods.split(",") if m.strip()), max_new_tokens=max_new_tokens,
-                           batch_size=batch_size, device=device, dtype=dtype, nla=None if no_nla else nla,
-                           train_data=str(train_data) if train_data else None, n_train_positions=n_train_positions,
-                           search_time_s=search_time)
-        with progress_bar() as progress:
-            results = run(cfg, progress=progress)
-        json_path = write_json(out / "symreg.json", results)
-        html_path = write_report("symreg", json_path, out / "symreg.html")
-        _print_summary(console, results)
-        if not results["nla"]["available"]:
-            err_console.print(f"[yellow]note:[/] {results['nla']['note']}")
-        console.print(f"wrote {json_path} and {html_path}")
-
-
-def _print_summary(console, results: dict) -> None:
-    from rich.table import Table
-
-    from nlakit.commands._common import fmt
-
-    n = next(iter(results["summary"].values()))["n"] if results["summary"] else 0
-    table = Table(title=f"symreg: {n} generated tasks (+ the reference table)", title_justify="left")
-    for col in ("method", "recovered", "median R²", "ref R²"):
-        table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
-    table.add_column("reference table: found", no_wrap=True, overflow="ellipsis", max_width=34)
-    for m, s in results["summary"].items():
-        ref = s.get("reference") or {}
-        table.add_row(m, fmt(s["recovery_rate"], 2), fmt(s["median_r2"]), fmt(ref.get("r2_table")), ref.get("expr") or "—")
-    console.print(table)
