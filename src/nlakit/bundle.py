@@ -21,7 +21,6 @@ an AR directory (K+1-block backbone without final norm or LM head + ``value_head
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
