@@ -95,6 +95,7 @@ def test_train_all_end_to_end_and_bundle_loads(tmp_path, corpus):
     assert res["rl_history"][0]["engine_mode"] == "eager"
     nla = load_nla(out / "bundle")  # target "tiny:llama" is rebuilt from its spec
     assert nla.layer == 2 and nla.reference is not None and set(nla.baselines) == {"ridge_token", "ridge_token_bag8"}
+    assert set(nla.meta.nlakit["stop_ids"]) <= set(nla.av.eos)  # the trained stop tokens travel with the bundle
     assert load_config(out / "config.yaml") == tiny_config(out, corpus)  # the resolved config reproduces the run
     exp = nla.explain(torch.randn(2, nla.d_model), max_new_tokens=4)
     assert len(exp) == 2

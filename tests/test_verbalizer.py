@@ -79,3 +79,11 @@ def test_teacher_forcing_logprobs(make_nla):
     assert lp.shape == mask.shape == (2, max(len(r) for r in responses))
     assert mask.sum(1).tolist() == [len(r) for r in responses]
     assert torch.isfinite(lp).all() and (lp <= 0).all()
+
+
+def test_stop_ids_recorded_in_the_sidecar_extend_the_eos_set(make_nla):
+    from nlakit.verbalizer import Verbalizer
+
+    nla = make_nla("llama", 2)
+    av = Verbalizer(nla.av.model, nla.av.tokenizer, nla.meta.with_(nlakit={**nla.meta.nlakit, "stop_ids": [5]}))
+    assert 5 in av.eos and set(nla.av.eos) < set(av.eos)

@@ -189,7 +189,10 @@ def pad_id(tokenizer) -> int:
 
 
 def eos_ids(tokenizer, model=None) -> list[int]:
-    """Every id that ends a turn: tokenizer EOS, the generation config's EOS set, and ChatML/Gemma turn ends."""
+    """Every id that ends a turn: tokenizer EOS, the generation config's EOS set, ChatML/Gemma turn ends, and the
+    turn *starts*: a reply that opens a new turn has ended. (The bundled SmolLM2 NLA closes its explanation with
+    ``<|im_start|>``, p ≈ 0.99 on CPU with transformers 5.24; it was trained on a GPU image with transformers 5.17,
+    whose GGUF tokenizer we suspect reported a different EOS. `nlakit train` now records its stop ids in the sidecar.)"""
     ids: set[int] = set()
     if tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))
@@ -198,7 +201,7 @@ def eos_ids(tokenizer, model=None) -> list[int]:
     if e is not None:
         ids.update([int(e)] if isinstance(e, int) else [int(x) for x in e])
     vocab = tokenizer.get_vocab()
-    for t in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>"):
+    for t in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>", "<|im_start|>", "<start_of_turn>"):
         if t in vocab:
             ids.add(int(vocab[t]))
     return sorted(ids)

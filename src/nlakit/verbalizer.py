@@ -68,7 +68,8 @@ class Verbalizer:
         if not meta.injection_scale or meta.injection_scale != meta.injection_scale:  # None or NaN
             raise NlakitError("the AV sidecar has no injection_scale", "set extraction.injection_scale in nla_meta.yaml")
         self.prompt_ids, self.slot = self._build_prompt()
-        self.eos = eos_ids(tokenizer, model)
+        # the turn ends of this tokenizer, plus the ones the NLA was trained to stop with (recorded by `nlakit train`)
+        self.eos = sorted(set(eos_ids(tokenizer, model)) | {int(i) for i in (meta.nlakit or {}).get("stop_ids", [])})
 
     @staticmethod
     def canonical_prompt(tokenizer, template: str, char: str) -> list[int]:

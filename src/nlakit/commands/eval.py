@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Results JSON to write."),
         nla: str = NlaOpt,
         target: str | None = TargetOpt,
-        train_data: str | None = typer.Option(None, "--train-data", help="Training JSONL: fits the ridge baselines (skipped without it)."),
+        train_data: str | None = typer.Option(None, "--train-data", help="Training JSONL: fits the ridge baselines (without it, the ridge maps the NLA bundle carries are used; the other fitted baselines are skipped)."),
         n_positions: int = typer.Option(400, "--n-positions", min=1, help="Held-out positions to score."),
         positions_per_doc: int = typer.Option(2, "--positions-per-doc", min=1),
         n_train_positions: int = typer.Option(2000, "--n-train-positions", min=0, help="Training positions for the ridge fits."),

@@ -25,7 +25,7 @@ from nlakit.bundle import BASELINES_FILE, NLA, _read_safetensors, save_bundle
 from nlakit.errors import NlakitError
 from nlakit.io import write_json
 from nlakit.meta import NLAMeta
-from nlakit.targets import Target, load_target
+from nlakit.targets import Target, eos_ids, load_target
 from nlakit.train.ar_sft import ARConfig, gold_ceiling, new_ar, train_ar
 from nlakit.train.av_sft import AVConfig, train_av
 from nlakit.train.common import Budget, Pairs, load_lora_state, load_pairs, load_reference_file, parse_duration, stage_done
@@ -143,7 +143,10 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
     else:
         meta = new_meta_for(target.tokenizer, d_model=target.d_model, layer=cfg.layer,
                             injection_scale=cfg.injection_scale or auto_injection_scale(ref.norm_mean), base_checkpoint=target.name)
-        meta = meta.with_(nlakit={"target": cfg.target, "source": cfg.source})
+        tok = target.tokenizer
+        end = tok.eos_token_id if tok.eos_token_id is not None else eos_ids(tok, target.model)[0]  # what SFT targets end with
+        meta = meta.with_(nlakit={"target": cfg.target, "source": cfg.source, "stop_ids": sorted(set(eos_ids(tok, target.model)) | {int(end)}),
+                                  "sft_end_token": tok.convert_ids_to_tokens(int(end))})
         meta.save(meta_dir)
 
     # 1. AR supervised
