@@ -105,3 +105,21 @@ def test_merged_copy_of_a_full_fine_tune_copies_the_weights(tiny_llama):
         model.lm_head.weight.add_(1.0)
     merged.sync()
     assert torch.allclose(merged.verbalizer.model.lm_head.weight, model.lm_head.weight.double())
+
+
+def test_merged_ar_reads_like_the_lora_ar_and_follows_updates(tiny_llama):
+    from nlakit.train.ar_sft import new_ar
+    from nlakit.train.common import MergedAR
+
+    nla = tiny_nla("llama", 2, target=tiny_llama)
+    ar = new_ar(tiny_llama, nla.meta, rank=2)
+    texts = ["a story about a cat", "def main(): return 1", "The next word is likely one of"]
+    merged = MergedAR(ar).sync()
+    with torch.no_grad():
+        for n, p in ar.backbone.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.3)
+        ar.value_head.weight.add_(0.1)
+    assert not torch.allclose(merged.reconstructor.reconstruct(texts), ar.reconstruct(texts), atol=1e-4)
+    merged.sync()
+    assert torch.allclose(merged.reconstructor.reconstruct(texts), ar.reconstruct(texts), atol=1e-4)

@@ -126,3 +126,13 @@ def test_helpers():
         parse_duration("soon")
     assert auto_injection_scale(218.0) == 250.0
     assert auto_injection_scale(74000.0) >= 74000.0
+
+
+def test_rl_options_merged_reward_sparse_ar_and_ppo_epochs(tmp_path, corpus):
+    rl = RLConfig(steps=2, n_prompts=2, group=2, max_new_tokens=8, save_every=1, eval_every=0, merged_reward=True, ar_every=2,
+                  ppo_epochs=2)
+    res = train_all(tiny_config(tmp_path / "run", corpus, rl=rl))
+    assert res["finished"] and len(res["rl_history"]) == 2
+    first, second = res["rl_history"]
+    assert second["ar_loss"] is None  # the AR stepped on step 1 only
+    assert all(0.0 <= h["clip_frac"] <= 1.0 for h in res["rl_history"])

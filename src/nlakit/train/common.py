@@ -36,33 +36,28 @@ def add_lora(module: torch.nn.Module, rank: int, alpha: float | None = None, dro
     return model
 
 
-class MergedAV:
-    """A plain (un-wrapped) copy of a LoRA AV with the adapters merged, in `dtype`, for fast decoding.
+class MergedCopy:
+    """A plain (un-wrapped) copy of a module whose LoRA adapters are merged, in `dtype`, refreshed in place.
 
-    `sync()` writes W0 + delta(LoRA) of every adapted projection into the copy *in place*, so an engine built on
-    `self.verbalizer` keeps its compiled step and CUDA graph across updates. Parameters outside the adapters are
-    frozen in training and never change.
+    `sync()` writes W0 + delta(LoRA) of every adapted projection into the copy *in place* (the copy's tensors never
+    move, so an engine or CUDA graph built on it stays valid), and copies any other trainable parameter as it is (a
+    full fine-tune, PEFT modules_to_save). Frozen parameters never change in training and are copied once.
     """
 
-    def __init__(self, av: Verbalizer, dtype: torch.dtype | None = None):
-        self.source = av
-        plain = copy.deepcopy(av.model)
+    def __init__(self, module: torch.nn.Module, dtype: torch.dtype | None = None):
+        plain = copy.deepcopy(module)
         plain = plain.merge_and_unload() if hasattr(plain, "merge_and_unload") else plain
         plain = plain.to(dtype) if dtype is not None else plain
-        plain.requires_grad_(False).eval()
-        from nlakit.verbalizer import Verbalizer
-
-        self.verbalizer = Verbalizer(plain, av.tokenizer, av.meta)
+        self.module = plain.requires_grad_(False).eval()
         plain_name = lambda n: n[len("base_model.model."):] if n.startswith("base_model.model.") else n  # noqa: E731
         modules, params = dict(plain.named_modules()), dict(plain.named_parameters())
-        self._lora = [(m, modules[plain_name(n)].weight) for n, m in av.model.named_modules()
+        self._lora = [(m, modules[plain_name(n)].weight) for n, m in module.named_modules()
                       if hasattr(m, "get_delta_weight") and hasattr(m, "base_layer")]
-        # anything else that trains (a full fine-tune, PEFT modules_to_save) is copied as it is
-        self._plain = [(p, params[plain_name(n)]) for n, p in av.model.named_parameters()
+        self._plain = [(p, params[plain_name(n)]) for n, p in module.named_parameters()
                        if p.requires_grad and "lora_" not in n and plain_name(n) in params]
 
     @torch.no_grad()
-    def sync(self) -> "MergedAV":
+    def sync(self) -> "MergedCopy":
         for lora, weight in self._lora:
             merged = lora.base_layer.weight.float()
             if not getattr(lora, "merged", False):
@@ -71,6 +66,38 @@ class MergedAV:
             weight.copy_(merged)
         for src, dst in self._plain:
             dst.copy_(src)
+        return self
+
+
+class MergedAV:
+    """An AV's merged copy (`MergedCopy`) as a Verbalizer, for fast decoding: ``MergedAV(av, torch.bfloat16).sync()``."""
+
+    def __init__(self, av: Verbalizer, dtype: torch.dtype | None = None):
+        from nlakit.verbalizer import Verbalizer
+
+        self._copy = MergedCopy(av.model, dtype)
+        self.verbalizer = Verbalizer(self._copy.module, av.tokenizer, av.meta)
+
+    def sync(self) -> "MergedAV":
+        self._copy.sync()
+        return self
+
+
+class MergedAR:
+    """An AR's merged copy (backbone via `MergedCopy`, value head copied) as a Reconstructor, for fast rewards."""
+
+    def __init__(self, ar, dtype: torch.dtype | None = None):
+        from nlakit.reconstructor import Reconstructor
+
+        self.source = ar
+        self._copy = MergedCopy(ar.backbone, dtype)
+        head = copy.deepcopy(ar.value_head).requires_grad_(False)
+        self.reconstructor = Reconstructor(self._copy.module, ar.tokenizer, ar.meta, head).eval()
+
+    @torch.no_grad()
+    def sync(self) -> "MergedAR":
+        self._copy.sync()
+        self.reconstructor.value_head.weight.copy_(self.source.value_head.weight)
         return self
 
 

@@ -15,7 +15,7 @@ The variant, exactly:
   and nothing is clipped, so with ``ppo_epochs=1`` the gradient is exactly that of the on-policy loss
   -mean_i(A_i * mean_t log p_it) + KL term; gradients are clipped to norm 1.0 before each AdamW step;
 - the AR keeps training online: one supervised step on the batch's fresh, parsed explanations (its gradient never
-  reaches the AV).
+  reaches the AV), every `ar_every` steps (default: every step).
 
 Speed: rollouts are decoded by `nlakit.engine` from a plain copy of the AV (LoRA merged, in the autocast dtype)
 whose weights are refreshed in place after every update (`MergedAV.sync`), so the engine's compiled step and CUDA
@@ -39,7 +39,7 @@ import torch
 from nlakit.metrics import Reference, fve_baseline, mse_nrm
 from nlakit.reconstructor import Reconstructor
 from nlakit.train.ar_sft import ar_loss, ar_optimizer
-from nlakit.train.common import (Budget, MergedAV, Pairs, load_lora_state, load_state, lora_state, rng_state, save_state,
+from nlakit.train.common import (Budget, MergedAR, MergedAV, Pairs, load_lora_state, load_state, lora_state, rng_state, save_state,
                                  seed_everything, set_rng_state, write_stage_done)
 from nlakit.train.heldout import copy_rate, evaluate_heldout, generate
 from nlakit.verbalizer import Verbalizer
@@ -63,6 +63,8 @@ class RLConfig:
     ar_lr: float = 5e-5  # AR LoRA, online
     ar_head_lr: float = 2e-4
     co_train_ar: bool = True
+    ar_every: int = 1  # the online AR step runs every `ar_every` RL steps
+    merged_reward: bool = False  # score rewards with a merged copy of the AR in the autocast dtype (re-synced after AR steps)
     micro_batch: int = 128  # sequences per backward pass
     save_every: int = 25
     eval_every: int = 50
@@ -217,6 +219,7 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
         history, start = state["history"], state["step"]
         log.info("resuming RL at step %d", start)
     decoder = MergedAV(av, dtype).sync()  # what the engine decodes with; re-synced after every update
+    scorer = MergedAR(ar, dtype).sync() if cfg.merged_reward else None  # what rewards are read with (else the AR itself)
 
     def checkpoint(step: int) -> None:
         save_state(state_path, {"av_lora": lora_state(av.model), "ar_lora": lora_state(ar.backbone),
@@ -236,13 +239,16 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
         t0 = time.monotonic()
         timing: dict[str, float] = {}
         idx = torch.randint(0, len(data), (cfg.n_prompts,), generator=g)
-        ro = rollout(decoder.verbalizer, ar, data.vectors[idx], cfg, seed=cfg.seed * 100003 + step, dtype=dtype, timing=timing)
+        ro = rollout(decoder.verbalizer, scorer.reconstructor if scorer else ar, data.vectors[idx], cfg,
+                     seed=cfg.seed * 100003 + step, dtype=dtype, timing=timing)
         stats = policy_step(av, ref_av, ro, opt, cfg, dtype, timing=timing)
         t_ar = _sync(av.device)
-        ar_l = ar_step(ar, ar_opt, ro, dtype=dtype) if cfg.co_train_ar else None
+        ar_l = ar_step(ar, ar_opt, ro, dtype=dtype) if cfg.co_train_ar and step % cfg.ar_every == 0 else None
         timing["ar_sec"] = _sync(av.device) - t_ar
         t_s = time.monotonic()
         decoder.sync()
+        if scorer is not None and ar_l is not None:
+            scorer.sync()
         timing["sync_sec"] = _sync(av.device) - t_s
         okr = ro.rewards[ro.ok]
         ctx = [data.rows[i]["text"] if "text" in data.rows[i] else "" for i in idx.repeat_interleave(cfg.group).tolist()]
