@@ -36,6 +36,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
+from nlakit.errors import NlakitError
 from nlakit.metrics import Reference, fve_baseline, mse_nrm
 from nlakit.reconstructor import Reconstructor
 from nlakit.train.ar_sft import ar_loss, ar_optimizer
@@ -199,6 +200,9 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
 
     dtype = {"bfloat16": torch.bfloat16}.get(cfg.dtype or "")
     data = pairs.split("rl")
+    if len(data) == 0 and cfg.steps > 0:
+        raise NlakitError(f"the training pairs have no `rl` split ({len(pairs)} pairs in all), so GRPO has nothing to explain",
+                          "sample more documents (--n-docs), or run only the supervised stages (--rl-steps 0)")
     ref_av = MergedAV(av, dtype).verbalizer  # frozen supervised AV (KL anchor), merged: a plain forward
     av_params = [p for p in av.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(av_params, lr=cfg.lr, weight_decay=0.0)

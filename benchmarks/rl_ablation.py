@@ -1,0 +1,133 @@
+"""GRPO variants at equal GPU-minutes, each started from the same supervised checkpoints, in one process.
+
+    # after a run has finished its supervised stages (RUN holds data/, ar_sft.pt, av_sft.pt, meta/):
+    python benchmarks/rl_ablation.py --run /root/run --target /root/m/smol.gguf --minutes 2.5 --out /root/abl \
+        --variant base --variant lr=1e-4 --variant ppo_epochs=2 --variant n_prompts=64 --export $OUT
+    # here: the markdown table from the exported JSON
+    python benchmarks/rl_ablation.py --table docs/benchmarks/rl_ablation.json
+
+A variant is a name and `key=value` pairs of `RLConfig` fields (several joined by commas: `lr=1e-4,kl_coef=0.05`);
+`base` is the run's own RL settings. Each variant copies the run's supervised stages into its own directory, trains
+GRPO for `--minutes` of wall time (the RL stage's own budget: model load and compilation happen once, before), and is
+scored on the same held-out positions (`final_eval_positions`) with the co-trained AR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from nlakit.io import write_json  # noqa: E402
+from nlakit.train.config import load_config  # noqa: E402
+from nlakit.train.rl import RLConfig  # noqa: E402
+
+SUPERVISED = ("data", "meta", "ar_sft.pt", "ar_sft.done.json", "av_sft.pt", "av_sft.done.json", "timings.json")
+
+
+def parse_variant(text: str) -> tuple[str, dict]:
+    """'base' -> ('base', {}); 'lr=1e-4,kl_coef=0.05' -> (the text, {'lr': 1e-4, 'kl_coef': 0.05}), typed by RLConfig."""
+    if text == "base":
+        return text, {}
+    types = {f.name: f.type for f in dataclasses.fields(RLConfig)}
+    out = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        if key not in types:
+            raise SystemExit(f"unknown RL setting {key!r} in --variant {text!r} (known: {', '.join(sorted(types))})")
+        kind = {"int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true", "yes")}.get(str(types[key]), str)
+        out[key] = kind(value)
+    return text, out
+
+
+def run_variant(name: str, changes: dict, run: Path, out: Path, cfg, target, minutes: float) -> dict:
+    vdir = out / name.replace("=", "_").replace(",", "+")
+    if not (vdir / "results.json").exists():
+        vdir.mkdir(parents=True, exist_ok=True)
+        for item in SUPERVISED:
+            src, dst = run / item, vdir / item
+            if src.is_dir() and not dst.exists():
+                shutil.copytree(src, dst)
+            elif src.is_file():
+                shutil.copy(src, dst)
+    rl = dataclasses.replace(cfg.rl, **changes, steps=100000, eval_every=0)
+    vcfg = dataclasses.replace(cfg, out=str(vdir), rl=rl, time_budget=f"{minutes * 60 + 95:.0f}s")  # RL stops 90 s early
+    t0 = time.monotonic()
+    res = _train_then_score(vcfg, target, minutes)
+    res["wall_sec"] = time.monotonic() - t0
+    return {"name": name, "changes": changes, **res}
+
+
+def _train_then_score(cfg, target, minutes: float) -> dict:
+    """RL under its budget, then end the stage where it stopped and run the final evaluation (no baselines)."""
+    from nlakit.train.pipeline import train_all
+
+    first = train_all(dataclasses.replace(cfg, baselines=()), target=target)
+    done = first["rl"]["steps_done"]
+    final = train_all(dataclasses.replace(cfg, baselines=(), time_budget=None,
+                                          rl=dataclasses.replace(cfg.rl, steps=done)), target=target)
+    fe = final.get("final_eval") or {}
+    hist = final.get("rl_history", [])
+    return {"rl_steps": done, "rl_minutes": sum(h["sec"] for h in hist) / 60,
+            "sec_per_step": sum(h["sec"] for h in hist[5:]) / max(1, len(hist[5:])),
+            "fve_nrm": (fe.get("fve_nrm") or {}).get("mean"), "fve_nrm_ci95": (fe.get("fve_nrm") or {}).get("ci95"),
+            "cos": (fe.get("cos") or {}).get("mean"), "parse_rate": fe.get("parse_rate"), "n": fe.get("n"),
+            "frozen_ar_fve_nrm": ((final.get("final_eval_frozen_ar") or {}).get("fve_nrm") or {}).get("mean")}
+
+
+def table(path: Path) -> str:
+    d = json.loads(path.read_text())
+    lines = [f"GRPO variants, {d['minutes']} RL-minutes each from the same supervised checkpoints ({d['gpu']}); held-out "
+             f"fve_nrm on {d['rows'][0]['n'] if d['rows'] else '?'} positions, co-trained AR.", "",
+             "| variant | steps | s/step | fve_nrm | 95% CI | frozen-SFT-AR fve_nrm | parse rate |", "|---|---:|---:|---:|---|---:|---:|"]
+    for r in d["rows"]:
+        ci = r["fve_nrm_ci95"] or [float("nan")] * 2
+        lines.append(f"| `{r['name']}` | {r['rl_steps']} | {r['sec_per_step']:.2f} | {r['fve_nrm']:.3f} | [{ci[0]:.3f}, {ci[1]:.3f}] | "
+                     f"{r['frozen_ar_fve_nrm']:.3f} | {r['parse_rate']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", help="a run directory whose supervised stages are done")
+    ap.add_argument("--config", default=str(ROOT / "configs" / "smollm2-l20.yaml"))
+    ap.add_argument("--target", default=None)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--minutes", type=float, default=2.5, help="RL wall minutes per variant")
+    ap.add_argument("--variant", action="append", default=[])
+    ap.add_argument("--export", default=None)
+    ap.add_argument("--table", default=None, help="print the markdown table of an ablation JSON")
+    args = ap.parse_args()
+    if args.table:
+        print(table(Path(args.table)))
+        return
+    import torch
+
+    from nlakit.targets import load_target
+
+    run, out = Path(args.run), Path(args.out)
+    cfg = load_config(args.config, {"out": str(run), "target": args.target})
+    target = load_target(cfg.target, device=cfg.device)
+    rows = []
+    for text in args.variant or ["base"]:
+        name, changes = parse_variant(text)
+        rows.append(run_variant(name, changes, run, out, cfg, target, args.minutes))
+        print(json.dumps(rows[-1]), flush=True)
+        result = {"command": "python benchmarks/rl_ablation.py " + " ".join(sys.argv[1:]), "minutes": args.minutes,
+                  "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU", "rows": rows}
+        write_json(out / "rl_ablation.json", result)
+        if args.export:
+            Path(args.export).mkdir(parents=True, exist_ok=True)
+            shutil.copy(out / "rl_ablation.json", Path(args.export) / "rl_ablation.json")
+    print(table(out / "rl_ablation.json"))
+
+
+if __name__ == "__main__":
+    main()
