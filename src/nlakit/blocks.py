@@ -300,3 +300,51 @@ def ar_score_rows(ar, rows: list[list[int]], *, max_batch_tokens: int = 65536, d
 def ar_rows(ar, explanations: list[str]) -> list[list[int]]:
     """Token rows of AR prompts exactly as `Reconstructor.encode` builds them (unpadded)."""
     return [ar.tokenizer.encode(ar.format(e), add_special_tokens=True) for e in explanations]
+
+
+# ---- one block of the decode step ------------------------------------------------------------------------
+def decode_layer(a: Arch, layer: torch.nn.Module, fw: tuple | None, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                 kc: torch.Tensor, vc: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor, rows: torch.Tensor,
+                 t: torch.Tensor, pmask: torch.Tensor | None, rmask: torch.Tensor, scale: float, reduce: bool) -> torch.Tensor:
+    """One block for one new token per row. x (B, 1, D); kc/vc (B, KV, L, hd) per-row cache, written at t (B,);
+    kp/vp (KV, S, hd) shared prefix; pmask (B, S) / rmask (B, L) visible keys. Returns (B, 1, D).
+
+    `reduce=True` (the compiled path) writes the row part of attention as broadcast-multiply-and-sum: inductor
+    turns it into fused reductions that read the bf16 cache once and accumulate in fp32, where batched cuBLAS
+    calls of (g x hd) @ (hd x L) ran at a fraction of bandwidth (H100 profile). `reduce=False` uses matmuls (eager).
+    """
+    B = x.shape[0]
+
+    def attend(q, k, v):  # q (B, H, 1, hd), k/v (B, KV, 1, hd)
+        kc[rows, :, t] = k[:, :, 0]
+        vc[rows, :, t] = v[:, :, 0]
+        if reduce:
+            return _attend_reduce(a, q, kc, vc, kp, vp, pmask, rmask, scale)
+        qg = q.view(B, a.n_kv, -1, a.head_dim)  # (B, KV, g, hd)
+        sp = a.softcap(torch.einsum("bkgd,ksd->bkgs", qg, kp) * scale)  # (B, KV, g, S): shared prefix
+        sr = a.softcap(qg @ kc.transpose(-1, -2) * scale)  # (B, KV, g, L): the row's own keys
+        if pmask is not None:
+            sp = sp.masked_fill(~pmask[:, None, None], float("-inf"))
+        sr = sr.masked_fill(~rmask[:, None, None], float("-inf"))
+        p = torch.cat([sp, sr], -1).softmax(-1, dtype=torch.float32).to(q.dtype)  # one softmax over both parts
+        S = kp.shape[1]
+        o = torch.einsum("bkgs,ksd->bkgd", p[..., :S], vp) + p[..., S:] @ vc  # (B, KV, g, hd)
+        return o.reshape(B, a.n_heads, 1, a.head_dim)
+
+    return a.block(layer, x, cos, sin, attend, fw)
+
+
+def _attend_reduce(a: Arch, q, kc, vc, kp, vp, pmask, rmask, scale: float) -> torch.Tensor:
+    """Decode attention in fp32 over the shared prefix (small GEMMs) and the row cache (fused reductions)."""
+    B = q.shape[0]
+    qg = q.view(B, a.n_kv, -1, a.head_dim).float()  # (B, KV, g, hd)
+    sp = a.softcap(torch.einsum("bkgd,ksd->bkgs", qg, kp.float()) * scale)  # (B, KV, g, S)
+    sr = a.softcap((qg[:, :, :, None, :] * kc[:, :, None]).sum(-1) * scale)  # (B, KV, g, L)
+    if pmask is not None:
+        sp = sp.masked_fill(~pmask[:, None, None], float("-inf"))
+    sr = sr.masked_fill(~rmask[:, None, None], float("-inf"))
+    m = torch.maximum(sp.amax(-1), sr.amax(-1))[..., None]  # (B, KV, g, 1): one softmax over both parts
+    ep, er = torch.exp(sp - m), torch.exp(sr - m)
+    o = torch.einsum("bkgs,ksd->bkgd", ep, vp.float()) + (er[..., None] * vc[:, :, None]).sum(-2)  # (B, KV, g, hd)
+    o = o / (ep.sum(-1, keepdim=True) + er.sum(-1, keepdim=True))
+    return o.to(q.dtype).reshape(B, a.n_heads, 1, a.head_dim)

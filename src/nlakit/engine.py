@@ -29,100 +29,14 @@ from typing import Callable
 
 import torch
 
-from nlakit.blocks import (SUPPORTED, Arch, FusedWeights, ar_rows, ar_score_rows, causal_block, extract_rows,  # noqa: F401
-                           hidden_batches, sorted_batches, supports, unwrap)
+from nlakit.blocks import (SUPPORTED, Arch, FusedWeights, ar_rows, ar_score_rows, causal_block, decode_layer,  # noqa: F401
+                           extract_rows, hidden_batches, sorted_batches, supports, unwrap)
 from nlakit.errors import NlakitError
+from nlakit.sampling import row_key, sample, uniform  # noqa: F401  (re-exported: engine.sample etc.)
 
 log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "fast", "hf")
-
-_M32 = 0xFFFFFFFF
-
-
-# ---- sampling --------------------------------------------------------------------------------------------
-def row_key(seed: int, row: int) -> int:
-    """A 31-bit key per (seed, row): the row's random stream does not depend on batch size or refill order."""
-    x = (seed * 0x9E3779B1 + row * 0x85EBCA77 + 0x27D4EB2F) & _M32
-    x ^= x >> 15
-    x = (x * 0x2C1B3C6D) & _M32
-    x ^= x >> 12
-    return x & 0x7FFFFFFF
-
-
-def uniform(key: torch.Tensor, ctr: torch.Tensor) -> torch.Tensor:
-    """Counter-based uniforms in (0, 1), float32, one per (key, ctr) pair; int64 ops only, graph-safe."""
-    x = (key * 0x2545F491 + ctr * 0x6A09E667 + 0x3C6EF372) & _M32  # operands < 2**31: products fit int64
-    x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & _M32
-    x = x ^ (x >> 15)
-    x = (x * 0x46B3C6D5) & _M32
-    x = x ^ (x >> 16)
-    return ((x >> 8).float() + 0.5) * (1.0 / (1 << 24))
-
-
-def sample(logits: torch.Tensor, temperature: torch.Tensor, key: torch.Tensor, ctr: torch.Tensor) -> torch.Tensor:
-    """One token per row from softmax(logits / T), by the Gumbel-max trick. (B, V) -> (B,).
-
-    Each (row key, token counter, vocabulary entry) gets its own counter-based uniform u, and the token is
-    argmax(logits / T - log(-log u)): an exact draw from the softmax that needs no vocabulary-wide cumsum (which
-    inductor failed to compile at some batch sizes), and the same seed still gives the same text whatever the
-    batch size or refill order.
-    """
-    V = logits.shape[-1]
-    vocab = torch.arange(V, device=logits.device)
-    u = uniform(key[:, None], ctr[:, None] * V + vocab[None])  # (B, V); ctr * V + v < 2**31 for any real vocabulary
-    gumbel = -torch.log(-torch.log(u))
-    return (logits.float() / temperature + gumbel).argmax(-1)
-
-
-# ---- one block of the decode step ------------------------------------------------------------------------
-def decode_layer(a: Arch, layer: torch.nn.Module, fw: tuple | None, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                 kc: torch.Tensor, vc: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor, rows: torch.Tensor,
-                 t: torch.Tensor, pmask: torch.Tensor | None, rmask: torch.Tensor, scale: float, reduce: bool) -> torch.Tensor:
-    """One block for one new token per row. x (B, 1, D); kc/vc (B, KV, L, hd) per-row cache, written at t (B,);
-    kp/vp (KV, S, hd) shared prefix; pmask (B, S) / rmask (B, L) visible keys. Returns (B, 1, D).
-
-    `reduce=True` (the compiled path) writes the row part of attention as broadcast-multiply-and-sum: inductor
-    turns it into fused reductions that read the bf16 cache once and accumulate in fp32, where batched cuBLAS
-    calls of (g x hd) @ (hd x L) ran at a fraction of bandwidth (H100 profile). `reduce=False` uses matmuls (eager).
-    """
-    B = x.shape[0]
-
-    def attend(q, k, v):  # q (B, H, 1, hd), k/v (B, KV, 1, hd)
-        kc[rows, :, t] = k[:, :, 0]
-        vc[rows, :, t] = v[:, :, 0]
-        if reduce:
-            return _attend_reduce(a, q, kc, vc, kp, vp, pmask, rmask, scale)
-        qg = q.view(B, a.n_kv, -1, a.head_dim)  # (B, KV, g, hd)
-        sp = a.softcap(torch.einsum("bkgd,ksd->bkgs", qg, kp) * scale)  # (B, KV, g, S): shared prefix
-        sr = a.softcap(qg @ kc.transpose(-1, -2) * scale)  # (B, KV, g, L): the row's own keys
-        if pmask is not None:
-            sp = sp.masked_fill(~pmask[:, None, None], float("-inf"))
-        sr = sr.masked_fill(~rmask[:, None, None], float("-inf"))
-        p = torch.cat([sp, sr], -1).softmax(-1, dtype=torch.float32).to(q.dtype)  # one softmax over both parts
-        S = kp.shape[1]
-        o = torch.einsum("bkgs,ksd->bkgd", p[..., :S], vp) + p[..., S:] @ vc  # (B, KV, g, hd)
-        return o.reshape(B, a.n_heads, 1, a.head_dim)
-
-    return a.block(layer, x, cos, sin, attend, fw)
-
-
-def _attend_reduce(a: Arch, q, kc, vc, kp, vp, pmask, rmask, scale: float) -> torch.Tensor:
-    """Decode attention in fp32 over the shared prefix (small GEMMs) and the row cache (fused reductions)."""
-    B = q.shape[0]
-    qg = q.view(B, a.n_kv, -1, a.head_dim).float()  # (B, KV, g, hd)
-    sp = a.softcap(torch.einsum("bkgd,ksd->bkgs", qg, kp.float()) * scale)  # (B, KV, g, S)
-    sr = a.softcap((qg[:, :, :, None, :] * kc[:, :, None]).sum(-1) * scale)  # (B, KV, g, L)
-    if pmask is not None:
-        sp = sp.masked_fill(~pmask[:, None, None], float("-inf"))
-    sr = sr.masked_fill(~rmask[:, None, None], float("-inf"))
-    m = torch.maximum(sp.amax(-1), sr.amax(-1))[..., None]  # (B, KV, g, 1): one softmax over both parts
-    ep, er = torch.exp(sp - m), torch.exp(sr - m)
-    o = torch.einsum("bkgs,ksd->bkgd", ep, vp.float()) + (er[..., None] * vc[:, :, None]).sum(-2)  # (B, KV, g, hd)
-    o = o / (ep.sum(-1, keepdim=True) + er.sum(-1, keepdim=True))
-    return o.to(q.dtype).reshape(B, a.n_heads, 1, a.head_dim)
-
 
 # ---- the engine ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
