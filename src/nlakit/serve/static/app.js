@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const S = { models: [], text: "", tokens: [], sel: null, explained: new Set(), heat: null, lastResults: {} };
+const S = { models: [], text: "", tokens: [], sel: null, explained: new Set(), heat: null, lastResults: {}, tokSeq: 0 };
 
 async function api(path, body) {
   const res = await fetch(path, body === undefined ? {} : {
@@ -62,8 +62,10 @@ async function showTokens() {
   $("input-err").textContent = "";
   const raw = $("text").value;
   const body = $("chat").checked ? { messages: parseChat(raw) } : { text: raw };
+  const seq = ++S.tokSeq;
   try {
     const r = await api("/api/tokenize", body);
+    if (seq !== S.tokSeq) return; // a later "Show tokens" won
     S.text = r.text; S.tokens = r.tokens; S.sel = null; S.explained = new Set(); S.heat = null; S.lastResults = {};
     $("panels").replaceChildren();
     $("export").disabled = true;
