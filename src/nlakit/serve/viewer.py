@@ -27,6 +27,7 @@ from nlakit.metrics import cosine, score
 VIEW_BASELINES = ("mean", "ridge_token", "ridge_token_bag8", "echo_ar8", "echo_ar32")
 
 APPROX_RATIO = 0.8  # a quote whose best window in the context matches at least this well is "approx"
+APPROX_MIN_CHARS = 10  # shorter quotes are found (up to case) or missing
 
 
 @dataclass(frozen=True)
@@ -60,40 +61,50 @@ def _norm(s: str) -> str:
 def quote_fragments(explanation: str) -> list[dict]:
     """Every quoted fragment of an explanation: [{"quote", "start", "end"}] (char span of the fragment in it).
 
-    Double quotes and curly quotes count; leading/trailing ellipses are dropped and " / " (the AV's line-break
-    sign) splits a quote into fragments.
+    Double quotes and curly quotes count; " / " (the AV's line-break sign) splits a quote into fragments, and a
+    leading/trailing ellipsis is dropped and noted (``cut_start`` / ``cut_end``: the fragment may start or end
+    inside a word).
     """
     out = []
     for m in _QUOTE_RE.finditer(explanation):
         g = 1 if m.group(1) is not None else 2
         start = m.start(g)
         for part in re.split(r"( / )", m.group(g)):
-            core = part.strip()
+            core, cut_start, cut_end = part.strip(), False, False
             for mark in (_ELLIPSIS, "..."):
+                cut_start |= core.startswith(mark)
+                cut_end |= core.endswith(mark)
                 core = core.removeprefix(mark).removesuffix(mark).strip()
             if core and part != " / ":
                 s = start + part.index(core)
-                out.append({"quote": core, "start": s, "end": s + len(core)})
+                out.append({"quote": core, "start": s, "end": s + len(core), "cut_start": cut_start, "cut_end": cut_end})
             start += len(part)
     return out
 
 
-def find_quote(quote: str, context: str) -> dict:
+def find_quote(quote: str, context: str, cut_start: bool = False, cut_end: bool = False) -> dict:
     """Where `quote` occurs in `context`: {"status": found|approx|missing, "ratio", "span": [s, e] or None}.
 
-    found: verbatim (whitespace runs compared as one space); approx: the same ignoring case, or a window of the
-    context matching with a difflib ratio >= APPROX_RATIO; missing: neither (the AV made it up).
+    found: verbatim (whitespace runs compared as one space), starting and ending at word boundaries unless the
+    quote was cut there (an ellipsis); approx: the same ignoring case, or, for quotes of APPROX_MIN_CHARS or more,
+    a window of the context matching with a difflib ratio >= APPROX_RATIO; missing: neither (the AV made it up).
     """
     q = _norm(quote)
     if not q:
         return {"status": "missing", "ratio": 0.0, "span": None}
     pattern = r"\s+".join(re.escape(w) for w in q.split(" "))
+    if not cut_start and re.match(r"\w", q):
+        pattern = r"(?<!\w)" + pattern
+    if not cut_end and re.search(r"\w$", q):
+        pattern += r"(?!\w)"
     m = re.search(pattern, context)
     if m:
         return {"status": "found", "ratio": 1.0, "span": [m.start(), m.end()]}
     m = re.search(pattern, context, flags=re.IGNORECASE)
     if m:
         return {"status": "approx", "ratio": 1.0, "span": [m.start(), m.end()]}
+    if len(q) < APPROX_MIN_CHARS:  # a short quote is there or not: one changed letter is another word
+        return {"status": "missing", "ratio": 0.0, "span": None}
     # the longest common block anchors the best window of the quote's length
     low_q, low_c = q.lower(), context.lower()
     sm = difflib.SequenceMatcher(None, low_q, low_c, autojunk=False)
@@ -110,7 +121,7 @@ def find_quote(quote: str, context: str) -> dict:
 
 def check_quotes(explanation: str, context: str) -> list[dict]:
     """Each quoted fragment of `explanation` checked against `context` (the text the activation could see)."""
-    return [{**f, **find_quote(f["quote"], context)} for f in quote_fragments(explanation)]
+    return [{**f, **find_quote(f["quote"], context, f["cut_start"], f["cut_end"])} for f in quote_fragments(explanation)]
 
 
 def split_lines(explanation: str) -> list[str]:
