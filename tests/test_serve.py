@@ -135,16 +135,19 @@ def test_heatmap_explains_every_token_in_one_job(client):
     assert client.get("/api/jobs/nope").status_code == 404
 
 
-def test_compare_two_nlas_side_by_side(make_nla, tiny_llama):
+def test_compare_two_nlas_side_by_side(make_nla, tiny_llama, tiny_gemma):
     from nlakit.targets import tiny_target
 
     variant = tiny_target("llama", seed=1)  # "the same NLA on a variant of its target"
-    c = TestClient(create_app({"a": Model(make_nla("llama", 2), tiny_llama), "b": Model(make_nla("llama", 2), variant)}, LIMITS))
+    c = TestClient(create_app({"a": Model(make_nla("llama", 2), tiny_llama), "b": Model(make_nla("llama", 2), variant),
+                               "c": Model(make_nla("gemma3", 2), tiny_gemma)}, LIMITS))
     r = c.post("/api/compare", json={"text": TEXT, "pos": 4, "models": ["a", "b"]}).json()
     a, b = r["panels"]
     assert (a["model"], b["model"]) == ("a", "b") and a["pos"] == b["pos"] == 4
     assert a["fve_nrm"] != b["fve_nrm"]  # different activations, scored separately
     assert c.post("/api/compare", json={"text": TEXT, "pos": 4, "models": ["a", "zzz"]}).status_code == 422
+    a, g = c.post("/api/compare", json={"text": TEXT, "pos": 4, "models": ["a", "c"]}).json()["panels"]
+    assert g["pos"] == a["pos"] + 1 and g["token"]["text"] == a["token"]["text"] == " the"  # Gemma's BOS shifts positions
 
 
 def test_export_renders_with_nlakit_report(client, tmp_path):

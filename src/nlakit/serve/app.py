@@ -87,7 +87,8 @@ class ExplainIn(BaseModel):
 
 class CompareIn(BaseModel):
     text: str
-    pos: int = Field(..., description="Token index in the first model's tokenization; mapped by character span for the others.")
+    pos: int = Field(..., description="Token index in the first model's tokenization; the others explain the token "
+                                      "covering the same last character.")
     models: list[str] = Field(default_factory=lambda: ["a", "b"], min_length=1, max_length=4)
 
 
@@ -174,18 +175,25 @@ def create_app(models: dict[str, Model] | Viewer, limits: Limits | None = None) 
     def compare(body: CompareIn) -> dict:
         """The same token explained by several models, side by side."""
         viewer.check_text(body.text)
-        panels = []
-        for name in body.models:
-            pos = viewer.map_position(body.models[0], name, body.text, body.pos)
-            with queue(name).slot():
+        first, *rest = body.models
+        for name in rest:
+            viewer.model(name)  # an unknown name fails before any work
+        with queue(first).slot():
+            panels = [viewer.explain(first, body.text, body.pos)]
+        same = {id(viewer.model(first).target.tokenizer)}
+        for name in rest:
+            with queue(name).slot():  # tokenizers are used under their model's queue only
+                pos = panels[0]["pos"] if id(viewer.model(name).target.tokenizer) in same else \
+                    viewer.token_at(name, body.text, panels[0]["token"]["end"])
                 panels.append(viewer.explain(name, body.text, pos))
         return {"panels": panels}
 
     @app.post("/api/heatmap", status_code=202)
     def heatmap(body: HeatmapIn) -> dict:
         """Start explaining every token (one engine batch); poll /api/jobs/{job} for progress and the result."""
-        viewer.check_positions(body.model, body.text)
         q = queue(body.model)
+        with q.slot():  # tokenizers are used under their model's queue only
+            viewer.check_positions(body.model, body.text)
         q.reserve()
         job_id = str(next(job_ids))
         job = {"job": job_id, "state": "queued", "done": 0, "total": None, "result": None, "error": None, "status": None}

@@ -216,16 +216,10 @@ class Viewer:
                 for i, (s, e) in enumerate(doc.offsets)]
         return {"text": doc.text, "tokens": toks}
 
-    def map_position(self, src: str, dst: str, text: str, pos: int) -> int:
-        """The token of model `dst` covering the last character of model `src`'s token `pos` (same text)."""
-        if src == dst or self.model(src).target.tokenizer is self.model(dst).target.tokenizer:
-            return pos
-        a = self.model(src).target.encode([text]).offsets[0]
-        if not -len(a) <= pos < len(a):
-            raise NlakitError(f"position {pos} is out of range for a text of {len(a)} tokens", f"pick positions in 0..{len(a) - 1}")
-        end = a[pos][1]
-        b = self.model(dst).target.encode([text]).offsets[0]
-        return next((i for i, (s, e) in enumerate(b) if s < end <= e), len(b) - 1)
+    def token_at(self, name: str, text: str, end: int) -> int:
+        """The token of model `name` covering character `end - 1` of `text` (to show another model the same token)."""
+        offsets = self.model(name).target.encode([text]).offsets[0]
+        return next((i for i, (s, e) in enumerate(offsets) if s < end <= e), len(offsets) - 1)
 
     # ---- one token ---------------------------------------------------------------------------------------
     def explain(self, name: str, text: str, pos: int) -> dict:
