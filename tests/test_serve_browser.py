@@ -64,12 +64,24 @@ def test_click_a_token_shows_its_explanation_bars_and_quote_marks(page_at, tmp_p
     assert panel.locator("tr.bar-row .bar .fill").count() >= 2 * len(names) - 2  # fve and cos bars (None has none)
     assert panel.locator(".line-row").count() == 3  # line salience rows
     assert page.locator("#chips .tok.qhit-found").count() >= 4  # " sat on the mat" underlined in the text
+    page.select_option("#color", "keyword")
+    page.fill("#keyword", "ZEBRA")  # case-insensitive: the explanation says "a purple zebra"
+    assert chip.evaluate("c => c.style.background") != ""
+    page.fill("#keyword", "giraffe")
+    assert chip.evaluate("c => c.style.background") == ""
+    page.fill("#keyword", "")
     page.screenshot(path=str(tmp_path / "viewer.png"), full_page=True)
     assert (tmp_path / "viewer.png").stat().st_size > 10_000
 
 
-def test_compare_and_heatmap_in_the_browser(page_at):
+def test_compare_heatmap_and_chat_in_the_browser(page_at):
     page = page_at
+    page.check("#chat")
+    page.fill("#text", "user: hello cat\nassistant: the mat")
+    page.click("#go")
+    page.wait_for_function("document.getElementById('chips').textContent.includes('<|im_start|>assistant')")
+    page.uncheck("#chat")
+    page.select_option("#color", "none")
     show(page, "The cat sat on the mat.")
     page.check("#compare")
     page.locator('#chips .tok[data-i="3"]').click()
