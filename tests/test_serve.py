@@ -15,10 +15,10 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from nlakit.serve import Limits, Model, Viewer, background, check_quotes, create_app, split_lines  # noqa: E402
-from nlakit.verbalizer import Explanation  # noqa: E402
+from nlakit.serve import Limits, Model, Viewer, background, check_quotes, create_app, split_lines
+from nlakit.verbalizer import Explanation
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = "The cat sat on the mat. The quick brown fox jumps over the lazy dog."
@@ -259,7 +259,7 @@ def test_ci_installs_chromium_then_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
     readme = (ROOT / "README.md").read_text()
     quick = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```bash\n(.*?)\n```", quick, flags=re.S)
+    blocks = re.findall(r"```bash\n(.*?)\n```", quick, flags=re.DOTALL)
     assert len(blocks) == 2  # install + demo, install + tests
     assert ci[-1] == blocks[1]
     assert any(line.startswith("command -v chromium") and "apt-get install -y chromium" in line for line in ci)

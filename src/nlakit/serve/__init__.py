@@ -14,7 +14,7 @@ from nlakit.serve.viewer import Limits, Model, Viewer, check_quotes, split_lines
 
 LOOPBACK = "127.0.0.1"
 
-__all__ = ["LOOPBACK", "Limits", "Model", "Viewer", "check_quotes", "create_app", "background", "is_loopback", "run", "split_lines"]
+__all__ = ["LOOPBACK", "Limits", "Model", "Viewer", "background", "check_quotes", "create_app", "is_loopback", "run", "split_lines"]
 
 
 def is_loopback(host: str) -> bool:
