@@ -26,11 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from nlakit.errors import NlakitError
-from nlakit.io import atomic_path, write_json
+from nlakit.io import atomic_path, check_dir, loading, read_safetensors, write_json
 from nlakit.meta import META_FILE, NLAMeta
 from nlakit.metrics import Reference
 from nlakit.reconstructor import Reconstructor, truncate_config, truncated_backbone
@@ -43,6 +42,8 @@ BUNDLE_FORMAT = "nlakit-bundle/1"
 REFERENCE_FILE = "reference.safetensors"
 VALUE_HEAD_FILE = "value_head.safetensors"
 BASELINES_FILE = "baselines.safetensors"
+BUNDLE_FIX = "re-save or re-download the NLA bundle"
+RELEASED_FIX = "re-download or re-export the checkpoint"
 DEFAULT_BUNDLE = Path(__file__).parent / "data" / "default_nla"
 
 
@@ -94,13 +95,7 @@ def load_reference(path: Path) -> Reference:
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    if not path.exists():
-        raise NlakitError(f"{path} is missing", "re-save or re-download the NLA bundle")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:
-        raise NlakitError(f"{path} is corrupted or not a safetensors file ({type(e).__name__})", "re-save or re-download the NLA bundle") from e
+    return read_safetensors(path, BUNDLE_FIX)
 
 
 def _save_module(module: torch.nn.Module, directory: Path) -> str:
@@ -217,13 +212,17 @@ def _load_bundle(path: Path, meta: NLAMeta, *, device, dtype, target: Target | N
     av_model = copy.deepcopy(target.model)
     if meta.nlakit.get("av") == "lora":
         _require(path / "av" / "adapter_config.json")
-        av_model = PeftModel.from_pretrained(av_model, str(path / "av")).merge_and_unload()
+        check_dir(path / "av", BUNDLE_FIX)  # PEFT would raise a long traceback on a truncated adapter
+        with loading(path / "av", BUNDLE_FIX):
+            av_model = PeftModel.from_pretrained(av_model, str(path / "av")).merge_and_unload()
     else:
         _load_full(av_model, path / "av" / "model.safetensors")
     backbone = truncated_backbone(target.model, meta.layer)
     if meta.nlakit.get("ar") == "lora":
         _require(path / "ar" / "adapter_config.json")
-        backbone = PeftModel.from_pretrained(backbone, str(path / "ar")).merge_and_unload()
+        check_dir(path / "ar", BUNDLE_FIX)
+        with loading(path / "ar", BUNDLE_FIX):
+            backbone = PeftModel.from_pretrained(backbone, str(path / "ar")).merge_and_unload()
     else:
         _load_full(backbone, path / "ar" / "model.safetensors")
     head = torch.nn.Linear(meta.d_model, meta.d_model, bias=False)
@@ -245,7 +244,7 @@ def _load_bundle(path: Path, meta: NLAMeta, *, device, dtype, target: Target | N
 
 def _require(path: Path) -> None:
     if not path.exists():
-        raise NlakitError(f"{path} is missing", "re-save or re-download the NLA bundle")
+        raise NlakitError(f"{path} is missing", BUNDLE_FIX)
 
 
 def _head_weight(path: Path, d: int) -> torch.Tensor:
@@ -273,19 +272,22 @@ def load_released(av_dir: str | Path, ar_dir: str | Path, *, device: str | None 
         if not d.is_dir():
             raise NlakitError(f"{d} is not a directory", "pass the AV and AR checkpoint directories")
         _require(d / "config.json")
+        check_dir(d, RELEASED_FIX)  # truncated weights, config or tokenizer files: one line naming the file
     av_meta, ar_meta = NLAMeta.load(av_dir), NLAMeta.load(ar_dir)
     if av_meta.d_model != ar_meta.d_model or av_meta.layer != ar_meta.layer:
         raise NlakitError(f"AV ({av_dir.name}: d_model {av_meta.d_model}, layer {av_meta.layer}) and AR ({ar_dir.name}: "
                           f"d_model {ar_meta.d_model}, layer {ar_meta.layer}) do not match", "pair the AV with the AR released beside it")
-    av_tok = AutoTokenizer.from_pretrained(str(av_dir))
-    ar_tok = AutoTokenizer.from_pretrained(str(ar_dir))
+    with loading(av_dir, RELEASED_FIX):
+        av_tok = AutoTokenizer.from_pretrained(str(av_dir))
+        av_model = AutoModelForCausalLM.from_pretrained(str(av_dir), dtype=torch_dtype).to(device).eval()
+    with loading(ar_dir, RELEASED_FIX):
+        ar_tok = AutoTokenizer.from_pretrained(str(ar_dir))
+        cfg = AutoConfig.from_pretrained(str(ar_dir))
     ar_tok.padding_side = "right"
-    av_model = AutoModelForCausalLM.from_pretrained(str(av_dir), dtype=torch_dtype).to(device).eval()
     hidden = getattr(getattr(av_model.config, "text_config", None) or av_model.config, "hidden_size")
     if hidden != av_meta.d_model:
         raise NlakitError(f"{av_dir / 'config.json'} has hidden_size {hidden} but its sidecar says d_model {av_meta.d_model}",
                           "use the config and sidecar from the same checkpoint")
-    cfg = AutoConfig.from_pretrained(str(ar_dir))
     cfg = getattr(cfg, "text_config", None) or cfg
     if cfg.num_hidden_layers != ar_meta.layer + 1:
         raise NlakitError(f"{ar_dir / 'config.json'} has {cfg.num_hidden_layers} layers but the sidecar names layer {ar_meta.layer}",

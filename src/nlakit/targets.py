@@ -254,7 +254,8 @@ def _gguf_arch(path: Path) -> str:
         field_ = reader.fields["general.architecture"]
         return bytes(field_.parts[field_.data[0]]).decode()
     except Exception as e:
-        raise NlakitError(f"{path} is not a readable GGUF file ({type(e).__name__})", "pass a valid .gguf file") from e
+        raise NlakitError(f"{path} is not a readable GGUF file, corrupt or incomplete ({type(e).__name__})",
+                          "pass a complete .gguf file (re-download it)") from e
 
 
 def _load_gguf(path: Path, dtype: torch.dtype, *, expected_sha: str | None, cache_key: str | None):
@@ -280,8 +281,11 @@ def _load_gguf(path: Path, dtype: torch.dtype, *, expected_sha: str | None, cach
     except ImportError:
         pass
     log.info("converting %s to dense weights (first load only)", path.name)
-    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32, **kwargs)
+    from nlakit.io import loading
+
+    with loading(path, "pass a complete .gguf file (re-download it)"):
+        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32, **kwargs)
     if cached is not None:
         try:
             _save_cache(model, tok, cached)
@@ -309,8 +313,14 @@ def _load_hf_dir(path: Path, dtype: torch.dtype):
 
     if not (path / "config.json").exists():
         raise NlakitError(f"{path} has no config.json", "pass an HF model directory, a .gguf file, or 'smollm2'")
-    tok = AutoTokenizer.from_pretrained(str(path))
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    from nlakit.io import check_dir, loading
+
+    fix = f"re-download or re-save the model directory {path}" if not path.is_relative_to(cache_dir()) else \
+        f"delete the cached conversion {path}; the next load converts the GGUF again"
+    check_dir(path, fix)
+    with loading(path, fix):
+        tok = AutoTokenizer.from_pretrained(str(path))
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
     return model, tok
 
 
