@@ -6,6 +6,7 @@ Each bad input must give one NlakitError line naming the problem and the fix; th
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 
 import numpy as np
@@ -95,3 +96,114 @@ def test_truncated_model_dir_shard_json_jsonl_and_gguf(tmp_path, tiny_llama):
             load()
         msg = one_line(e)
         assert str(tmp_path / part) in msg and fix in msg, part
+
+
+# ---- 2. TEXT-or-FILE arguments ---------------------------------------------------------------------------------
+@pytest.fixture()
+def runner():
+    from typer.testing import CliRunner
+
+    return CliRunner()
+
+
+def invoke(runner, args):
+    from nlakit.cli import app
+
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_extract_reads_a_named_file_never_its_name(runner, tmp_path, monkeypatch):
+    from nlakit.activations import load_shard
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("The cat sat on the mat.\nA second line about dogs.\n")
+    common = ["--layer", 1, "--target", "tiny:llama"]
+    assert invoke(runner, ["extract", "notes.txt", "--out", "a.safetensors", *common]).exit_code == 0
+    assert load_shard(tmp_path / "a.safetensors")["texts"] == ["The cat sat on the mat.\nA second line about dogs.\n"]
+    assert invoke(runner, ["extract", "notes.txt", "--per-line", "--out", "b.safetensors", *common]).exit_code == 0
+    assert load_shard(tmp_path / "b.safetensors")["texts"] == ["The cat sat on the mat.", "A second line about dogs."]
+    assert invoke(runner, ["extract", "notes.txt", "--literal", "--out", "c.safetensors", *common]).exit_code == 0
+    assert load_shard(tmp_path / "c.safetensors")["texts"] == ["notes.txt"]
+    with gzip.open(tmp_path / "d.jsonl.gz", "wt") as f:
+        f.write('{"text": "one"}\n{"text": "two"}\n')
+    assert invoke(runner, ["extract", "d.jsonl.gz", "--out", "d.safetensors", *common]).exit_code == 0
+    assert load_shard(tmp_path / "d.safetensors")["texts"] == ["one", "two"]
+    r = invoke(runner, ["extract", "nots.txt", "--out", "e.safetensors", *common])  # a typo is refused, not extracted
+    assert isinstance(r.exception, NlakitError)
+    assert str(r.exception) == ("'nots.txt' looks like a file name, but no such file or folder exists. Fix: check the path (a .jsonl / "
+                                ".jsonl.gz file, a .parquet file, a UTF-8 text file, or a folder of those), or pass --literal to "
+                                "read these words as the text")
+    (tmp_path / "blob.txt").write_bytes(b"\x00\x01\x02binary")
+    r = invoke(runner, ["extract", "blob.txt", "--out", "f.safetensors", *common])
+    assert "blob.txt is a binary file, not text, JSONL or Parquet" in str(r.exception)
+
+
+def test_explain_and_reconstruct_read_a_named_file(runner, tiny_bundle, tmp_path):
+    (tmp_path / "one.txt").write_text("hello world, this is a file")
+    r = invoke(runner, ["explain", tmp_path / "one.txt", "--nla", tiny_bundle, "--json", "--max-new-tokens", 2])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["text"] == "hello world, this is a file"
+    (tmp_path / "many.jsonl").write_text('{"text": "a"}\n{"text": "b"}\n')
+    for verb in ("explain", "reconstruct"):
+        r = invoke(runner, [verb, tmp_path / "many.jsonl", "--nla", tiny_bundle])
+        assert f"holds 2 documents, but nlakit {verb} reads one text" in str(r.exception)
+    r = invoke(runner, ["explain", "./missing.md", "--nla", tiny_bundle])
+    assert "looks like a file name" in str(r.exception)
+    r = invoke(runner, ["explain", "The cat sat", "--train-data", tmp_path / "none.jsonl", "--nla", tiny_bundle])
+    assert "--train-data" in str(r.exception) and "none.jsonl does not exist" in str(r.exception)
+
+
+# ---- 6. training on your own corpus -----------------------------------------------------------------------------
+def test_corpus_formats(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nlakit.corpus import read_rows
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("first document")
+    (tmp_path / "docs" / "b.jsonl").write_text('{"text": "second", "lang": "fr"}\n')
+    pq.write_table(pa.table({"body": ["third", "fourth"]}), tmp_path / "docs" / "c.parquet")
+    (tmp_path / "docs" / ".hidden.txt").write_text("skipped")
+    with pytest.raises(NlakitError) as e:
+        read_rows(tmp_path / "docs")
+    assert "c.parquet has no column 'text' (columns: body). Fix: pass --text-key NAME" in one_line(e)
+    pq.write_table(pa.table({"text": ["third", "fourth"]}), tmp_path / "docs" / "c.parquet")
+    rows = read_rows(tmp_path / "docs")
+    assert [r["text"] for r in rows] == ["first document", "second", "third", "fourth"] and rows[1]["lang"] == "fr"
+    assert len(read_rows(tmp_path / "docs", limit=2)) == 2
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NlakitError, match="holds no .jsonl, .jsonl.gz, .parquet, .txt or .md files") as e:
+        read_rows(tmp_path / "empty")
+    one_line(e)
+
+
+def test_train_all_without_a_corpus_says_what_is_missing(runner, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NLAKIT_CORPUS", raising=False)
+    r = invoke(runner, ["train", "all", "--target", "tiny:llama", "--layer", 1, "--out", tmp_path / "run"])
+    assert isinstance(r.exception, NlakitError)
+    msg = str(r.exception)
+    assert msg.startswith("no training documents given, and no corpus file train.jsonl.gz found")
+    assert "Fix: pass --data FILE_OR_FOLDER (.jsonl, .jsonl.gz, .parquet or plain text; docs/INPUTS.md)" in msg
+
+
+def test_datagen_from_a_folder_of_text_files_and_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nlakit.targets import tiny_target
+    from nlakit.train.common import load_pairs
+    from nlakit.train.datagen import DatagenConfig, datagen
+
+    from conftest import long_docs
+
+    (tmp_path / "mine").mkdir()
+    for i, d in enumerate(long_docs(8)):
+        (tmp_path / "mine" / f"{i}.txt").write_text(d * 2)
+    pq.write_table(pa.table({"text": [d * 2 for d in long_docs(6)]}), tmp_path / "held.parquet")
+    cfg = DatagenConfig(data=str(tmp_path / "mine"), out=str(tmp_path / "data"), layer=1, n_docs=8, positions_per_doc=2,
+                        batch_size=4, describe=False, eval_data=str(tmp_path / "held.parquet"), eval_positions=4)
+    datagen(cfg, tiny_target("llama"))
+    pairs = load_pairs(tmp_path / "data")
+    assert len({r["doc"] for r in pairs.rows}) >= 6  # documents from the text files, one per file

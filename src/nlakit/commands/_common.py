@@ -20,6 +20,8 @@ err_console = Console(stderr=True)  # progress and notes (stderr), so --json out
 # Reusable options (Typer reads the metadata from the default value).
 DeviceOpt = typer.Option("cpu", "--device", help="cpu, cuda or auto.")
 DtypeOpt = typer.Option("float32", "--dtype", help="Weights dtype: float32 or bfloat16.")
+LiteralOpt = typer.Option(False, "--literal", help="Take the argument as the text itself, even if a file of that name exists.")
+PerLineOpt = typer.Option(False, "--per-line", help="Plain-text files: one document per non-empty line (default: one per file).")
 BatchOpt = typer.Option(16, "--batch-size", min=1, help="Texts per forward pass.")
 NlaOpt = typer.Option("default", "--nla", help="NLA bundle directory, a released AV directory, or 'default' (the bundled one).")
 TargetOpt = typer.Option(None, "--target", help="Target model (smollm2, gemma3-270m, an HF dir, a .gguf, tiny:llama). "
@@ -87,20 +89,50 @@ def open_nla(nla: str, target: str | None, device: str, dtype: str):
         return load_nla(path, device=device, dtype=dtype, target=tgt), tgt
 
 
-def read_texts(source: str, text_key: str = "text", limit: int | None = None) -> list[str]:
-    """A .jsonl(.gz) path → its `text_key` fields; anything else is taken as the text itself."""
-    from nlakit.io import read_jsonl
+def read_texts(source: str, text_key: str = "text", limit: int | None = None, *, per_line: bool = False,
+               literal: bool = False) -> list[str]:
+    """A TEXT-or-FILE argument → texts. An existing file or folder is read (`nlakit.corpus`: JSONL, JSONL.gz,
+    Parquet, plain text); `literal` takes the words themselves. A one-word argument that looks like a file name but
+    names nothing is refused rather than silently explained as text."""
+    from nlakit.corpus import DOC_SUFFIXES, FORMATS
+    from nlakit.corpus import read_texts as read_docs
 
-    p = Path(source)
-    if source.endswith((".jsonl", ".jsonl.gz")):
-        rows = read_jsonl(p, limit=limit)
-        missing = [i for i, r in enumerate(rows, 1) if not isinstance(r.get(text_key), str)]
-        if missing:
-            raise NlakitError(f"{p}: line {missing[0]} has no string field {text_key!r}", f"pass --text-key NAME, or add {text_key!r} to every line")
-        if not rows:
-            raise NlakitError(f"{p} holds no documents", "pass a JSONL file with one {\"text\": ...} object per line")
-        return [r[text_key] for r in rows]
+    if literal:
+        return [source]
+    if source.strip() and Path(source).expanduser().exists():
+        return read_docs(source, text_key=text_key, limit=limit, per_line=per_line)
+    if looks_like_path(source, DOC_SUFFIXES):
+        raise NlakitError(f"{source!r} looks like a file name, but no such file or folder exists",
+                          f"check the path ({FORMATS}), or pass --literal to read these words as the text")
     return [source]
+
+
+def read_one_text(source: str, what: str, *, literal: bool = False) -> str:
+    """A TEXT-or-FILE argument of a verb that reads one text: a file is read whole (a JSONL must hold one document)."""
+    if literal or not source.strip() or not Path(source).expanduser().exists():
+        return read_texts(source, literal=literal)[0]
+    texts = read_texts(source)
+    if len(texts) != 1:
+        raise NlakitError(f"{source} holds {len(texts)} documents, but {what} reads one text",
+                          "pass one text or a file holding one document (nlakit eval --data FILE scores many)")
+    return texts[0]
+
+
+def looks_like_path(source: str, suffixes: tuple[str, ...]) -> bool:
+    """One word ending in a document suffix (notes.txt) or starting like a path (/x, ./x, ~/x): not text to explain."""
+    s = source.strip()
+    return bool(s) and not any(c.isspace() for c in s) and (s.lower().endswith(suffixes) or s.startswith(("/", "./", "../", "~/")))
+
+
+def read_doc_file(source: str, what: str, text_key: str = "text", limit: int | None = None, per_line: bool = False) -> list[str]:
+    """An option that must name documents (--data, --train-data): read them, never take the value as text."""
+    from nlakit.corpus import read_texts as read_docs
+
+    if not Path(source).expanduser().exists():
+        from nlakit.corpus import FORMATS
+
+        raise NlakitError(f"{what} {source} does not exist", f"pass {FORMATS}")
+    return read_docs(source, text_key=text_key, limit=limit, per_line=per_line)
 
 
 def fmt(x, nd: int = 3) -> str:

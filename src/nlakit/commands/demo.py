@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
     ):
         """Explain a handful of tokens of a built-in example and write a self-contained report.html."""
         from nlakit.commands.explain import _print, _save
-        from nlakit.commands._common import read_texts
+        from nlakit.commands._common import read_doc_file
         from nlakit.evaluate import EvalConfig, explain_text
 
         if train_data is None:
@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
                 train_data = default_corpus("train.jsonl.gz")
             except NlakitError:
                 console.print("[dim]no training corpus found: the ridge baselines are skipped (pass --train-data)[/]")
-        train_texts = read_texts(train_data, limit=max(8, n_train_positions // 2)) if train_data else None
+        train_texts = read_doc_file(train_data, "--train-data", limit=max(8, n_train_positions // 2)) if train_data else None
         model, tgt = open_nla(nla, None, device, "float32")
         with progress_bar(True) as progress:
             positions = example_positions(tgt, text, WORDS) or "last"

@@ -20,7 +20,9 @@ from nlakit.commands._common import (
     fmt,
     open_nla,
     progress_bar,
-    read_texts,
+    LiteralOpt,
+    read_doc_file,
+    read_one_text,
     score_table,
 )
 
@@ -28,7 +30,8 @@ from nlakit.commands._common import (
 def register(app: typer.Typer) -> None:
     @app.command()
     def explain(
-        text: str = typer.Argument(..., help="The text to read (raw, no chat template)."),
+        text: str = typer.Argument(..., help="The text to read (raw, no chat template), or a file holding it."),
+        literal: bool = LiteralOpt,
         at: str = typer.Option("last", "--at", help="Positions: last, all, 3,5,-1, span:START-END or match:WORD."),
         nla: str = NlaOpt,
         target: str | None = TargetOpt,
@@ -50,7 +53,8 @@ def register(app: typer.Typer) -> None:
 
         cfg = EvalConfig(n_positions=1, n_train_positions=n_train_positions, seed=seed, batch_size=batch_size,
                          max_new_tokens=max_new_tokens, temperature=temperature, engine=engine)
-        train_texts = read_texts(train_data) if train_data else None
+        text = read_one_text(text, "nlakit explain", literal=literal)
+        train_texts = read_doc_file(train_data, "--train-data") if train_data else None
         model, tgt = open_nla(nla, target, device, dtype)
         with progress_bar(not as_json) as progress:
             results = explain_text(model, tgt, text, at, train_texts, cfg, progress=progress)
