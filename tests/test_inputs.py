@@ -207,3 +207,136 @@ def test_datagen_from_a_folder_of_text_files_and_parquet(tmp_path):
     datagen(cfg, tiny_target("llama"))
     pairs = load_pairs(tmp_path / "data")
     assert len({r["doc"] for r in pairs.rows}) >= 6  # documents from the text files, one per file
+
+
+# ---- 3. every --option a hint names exists on the command that raised it ---------------------------------------
+def cli_options() -> dict[str, set[str]]:
+    """{'explain': {'--nla', ...}, 'train all': {...}, ...}: every leaf command's option names."""
+    import typer.main
+
+    from nlakit.cli import app
+
+    out: dict[str, set[str]] = {}
+
+    def walk(cmd, path):
+        if hasattr(cmd, "commands"):  # a group (typer vendors its own click)
+            for name, sub in cmd.commands.items():
+                walk(sub, path + [name])
+        else:
+            out[" ".join(path)] = {o for p in cmd.params for o in (*p.opts, *getattr(p, 'secondary_opts', ())) if o.startswith("--")}
+
+    walk(typer.main.get_command(app), [])
+    return out
+
+
+def hint_options(text: str) -> set[str]:
+    """The nlakit options a message names (pip's own flags in a `pip install ...` hint are not ours)."""
+    import re
+
+    text = re.sub(r"pip install[^,;)]*", "", text)
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text)) - {"--help"}
+
+
+def test_every_option_in_a_hint_exists():
+    """Static: every --option written in any NlakitError (or problem list) in the sources is an option of some command,
+    and a hint raised in a command module names an option of that module's own commands."""
+    import ast
+    from pathlib import Path
+
+    import nlakit
+
+    opts = cli_options()
+    every = set().union(*opts.values())
+    root = Path(nlakit.__file__).parent
+    bad = []
+    for f in sorted(root.rglob("*.py")):
+        tree = ast.parse(f.read_text())
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) in ("NlakitError", "append")):
+                continue
+            text = " ".join(c.value for a in node.args for c in ast.walk(a) if isinstance(c, ast.Constant) and isinstance(c.value, str))
+            for o in hint_options(text):
+                own = set()
+                if f.parent.name in ("commands", "experiment"):
+                    name = f.stem if f.parent.name == "commands" else f"experiment {f.stem}"
+                    own = set().union(*(v for k, v in opts.items() if k == name or k.startswith(name + " "))) if any(
+                        k == name or k.startswith(name + " ") for k in opts) else every
+                if o not in (own or every):
+                    bad.append(f"{f.relative_to(root)}:{node.lineno} names {o}")
+    assert not bad, bad
+
+
+def test_hints_raised_by_commands_name_their_own_options(runner, tiny_bundle, tmp_path, released):
+    """Dynamic: bad invocations of each verb; every --option in the error line is an option of that verb."""
+    opts = cli_options()
+    rel = shutil.copytree(released[0].parent, tmp_path / "rel")
+    (rel / "av").rename(rel / "verbalizer")
+    cases = [
+        ["explain", "hi there", "--nla", rel / "verbalizer"],
+        ["eval", "--nla", rel / "verbalizer", "--data", tmp_path / "x.jsonl", "--out", tmp_path / "r.json"],
+        ["reconstruct", "a cat", "--nla", rel / "verbalizer"],
+        ["demo", "--nla", rel / "verbalizer", "--out", tmp_path / "r.html"],
+        ["explain", "hi", "--nla", tiny_bundle, "--ar", rel / "ar"],
+        ["explain", "notes.txt", "--nla", tiny_bundle],
+        ["extract", "hello", "--layer", 9, "--out", tmp_path / "x.safetensors", "--target", "tiny:llama"],
+        ["eval", "--nla", tiny_bundle, "--data", tmp_path / "none.jsonl", "--out", tmp_path / "r.json"],
+        ["train", "all", "--target", "tiny:llama", "--out", tmp_path / "run", "--data", tmp_path / "none"],
+        ["report", tmp_path / "none.json", "--out", tmp_path / "r.html"],
+        ["cost", "--model", "no-such-model"],
+        ["bench", "--batch-sizes", "x", "--target", "tiny:llama"],
+    ]
+    for args in cases:
+        r = invoke(runner, args)
+        assert isinstance(r.exception, NlakitError), (args, r.output)
+        verb = " ".join(str(a) for a in args[:2]) if args[0] in ("train", "experiment") else args[0]
+        named = hint_options(str(r.exception))
+        assert named <= opts[verb], (args, str(r.exception), named - opts[verb])
+
+
+# ---- 4. released format: precision, export fields, other directory names ---------------------------------------
+def test_released_pair_with_other_names_loads_with_ar(runner, released, tmp_path):
+    rel = shutil.copytree(released[0].parent, tmp_path / "rel")
+    (rel / "av").rename(rel / "my-verbalizer")
+    (rel / "ar").rename(rel / "my-reconstructor")
+    with pytest.raises(NlakitError) as e:
+        load_nla(rel / "my-verbalizer")
+    assert one_line(e).endswith("no AR directory was found next to it (…-av → …-ar, av → ar). Fix: pass --ar DIR (the AR "
+                                "directory released with it); in Python, load_released(av_dir, ar_dir)")
+    nla = load_nla(rel / "my-verbalizer", ar=rel / "my-reconstructor")
+    assert nla.layer == 2
+    r = invoke(runner, ["reconstruct", "a cat", "--nla", rel / "my-verbalizer", "--ar", rel / "my-reconstructor", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["layer"] == 2  # the target came from the exported sidecar (nlakit.target)
+
+
+def test_bf16_released_keeps_rotary_and_head_in_fp32(released):
+    import torch
+
+    av_dir, ar_dir = released
+    full = load_released(av_dir, ar_dir, dtype="float32")
+    half = load_released(av_dir, ar_dir, dtype="bfloat16")
+    freqs = {n: b for n, b in half.ar.backbone.named_buffers() if n.endswith("inv_freq")}
+    assert freqs and all(b.dtype == torch.float32 for b in freqs.values())
+    ref = dict(full.ar.backbone.named_buffers())
+    assert all(torch.equal(b, ref[n]) for n, b in freqs.items())
+    assert half.ar.value_head.weight.dtype == torch.float32
+    texts = ["a story about a cat", "French text about the weather in Paris"]
+    a, b = full.reconstruct(texts), half.reconstruct(texts)
+    assert torch.nn.functional.cosine_similarity(a, b).min() > 0.999  # bf16 backbone rounding only
+
+
+def test_export_writes_torch_dtype_and_hub_id(make_nla, tmp_path):
+    import dataclasses
+
+    from nlakit.meta import NLAMeta
+    from nlakit.targets import builtin_gguf
+
+    nla = make_nla("llama", 2)
+    smol_like = dataclasses.replace(nla, meta=nla.meta.with_(base_checkpoint="smol.gguf", nlakit={"target": "smollm2"}))
+    av_dir, ar_dir = export_released(smol_like, tmp_path)  # bf16 by default
+    for d in (av_dir, ar_dir):
+        assert json.loads((d / "config.json").read_text())["torch_dtype"] == "bfloat16"
+        meta = NLAMeta.load(d)
+        assert meta.base_checkpoint == "HuggingFaceTB/SmolLM2-135M-Instruct"
+        assert meta.nlakit["target"] == "smollm2" and meta.nlakit["base_gguf"] == builtin_gguf("smollm2").name
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind

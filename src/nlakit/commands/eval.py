@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from nlakit.commands._common import (
+    ArOpt,
     BatchOpt,
     DeviceOpt,
     DtypeOpt,
@@ -30,6 +31,7 @@ def register(app: typer.Typer) -> None:
         data: str = typer.Option(..., "--data", help="Held-out documents (never trained on): JSONL(.gz) with {\"text\": …} per line, Parquet, plain text, or a folder."),
         out: Path = typer.Option(..., "--out", help="Results JSON to write."),
         nla: str = NlaOpt,
+        ar: str | None = ArOpt,
         target: str | None = TargetOpt,
         train_data: str | None = typer.Option(None, "--train-data", help="Training documents (same formats as --data): fits the ridge baselines (without it, the ridge maps the NLA bundle carries are used; the other fitted baselines are skipped)."),
         n_positions: int = typer.Option(400, "--n-positions", min=1, help="Held-out positions to score."),
@@ -61,7 +63,7 @@ def register(app: typer.Typer) -> None:
                          baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()) if baselines else ALL_BASELINES)
         texts = read_doc_file(data, "--data", text_key, limit_docs, per_line)
         train_texts = read_doc_file(train_data, "--train-data", text_key, limit_docs, per_line) if train_data else None
-        model, tgt = open_nla(nla, target, device, dtype)
+        model, tgt = open_nla(nla, target, device, dtype, ar)
         with progress_bar() as progress:
             results = evaluate(model, tgt, texts, train_texts, cfg, progress=progress)
         results["data"] = {"heldout": str(data), "train": str(train_data) if train_data else None}

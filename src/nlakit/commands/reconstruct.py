@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from nlakit.commands._common import (
+    ArOpt,
     DeviceOpt,
     DtypeOpt,
     LiteralOpt,
@@ -45,6 +46,7 @@ def register(app: typer.Typer) -> None:
         text: str = typer.Argument(..., help="An explanation text (what the AV would write), or a file holding it."),
         literal: bool = LiteralOpt,
         nla: str = NlaOpt,
+        ar: str | None = ArOpt,
         target: str | None = TargetOpt,
         as_json: bool = typer.Option(False, "--json", help="Print JSON (summary and the full vector)."),
         out: Path | None = typer.Option(None, "--out", help="Save the vector as a safetensors file (key 'vector')."),
@@ -57,7 +59,7 @@ def register(app: typer.Typer) -> None:
         text = read_one_text(text, "nlakit reconstruct", literal=literal)
         if not text.strip():
             raise NlakitError("the explanation text is empty", "pass the explanation to reconstruct from")
-        model, _tgt = open_nla(nla, target, device, dtype)
+        model, _tgt = open_nla(nla, target, device, dtype, ar)
         vector = model.reconstruct([text])[0]  # (d_model,)
         summary = vector_summary(vector, model.reference)
         if out is not None:
