@@ -340,3 +340,38 @@ def test_export_writes_torch_dtype_and_hub_id(make_nla, tmp_path):
         assert meta.base_checkpoint == "HuggingFaceTB/SmolLM2-135M-Instruct"
         assert meta.nlakit["target"] == "smollm2" and meta.nlakit["base_gguf"] == builtin_gguf("smollm2").name
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
+
+
+# ---- 11. no third-party noise on the CLI ------------------------------------------------------------------------
+def run_cli(*args, timeout=120):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import nlakit
+
+    env = {**os.environ, "PYTHONPATH": str(Path(nlakit.__file__).parents[1]), "NLAKIT_TEST_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "nlakit.cli", *map(str, args)], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+def test_a_failing_command_prints_one_line_and_verbose_shows_the_rest(lora_bundle, tiny_llama, tmp_path):
+    hf = tmp_path / "hf"  # an HF directory target: loading it draws transformers' "Loading weights" bar
+    tiny_llama.model.save_pretrained(hf)
+    tiny_llama.tokenizer.save_pretrained(hf)
+    args = ["explain", "hello world", "--at", 40, "--nla", lora_bundle, "--target", hf]  # PEFT adapters, then a bad position
+    quiet = run_cli(*args)
+    assert quiet.returncode == 2 and quiet.stdout == ""
+    lines = quiet.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: position 40 is out of range for a text of "), quiet.stderr
+    loud = run_cli("--verbose", *args)
+    assert loud.returncode == 2 and "Loading weights" in loud.stderr and loud.stderr.rstrip().endswith(lines[0])
+
+
+def test_peft_loads_without_the_deprecation_warning(lora_bundle, tiny_llama):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        load_nla(lora_bundle, target=tiny_llama)

@@ -211,7 +211,7 @@ def sibling_ar(av_dir: Path) -> Path | None:
 
 
 def _load_bundle(path: Path, meta: NLAMeta, *, device, dtype, target: Target | None) -> NLA:
-    from peft import PeftModel
+    from nlakit.peft_compat import load_adapter
 
     spec = meta.nlakit.get("target")
     if target is None:
@@ -227,7 +227,7 @@ def _load_bundle(path: Path, meta: NLAMeta, *, device, dtype, target: Target | N
         _require(path / "av" / "adapter_config.json")
         check_dir(path / "av", BUNDLE_FIX)  # PEFT would raise a long traceback on a truncated adapter
         with loading(path / "av", BUNDLE_FIX):
-            av_model = PeftModel.from_pretrained(av_model, str(path / "av")).merge_and_unload()
+            av_model = load_adapter(av_model, str(path / "av"))
     else:
         _load_full(av_model, path / "av" / "model.safetensors")
     backbone = truncated_backbone(target.model, meta.layer)
@@ -235,7 +235,7 @@ def _load_bundle(path: Path, meta: NLAMeta, *, device, dtype, target: Target | N
         _require(path / "ar" / "adapter_config.json")
         check_dir(path / "ar", BUNDLE_FIX)
         with loading(path / "ar", BUNDLE_FIX):
-            backbone = PeftModel.from_pretrained(backbone, str(path / "ar")).merge_and_unload()
+            backbone = load_adapter(backbone, str(path / "ar"))
     else:
         _load_full(backbone, path / "ar" / "model.safetensors")
     head = torch.nn.Linear(meta.d_model, meta.d_model, bias=False)

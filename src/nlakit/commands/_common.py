@@ -32,7 +32,9 @@ TargetOpt = typer.Option(None, "--target", help="Target model (smollm2, gemma3-2
 
 @contextmanager
 def progress_bar(enabled: bool = True) -> Iterator:
-    """Yield a `progress(stage, completed, total)` callback that drives one Rich bar per stage."""
+    """Yield a `progress(stage, completed, total)` callback that drives one Rich bar per stage.
+
+    The bars start on the first update, so a command that fails before any work prints only its error line."""
     if not enabled:
         yield None
         return
@@ -45,16 +47,22 @@ def progress_bar(enabled: bool = True) -> Iterator:
         TimeElapsedColumn,
     )
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=False) as bar:
-        tasks: dict[str, int] = {}
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=err_console, transient=False)
+    tasks: dict[str, int] = {}
 
-        def update(stage: str, completed: int, total: int | None) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=completed, total=total)
+    def update(stage: str, completed: int, total: int | None) -> None:
+        if not tasks:
+            bar.start()
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=completed, total=total)
 
+    try:
         yield update
+    finally:
+        if tasks:
+            bar.stop()
 
 
 def open_target(spec: str, device: str, dtype: str):

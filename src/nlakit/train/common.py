@@ -29,7 +29,9 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 def add_lora(module: torch.nn.Module, rank: int, alpha: float | None = None, dropout: float = 0.0):
     """Wrap `module` with a fresh PEFT LoRA adapter on every attention and MLP projection."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
+
+    from nlakit.peft_compat import get_peft_model
 
     cfg = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, lora_dropout=dropout, target_modules=LORA_TARGETS, bias="none")
     model = get_peft_model(module, cfg)
