@@ -284,7 +284,17 @@ def test_hints_raised_by_commands_name_their_own_options(runner, tiny_bundle, tm
         ["report", tmp_path / "none.json", "--out", tmp_path / "r.html"],
         ["cost", "--model", "no-such-model"],
         ["bench", "--batch-sizes", "x", "--target", "tiny:llama"],
+        ["explain", tmp_path / "body.jsonl", "--nla", tiny_bundle],  # no 'text' field: explain has no --text-key
+        ["explain", "hi there", "--train-data", tmp_path / "body.jsonl", "--nla", tiny_bundle],
+        ["extract", tmp_path / "body.jsonl", "--layer", 1, "--out", tmp_path / "x.safetensors", "--target", "tiny:llama"],
+        ["datagen", "--out", tmp_path / "dg", "--target", "tiny:llama", "--layer", 1, "--data", tmp_path / "body.parquet",
+         "--eval-data", tmp_path / "body.parquet"],
     ]
+    (tmp_path / "body.jsonl").write_text('{"body": "x"}\n')
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"body": ["x"]}), tmp_path / "body.parquet")
     for args in cases:
         r = invoke(runner, args)
         assert isinstance(r.exception, NlakitError), (args, r.output)
@@ -375,3 +385,28 @@ def test_peft_loads_without_the_deprecation_warning(lora_bundle, tiny_llama):
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)
         load_nla(lora_bundle, target=tiny_llama)
+
+
+# ---- more inputs tried (docs/INPUTS.md) -------------------------------------------------------------------------
+def test_outputs_that_cannot_be_written(runner, tmp_path, tiny_bundle):
+    (tmp_path / "outdir").mkdir()
+    r = invoke(runner, ["extract", "hello", "--layer", 1, "--target", "tiny:llama", "--out", tmp_path / "outdir"])
+    assert str(r.exception).startswith(f"cannot write {tmp_path / 'outdir'}: it is a directory. Fix: pass a file name")
+    (tmp_path / "file").write_text("x")
+    r = invoke(runner, ["reconstruct", "a cat", "--nla", tiny_bundle, "--out", tmp_path / "file" / "v.safetensors"])
+    assert isinstance(r.exception, NlakitError), r.output
+    assert str(r.exception).startswith(f"cannot write {tmp_path / 'file' / 'v.safetensors'} (")
+    assert str(r.exception).endswith("Fix: pass an output path in a folder you can write to")
+
+
+def test_unknown_tiny_model_report_of_an_incomplete_json_and_too_short_training_text(runner, tmp_path):
+    r = invoke(runner, ["extract", "hello", "--layer", 1, "--target", "tiny:nope", "--out", tmp_path / "x.safetensors"])
+    assert str(r.exception) == "unknown tiny model 'tiny:nope'. Fix: use tiny:llama or tiny:gemma3"
+    (tmp_path / "r.json").write_text('{"kind": "eval"}')
+    r = invoke(runner, ["report", tmp_path / "r.json", "--out", tmp_path / "r.html"])
+    assert str(r.exception).startswith("the results JSON does not hold what the 'eval' report needs (")
+    assert not (tmp_path / "r.html").exists()
+    (tmp_path / "short.txt").write_text("hi there")
+    r = invoke(runner, ["datagen", "--out", tmp_path / "dg", "--target", "tiny:llama", "--layer", 1, "--data", tmp_path / "short.txt",
+                        "--eval-data", tmp_path / "short.txt", "--no-describe"])
+    assert "is longer than 16 tokens, so no training position was sampled. Fix: pass longer documents" in str(r.exception)

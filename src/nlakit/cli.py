@@ -45,14 +45,12 @@ def quiet_third_party(verbose: bool = False) -> None:
     """Keep transformers/PEFT/hub warnings, logs and progress bars out of the CLI's output unless `verbose`.
 
     nlakit's own warnings (e.g. a text truncated to the context window) still show."""
-    import os
     import warnings
 
     if verbose:
         logging.getLogger().setLevel(logging.INFO)
         return
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    # process state only, never os.environ: a child process (a test, a training subprocess) keeps its own choice
     for module in ("transformers", "peft", "accelerate", "huggingface_hub", "datasets", "torch", "trl"):
         warnings.filterwarnings("ignore", module=rf"{module}(\.|$)")
         logging.getLogger(module).setLevel(logging.ERROR)
@@ -60,6 +58,9 @@ def quiet_third_party(verbose: bool = False) -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()
 
 
 _register_commands()

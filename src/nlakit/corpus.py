@@ -26,9 +26,11 @@ FORMATS = "a .jsonl / .jsonl.gz file, a .parquet file, a UTF-8 text file, or a f
 
 
 def read_rows(source: str | Path, *, text_key: str = "text", limit: int | None = None, per_line: bool = False,
-              require_text: bool = True) -> list[dict]:
+              require_text: bool = True, key_fix: str | None = None) -> list[dict]:
     """Documents as dicts with the text under ``"text"``. `require_text=False` drops rows without a string text
-    instead of refusing them. Raises one NlakitError line for a missing, empty, binary or ill-formed source."""
+    instead of refusing them; `key_fix` is the fix named when the text field is missing (default: --text-key, for the
+    verbs that have it). Raises one NlakitError line for a missing, empty, binary or ill-formed source."""
+    key_fix = key_fix or f"pass --text-key NAME, or add {text_key!r} to every row"
     path = Path(source).expanduser()
     if not path.exists():
         raise NlakitError(f"{path} does not exist", f"pass {FORMATS}")
@@ -38,15 +40,16 @@ def read_rows(source: str | Path, *, text_key: str = "text", limit: int | None =
         left = None if limit is None else limit - len(rows)
         if left is not None and left <= 0:
             break
-        rows += _read_file(f, text_key, left, per_line, require_text)
+        rows += _read_file(f, text_key, left, per_line, require_text, key_fix)
     if not rows:
         raise NlakitError(f"{path} holds no documents", f'pass {FORMATS} with at least one non-empty text')
     return rows
 
 
-def read_texts(source: str | Path, *, text_key: str = "text", limit: int | None = None, per_line: bool = False) -> list[str]:
+def read_texts(source: str | Path, *, text_key: str = "text", limit: int | None = None, per_line: bool = False,
+               key_fix: str | None = None) -> list[str]:
     """The texts of `read_rows`."""
-    return [r["text"] for r in read_rows(source, text_key=text_key, limit=limit, per_line=per_line)]
+    return [r["text"] for r in read_rows(source, text_key=text_key, limit=limit, per_line=per_line, key_fix=key_fix)]
 
 
 def _files(folder: Path) -> list[Path]:
@@ -58,12 +61,12 @@ def _files(folder: Path) -> list[Path]:
     return files
 
 
-def _read_file(path: Path, text_key: str, limit: int | None, per_line: bool, require_text: bool) -> list[dict]:
+def _read_file(path: Path, text_key: str, limit: int | None, per_line: bool, require_text: bool, key_fix: str) -> list[dict]:
     name = path.name
     if name.endswith(JSONL_SUFFIXES):
         rows = read_jsonl(path, limit=limit)
     elif name.endswith(".parquet"):
-        rows = _read_parquet(path, text_key, limit)
+        rows = _read_parquet(path, text_key, limit, key_fix)
     else:
         return _read_plain(path, limit, per_line)
     out = []
@@ -72,13 +75,13 @@ def _read_file(path: Path, text_key: str, limit: int | None, per_line: bool, req
         if not isinstance(text, str) or not text.strip():
             if require_text:
                 raise NlakitError(f"{path}: {'line' if name.endswith(JSONL_SUFFIXES) else 'row'} {i} has no non-empty string "
-                                  f"field {text_key!r}", f"pass --text-key NAME, or add {text_key!r} to every row")
+                                  f"field {text_key!r}", key_fix)
             continue
         out.append({**r, "text": text})
     return out
 
 
-def _read_parquet(path: Path, text_key: str, limit: int | None) -> list[dict]:
+def _read_parquet(path: Path, text_key: str, limit: int | None, key_fix: str) -> list[dict]:
     try:
         import pyarrow.parquet as pq
     except ImportError as e:  # pragma: no cover - pyarrow comes with datasets
@@ -90,7 +93,7 @@ def _read_parquet(path: Path, text_key: str, limit: int | None) -> list[dict]:
                           "re-create or re-download the file") from e
     if text_key not in table.column_names:
         raise NlakitError(f"{path} has no column {text_key!r} (columns: {', '.join(table.column_names[:8])})",
-                          "pass --text-key NAME naming the text column")
+                          key_fix)
     if limit is not None:
         table = table.slice(0, limit)
     return table.to_pylist()

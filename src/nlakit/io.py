@@ -22,8 +22,14 @@ from nlakit.errors import NlakitError
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the same folder; rename it onto `path` if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise NlakitError(f"cannot write {path}: it is a directory", f"pass a file name, e.g. {path / 'out'}{path.suffix or ''}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise NlakitError(f"cannot write {path} ({e.strerror or type(e).__name__})",
+                          "pass an output path in a folder you can write to") from e
     os.close(fd)
     try:
         yield Path(tmp)
@@ -61,7 +67,7 @@ def read_json(path: str | os.PathLike, fix: str = "re-run the stage that writes 
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise NlakitError(f"{path} is not valid JSON, corrupt or incomplete ({e.msg} at line {e.lineno})", fix) from e
+        raise NlakitError(f"{path} is not valid JSON, corrupt or incomplete ({e.msg}, line {e.lineno})", fix) from e
     except UnicodeDecodeError as e:
         raise NlakitError(f"{path} is not UTF-8 text, so not a JSON file", fix) from e
 

@@ -351,7 +351,10 @@ def load_target(spec: str = "smollm2", *, device: str | None = "cpu", dtype: str
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
     if spec.startswith("tiny"):  # random-weight test models: "tiny", "tiny:llama", "tiny:gemma3"
-        t = tiny_target(spec.partition(":")[2] or "llama")
+        arch = spec.partition(":")[2] or "llama"
+        if arch not in ("llama", "gemma3"):
+            raise NlakitError(f"unknown tiny model {spec!r}", "use tiny:llama or tiny:gemma3")
+        t = tiny_target(arch)
         t.model.to(device=device, dtype=torch_dtype)
         t.device = device
         return t

@@ -99,8 +99,11 @@ def open_nla(nla: str, target: str | None, device: str, dtype: str, ar: str | No
         return load_nla(path, device=device, dtype=dtype, target=tgt, ar=ar), tgt
 
 
+TEXT_FIELD_FIX = "give every row a 'text' field (JSONL) or column (Parquet)"  # for verbs without --text-key
+
+
 def read_texts(source: str, text_key: str = "text", limit: int | None = None, *, per_line: bool = False,
-               literal: bool = False) -> list[str]:
+               literal: bool = False, key_fix: str | None = None) -> list[str]:
     """A TEXT-or-FILE argument → texts. An existing file or folder is read (`nlakit.corpus`: JSONL, JSONL.gz,
     Parquet, plain text); `literal` takes the words themselves. A one-word argument that looks like a file name but
     names nothing is refused rather than silently explained as text."""
@@ -110,7 +113,7 @@ def read_texts(source: str, text_key: str = "text", limit: int | None = None, *,
     if literal:
         return [source]
     if source.strip() and Path(source).expanduser().exists():
-        return read_docs(source, text_key=text_key, limit=limit, per_line=per_line)
+        return read_docs(source, text_key=text_key, limit=limit, per_line=per_line, key_fix=key_fix)
     if looks_like_path(source, DOC_SUFFIXES):
         raise NlakitError(f"{source!r} looks like a file name, but no such file or folder exists",
                           f"check the path ({FORMATS}), or pass --literal to read these words as the text")
@@ -121,7 +124,7 @@ def read_one_text(source: str, what: str, *, literal: bool = False) -> str:
     """A TEXT-or-FILE argument of a verb that reads one text: a file is read whole (a JSONL must hold one document)."""
     if literal or not source.strip() or not Path(source).expanduser().exists():
         return read_texts(source, literal=literal)[0]
-    texts = read_texts(source)
+    texts = read_texts(source, key_fix=TEXT_FIELD_FIX)
     if len(texts) != 1:
         raise NlakitError(f"{source} holds {len(texts)} documents, but {what} reads one text",
                           "pass one text, or a file holding one document (`nlakit eval` scores many)")
@@ -134,7 +137,8 @@ def looks_like_path(source: str, suffixes: tuple[str, ...]) -> bool:
     return bool(s) and not any(c.isspace() for c in s) and (s.lower().endswith(suffixes) or s.startswith(("/", "./", "../", "~/")))
 
 
-def read_doc_file(source: str, what: str, text_key: str = "text", limit: int | None = None, per_line: bool = False) -> list[str]:
+def read_doc_file(source: str, what: str, text_key: str = "text", limit: int | None = None, per_line: bool = False,
+                  key_fix: str | None = TEXT_FIELD_FIX) -> list[str]:
     """An option that must name documents (--data, --train-data): read them, never take the value as text."""
     from nlakit.corpus import read_texts as read_docs
 
@@ -142,7 +146,7 @@ def read_doc_file(source: str, what: str, text_key: str = "text", limit: int | N
         from nlakit.corpus import FORMATS
 
         raise NlakitError(f"{what} {source} does not exist", f"pass {FORMATS}")
-    return read_docs(source, text_key=text_key, limit=limit, per_line=per_line)
+    return read_docs(source, text_key=text_key, limit=limit, per_line=per_line, key_fix=key_fix)
 
 
 def fmt(x, nd: int = 3) -> str:

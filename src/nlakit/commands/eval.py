@@ -61,8 +61,8 @@ def register(app: typer.Typer) -> None:
                          min_position=min_position, max_tokens=max_tokens, seed=seed, batch_size=batch_size,
                          max_new_tokens=max_new_tokens, temperature=temperature, engine=engine,
                          baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()) if baselines else ALL_BASELINES)
-        texts = read_doc_file(data, "--data", text_key, limit_docs, per_line)
-        train_texts = read_doc_file(train_data, "--train-data", text_key, limit_docs, per_line) if train_data else None
+        texts = read_doc_file(data, "--data", text_key, limit_docs, per_line, key_fix=None)
+        train_texts = read_doc_file(train_data, "--train-data", text_key, limit_docs, per_line, key_fix=None) if train_data else None
         model, tgt = open_nla(nla, target, device, dtype, ar)
         with progress_bar() as progress:
             results = evaluate(model, tgt, texts, train_texts, cfg, progress=progress)
