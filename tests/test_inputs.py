@@ -395,7 +395,7 @@ def test_outputs_that_cannot_be_written(runner, tmp_path, tiny_bundle):
     (tmp_path / "file").write_text("x")
     r = invoke(runner, ["reconstruct", "a cat", "--nla", tiny_bundle, "--out", tmp_path / "file" / "v.safetensors"])
     assert isinstance(r.exception, NlakitError), r.output
-    assert str(r.exception).startswith(f"cannot write {tmp_path / 'file' / 'v.safetensors'} (")
+    assert str(r.exception).startswith(f"cannot write {tmp_path / 'file' / 'v.safetensors'} ({tmp_path / 'file'} is a file, not a folder)")
     assert str(r.exception).endswith("Fix: pass an output path in a folder you can write to")
 
 

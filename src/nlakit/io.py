@@ -28,8 +28,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
-        raise NlakitError(f"cannot write {path} ({e.strerror or type(e).__name__})",
-                          "pass an output path in a folder you can write to") from e
+        blocker = next((a for a in path.parents if a.exists()), None)
+        why = f"{blocker} is a file, not a folder" if blocker is not None and not blocker.is_dir() else (e.strerror or type(e).__name__)
+        raise NlakitError(f"cannot write {path} ({why})", "pass an output path in a folder you can write to") from e
     os.close(fd)
     try:
         yield Path(tmp)
