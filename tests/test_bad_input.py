@@ -210,7 +210,7 @@ def test_cli_bad_inputs(tiny_bundle, tmp_path):
         (["explain", "hello world", "--at", "40", "--nla", str(tiny_bundle)], "out of range"),
         (["extract", "hello", "--layer", "7", "--out", str(tmp_path / "x.safetensors"), "--target", "tiny:llama"], "out of range"),
         (["reconstruct", "  ", "--nla", str(tiny_bundle)], "is empty"),
-        (["eval", "--nla", str(tiny_bundle), "--data", "held.txt", "--out", str(tmp_path / "r.json")], "not a .jsonl"),
+        (["eval", "--nla", str(tiny_bundle), "--data", "held.txt", "--out", str(tmp_path / "r.json")], "--data held.txt does not exist"),
         (["info", "--nla", str(tmp_path / "missing")], "does not exist"),
     ]
     for args, match in cases:
@@ -220,4 +220,4 @@ def test_cli_bad_inputs(tiny_bundle, tmp_path):
     bad = tmp_path / "rows.jsonl"
     bad.write_text('{"body": "x"}\n')
     result = runner.invoke(app, ["extract", str(bad), "--layer", "1", "--out", str(tmp_path / "y.safetensors"), "--target", "tiny:llama"])
-    assert isinstance(result.exception, NlakitError) and "no string field 'text'" in str(result.exception)
+    assert isinstance(result.exception, NlakitError) and "line 1 has no non-empty string field 'text'" in str(result.exception)

@@ -212,13 +212,25 @@ def test_calibrate_recovers_efficiency_and_overhead():
     assert e.prefill == e.decode  # no prefill measurement in the file
 
 
-def test_calibrate_falls_back_when_overhead_bound_and_default_is_the_feasibility_measurement():
-    e = cost.default_efficiency()
+def test_calibrate_falls_back_when_overhead_bound_on_the_feasibility_measurement():
+    e = cost.measured_efficiency()
     assert e.calibration["method"].startswith("largest batch")  # step time falls with batch there
     assert 0.01 < e.decode < 0.05  # 38k tok/s vs a ~1.4M tok/s roofline
     assert "feasibility" in e.source and "recalibrated" in e.source
-    assert CostConfig(target=TOY).efficiency == e
-    assert "overhead-bound" in cost.run([CostConfig(target=TOY)])["efficiency_caveat"]
+    assert "overhead-bound" in cost.run([CostConfig(target=TOY, efficiency=e)])["efficiency_caveat"]
+
+
+def test_default_efficiency_is_the_published_one_and_both_are_in_the_assumptions():
+    e = cost.default_efficiency()
+    assert e == cost.PUBLISHED_EFFICIENCY and CostConfig(target=TOY).efficiency == e
+    assert "Databricks 2023" in e.source and "Pope et al. 2022" in e.source
+    assert cost.run([CostConfig(target=TOY)])["efficiency_caveat"] is None
+    rows = {r["name"]: r for r in CostConfig(target=TOY).assumptions()}
+    assert rows["decode_efficiency"]["value"] == e.decode
+    shown = rows["decode_efficiency (nlakit's own measurement; --calibrate FILE uses one, not used)"]
+    assert shown["value"] == cost.measured_efficiency().decode and "feasibility" in shown["source"]
+    calibrated = {r["name"] for r in CostConfig(target=TOY, efficiency=cost.measured_efficiency()).assumptions()}
+    assert "decode_efficiency (published serving benchmarks, the default, not used)" in calibrated
 
 
 def test_calibrate_prefill_from_extract_throughput():

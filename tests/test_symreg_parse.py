@@ -54,6 +54,10 @@ PARSES = [
     ("y = |x0| + 1", sp.Abs(x0) + 1),
     ("y = \\sqrt{x0^2 + 1}", sp.sqrt(x0**2 + 1)),
     ("y = 7", sp.Integer(7)),
+    ("y = np.cos(x0) + pow(x1, 2)", sp.cos(x0) + x1**2),  # pow -> power (issue 13)
+    ("y = np.power(x0 + 1, 3) - x1", (x0 + 1) ** 3 - x1),
+    ("y=x0*x1+2 I'm fairly confident", x0 * x1 + 2),  # trailing prose after a complete expression is dropped
+    ("y = 2x0 I think", 2 * x0),
 ]
 
 FAILS = [
@@ -77,6 +81,9 @@ FAILS = [
     ("", "empty"),
     ("x0 + x1", "no 'y ='"),  # no y = line at all
     ("y = x0 @ x1", "unexpected character"),
+    ("y = x0 + a I'm sure", "unknown symbol 'a'"),  # unknown symbols inside the expression stay an error
+    ("y = x0 + C I think", "unknown symbol 'C'"),
+    ("y = pow(x0, 2, 3)", "unknown symbol 'pow'"),  # pow needs exactly two arguments
 ]
 
 

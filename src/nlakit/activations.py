@@ -206,7 +206,8 @@ def load_shard(path: str | Path) -> dict:
             out = {k: f.get_tensor(k) for k in f.keys()}
             meta = f.metadata() or {}
     except Exception as e:
-        raise NlakitError(f"{path} is not a readable safetensors file ({e})", "re-run `nlakit extract` to rewrite it") from e
+        raise NlakitError(f"{path} is corrupt or incomplete, not a readable safetensors file ({e})",
+                          "re-run `nlakit extract` to rewrite it") from e
     out["meta"] = dict(meta)
     out["texts"] = json.loads(meta.get("texts", "[]"))
     return out

@@ -26,11 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from nlakit.errors import NlakitError
-from nlakit.io import atomic_path, write_json
+from nlakit.io import atomic_path, check_dir, loading, read_safetensors, write_json
 from nlakit.meta import META_FILE, NLAMeta
 from nlakit.metrics import Reference
 from nlakit.reconstructor import Reconstructor, truncate_config, truncated_backbone
@@ -43,6 +42,8 @@ BUNDLE_FORMAT = "nlakit-bundle/1"
 REFERENCE_FILE = "reference.safetensors"
 VALUE_HEAD_FILE = "value_head.safetensors"
 BASELINES_FILE = "baselines.safetensors"
+BUNDLE_FIX = "re-save or re-download the NLA bundle"
+RELEASED_FIX = "re-download or re-export the checkpoint"
 DEFAULT_BUNDLE = Path(__file__).parent / "data" / "default_nla"
 
 
@@ -74,7 +75,7 @@ class NLA:
     def require_reference(self) -> Reference:
         if self.reference is None:
             raise NlakitError(f"the NLA at {self.source or '?'} has no reference statistics, so FVE has no centre",
-                              "pass --reference-data TRAIN.jsonl (training-like text) to compute them, or use an nlakit bundle")
+                              "pass --train-data TRAIN.jsonl (training-like text) to compute them, or use an nlakit bundle")
         return self.reference
 
     def save(self, directory: str | Path) -> Path:
@@ -94,13 +95,7 @@ def load_reference(path: Path) -> Reference:
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    if not path.exists():
-        raise NlakitError(f"{path} is missing", "re-save or re-download the NLA bundle")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:
-        raise NlakitError(f"{path} is corrupted or not a safetensors file ({type(e).__name__})", "re-save or re-download the NLA bundle") from e
+    return read_safetensors(path, BUNDLE_FIX)
 
 
 def _save_module(module: torch.nn.Module, directory: Path) -> str:
@@ -179,9 +174,10 @@ def save_bundle(nla: NLA, directory: str | Path) -> Path:
 
 
 def load_nla(path: str | Path = "default", *, device: str | None = "cpu", dtype: str | torch.dtype = "float32",
-             target: Target | None = None) -> NLA:
-    """Load an NLA: ``"default"`` (the bundled one), an nlakit bundle directory, or a released AV directory whose
-    sibling AR directory is found by name (``…-av`` → ``…-ar``); for other layouts use `load_released`."""
+             target: Target | None = None, ar: str | Path | None = None) -> NLA:
+    """Load an NLA: ``"default"`` (the bundled one), an nlakit bundle directory, or a released AV directory with its
+    AR directory `ar` (default: the sibling found by name, ``…-av`` → ``…-ar``, or ``av`` → ``ar`` as `export_released`
+    writes them)."""
     if str(path) == "default":
         path = DEFAULT_BUNDLE
         if not (path / META_FILE).exists():
@@ -191,19 +187,31 @@ def load_nla(path: str | Path = "default", *, device: str | None = "cpu", dtype:
         raise NlakitError(f"NLA path {path} does not exist", "pass an nlakit bundle directory, a released AV directory, or 'default'")
     meta = NLAMeta.load(path)
     if meta.nlakit.get("format") == BUNDLE_FORMAT:
+        if ar is not None:
+            raise NlakitError(f"{path} is an nlakit bundle, which holds its own AR", "drop --ar (it is for released AV directories)")
         return _load_bundle(path, meta, device=device, dtype=dtype, target=target)
     if meta.role == "av":
-        ar_dir = path.with_name(path.name[:-3] + "-ar") if path.name.endswith("-av") else None
+        ar_dir = Path(ar).expanduser() if ar is not None else sibling_ar(path)
         if ar_dir is None or not ar_dir.exists():
-            raise NlakitError(f"{path} is a released AV but its AR directory was not found next to it",
-                              "call load_released(av_dir, ar_dir), or pass --ar DIR")
+            raise NlakitError(f"{path} is a released AV but " + (f"its AR directory {ar_dir} does not exist" if ar is not None else
+                              "no AR directory was found next to it (…-av → …-ar, av → ar)"),
+                              "pass --ar DIR (the AR directory released with it); in Python, load_released(av_dir, ar_dir)")
         return load_released(path, ar_dir, device=device, dtype=dtype)
     raise NlakitError(f"{path} is neither an nlakit bundle nor a released AV directory (role {meta.role!r})",
                       "pass the bundle root, or the AV directory of a released pair")
 
 
+def sibling_ar(av_dir: Path) -> Path | None:
+    """The AR directory released beside an AV directory, by name: ``x-av`` → ``x-ar``, ``av`` → ``ar``."""
+    if av_dir.name.endswith("-av"):
+        return av_dir.with_name(av_dir.name[:-3] + "-ar")
+    if av_dir.name == "av":
+        return av_dir.with_name("ar")
+    return None
+
+
 def _load_bundle(path: Path, meta: NLAMeta, *, device, dtype, target: Target | None) -> NLA:
-    from peft import PeftModel
+    from nlakit.peft_compat import load_adapter
 
     spec = meta.nlakit.get("target")
     if target is None:
@@ -217,13 +225,17 @@ def _load_bundle(path: Path, meta: NLAMeta, *, device, dtype, target: Target | N
     av_model = copy.deepcopy(target.model)
     if meta.nlakit.get("av") == "lora":
         _require(path / "av" / "adapter_config.json")
-        av_model = PeftModel.from_pretrained(av_model, str(path / "av")).merge_and_unload()
+        check_dir(path / "av", BUNDLE_FIX)  # PEFT would raise a long traceback on a truncated adapter
+        with loading(path / "av", BUNDLE_FIX):
+            av_model = load_adapter(av_model, str(path / "av"))
     else:
         _load_full(av_model, path / "av" / "model.safetensors")
     backbone = truncated_backbone(target.model, meta.layer)
     if meta.nlakit.get("ar") == "lora":
         _require(path / "ar" / "adapter_config.json")
-        backbone = PeftModel.from_pretrained(backbone, str(path / "ar")).merge_and_unload()
+        check_dir(path / "ar", BUNDLE_FIX)
+        with loading(path / "ar", BUNDLE_FIX):
+            backbone = load_adapter(backbone, str(path / "ar"))
     else:
         _load_full(backbone, path / "ar" / "model.safetensors")
     head = torch.nn.Linear(meta.d_model, meta.d_model, bias=False)
@@ -245,7 +257,7 @@ def _load_bundle(path: Path, meta: NLAMeta, *, device, dtype, target: Target | N
 
 def _require(path: Path) -> None:
     if not path.exists():
-        raise NlakitError(f"{path} is missing", "re-save or re-download the NLA bundle")
+        raise NlakitError(f"{path} is missing", BUNDLE_FIX)
 
 
 def _head_weight(path: Path, d: int) -> torch.Tensor:
@@ -273,19 +285,22 @@ def load_released(av_dir: str | Path, ar_dir: str | Path, *, device: str | None 
         if not d.is_dir():
             raise NlakitError(f"{d} is not a directory", "pass the AV and AR checkpoint directories")
         _require(d / "config.json")
+        check_dir(d, RELEASED_FIX)  # truncated weights, config or tokenizer files: one line naming the file
     av_meta, ar_meta = NLAMeta.load(av_dir), NLAMeta.load(ar_dir)
     if av_meta.d_model != ar_meta.d_model or av_meta.layer != ar_meta.layer:
         raise NlakitError(f"AV ({av_dir.name}: d_model {av_meta.d_model}, layer {av_meta.layer}) and AR ({ar_dir.name}: "
                           f"d_model {ar_meta.d_model}, layer {ar_meta.layer}) do not match", "pair the AV with the AR released beside it")
-    av_tok = AutoTokenizer.from_pretrained(str(av_dir))
-    ar_tok = AutoTokenizer.from_pretrained(str(ar_dir))
+    with loading(av_dir, RELEASED_FIX):
+        av_tok = AutoTokenizer.from_pretrained(str(av_dir))
+        av_model = AutoModelForCausalLM.from_pretrained(str(av_dir), dtype=torch_dtype).to(device).eval()
+    with loading(ar_dir, RELEASED_FIX):
+        ar_tok = AutoTokenizer.from_pretrained(str(ar_dir))
+        cfg = AutoConfig.from_pretrained(str(ar_dir))
     ar_tok.padding_side = "right"
-    av_model = AutoModelForCausalLM.from_pretrained(str(av_dir), dtype=torch_dtype).to(device).eval()
     hidden = getattr(getattr(av_model.config, "text_config", None) or av_model.config, "hidden_size")
     if hidden != av_meta.d_model:
         raise NlakitError(f"{av_dir / 'config.json'} has hidden_size {hidden} but its sidecar says d_model {av_meta.d_model}",
                           "use the config and sidecar from the same checkpoint")
-    cfg = AutoConfig.from_pretrained(str(ar_dir))
     cfg = getattr(cfg, "text_config", None) or cfg
     if cfg.num_hidden_layers != ar_meta.layer + 1:
         raise NlakitError(f"{ar_dir / 'config.json'} has {cfg.num_hidden_layers} layers but the sidecar names layer {ar_meta.layer}",
@@ -311,7 +326,7 @@ def load_released(av_dir: str | Path, ar_dir: str | Path, *, device: str | None 
     head = torch.nn.Linear(ar_meta.d_model, ar_meta.d_model, bias=False)
     head.weight.data.copy_(_head_weight(ar_dir / VALUE_HEAD_FILE, ar_meta.d_model))
     av = Verbalizer(av_model, av_tok, av_meta)
-    ar = Reconstructor(backbone.to(torch_dtype).eval(), ar_tok, ar_meta, head).to(device)
+    ar = Reconstructor(cast_keeping_rotary(backbone, torch_dtype).eval(), ar_tok, ar_meta, head).to(device)
     av_model.requires_grad_(False)
     ar.requires_grad_(False)
     if reference is None and (av_dir / REFERENCE_FILE).exists():
@@ -319,36 +334,84 @@ def load_released(av_dir: str | Path, ar_dir: str | Path, *, device: str | None 
     return NLA(av=av, ar=ar, meta=av_meta, reference=reference, source=str(av_dir))
 
 
+def cast_keeping_rotary(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """`module.to(dtype)`, except rotary `inv_freq` buffers, which stay fp32 as HF builds them (a bf16 `inv_freq` moves
+    every rotary angle: AR vectors then differ from the reference by cos 0.9999, max abs diff ~2)."""
+    keep = {n: b.detach().clone() for n, b in module.named_buffers() if n.endswith("inv_freq")}
+    module.to(dtype)
+    for name, buf in keep.items():
+        owner, _, attr = name.rpartition(".")
+        setattr(module.get_submodule(owner) if owner else module, attr, buf)
+    return module
+
+
 def export_released(nla: NLA, out_dir: str | Path, *, dtype: str | torch.dtype = "bfloat16") -> tuple[Path, Path]:
-    """Write `out_dir/av` and `out_dir/ar` in the released format (bf16 by default, as the exporter checklist asks)."""
+    """Write `out_dir/av` and `out_dir/ar` in the released format (bf16 by default, as the exporter checklist asks).
+
+    Both `config.json` files carry `torch_dtype`; the sidecars' `base_checkpoint` is the base model's hub id where nlakit
+    knows it, and the GGUF file a built-in target was read from is recorded separately (`nlakit.base_gguf`). Everything
+    is written into a temporary folder first and renamed into place."""
+    import shutil
+    import tempfile
+
     torch_dtype = resolve_dtype(dtype)
     out_dir = Path(out_dir)
-    av_dir, ar_dir = out_dir / "av", out_dir / "ar"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".export.", dir=out_dir))
+    try:
+        _export_into(nla, tmp / "av", tmp / "ar", torch_dtype)
+        for name in ("av", "ar"):
+            if (out_dir / name).exists():
+                shutil.rmtree(out_dir / name)
+            (tmp / name).rename(out_dir / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir / "av", out_dir / "ar"
+
+
+def released_sidecar(meta: NLAMeta, role: str) -> NLAMeta:
+    """The sidecar of a released half: hub id as base_checkpoint, the nlakit target spec and GGUF file kept aside."""
+    from nlakit.targets import BUILTIN_TARGETS, HUB_IDS, builtin_gguf
+
+    spec = meta.nlakit.get("target") or ""
+    base = meta.base_checkpoint
+    gguf = Path(base).name if base.endswith(".gguf") else (Path(spec).name if spec.endswith(".gguf") else None)
+    if spec in BUILTIN_TARGETS:
+        try:
+            gguf = builtin_gguf(spec).name
+        except NlakitError:
+            pass  # the package is not installed here; the spec still names it
+    hub = HUB_IDS.get(spec) or ("" if base.endswith(".gguf") else base)
+    extra = {k: v for k, v in {"target": spec or None, "base_gguf": gguf}.items() if v}
+    return meta.with_(role=role, base_checkpoint=hub, nlakit=extra)
+
+
+def _write_config(path: Path, config, dtype_name: str) -> None:
+    d = config.to_dict()
+    d.pop("_name_or_path", None)  # the release scrub removes it
+    d["torch_dtype"] = dtype_name
+    write_json(path, d)
+
+
+def _export_into(nla: NLA, av_dir: Path, ar_dir: Path, torch_dtype: torch.dtype) -> None:
     dtype_name = str(torch_dtype).removeprefix("torch.")
     # AV: the full causal LM
     av_model = copy.deepcopy(nla.av.model).to(torch_dtype)
-    av_model.config.torch_dtype = dtype_name
     av_model.save_pretrained(str(av_dir), safe_serialization=True)
+    _write_config(av_dir / "config.json", av_model.config, dtype_name)
     nla.av.tokenizer.save_pretrained(str(av_dir))
-    nla.meta.with_(role="av", nlakit={}).save(av_dir, role="av")
+    released_sidecar(nla.meta, "av").save(av_dir, role="av")
     # AR: backbone tensors under model.*, no norm / lm_head; config with K+1 layers
     K = nla.meta.layer
     state = {f"model.{k}": v.detach().to(torch_dtype).contiguous().cpu() for k, v in nla.ar.backbone.state_dict().items()
              if not k.startswith("norm.") and "rotary_emb" not in k}
     ar_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(ar_dir / "model.safetensors") as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
-    cfg = truncate_config(nla.av.model.config, K + 1)
-    cfg.torch_dtype = dtype_name
-    cfg_dict = cfg.to_dict()
-    cfg_dict.pop("_name_or_path", None)
-    write_json(ar_dir / "config.json", cfg_dict)
-    with atomic_path(ar_dir / VALUE_HEAD_FILE) as tmp:
-        save_file({"weight": nla.ar.value_head.weight.detach().to(torch_dtype).contiguous().cpu()}, str(tmp))
+    save_file(state, str(ar_dir / "model.safetensors"), metadata={"format": "pt"})
+    _write_config(ar_dir / "config.json", truncate_config(nla.av.model.config, K + 1), dtype_name)
+    save_file({"weight": nla.ar.value_head.weight.detach().to(torch_dtype).contiguous().cpu()}, str(ar_dir / VALUE_HEAD_FILE))
     tok = copy.deepcopy(nla.ar.tokenizer)
     tok.padding_side = "right"
     tok.save_pretrained(str(ar_dir))
-    nla.meta.with_(role="ar", nlakit={}).save(ar_dir, role="ar")
+    released_sidecar(nla.meta, "ar").save(ar_dir, role="ar")
     if nla.reference is not None:  # not part of the released format; harmless extra that keeps FVE centred
         save_reference(nla.reference, av_dir / REFERENCE_FILE)
-    return av_dir, ar_dir

@@ -34,6 +34,35 @@ def _register_commands() -> None:
             register(app)
 
 
+@app.callback()
+def _options(verbose: bool = typer.Option(False, "--verbose", help="Show third-party warnings, logs and progress bars "
+                                                                     "(transformers, PEFT, hub), hidden by default.")) -> None:
+    """Natural Language Autoencoders: explain a model's activations in words, and check them."""
+    quiet_third_party(verbose)
+
+
+def quiet_third_party(verbose: bool = False) -> None:
+    """Keep transformers/PEFT/hub warnings, logs and progress bars out of the CLI's output unless `verbose`.
+
+    nlakit's own warnings (e.g. a text truncated to the context window) still show."""
+    import warnings
+
+    if verbose:
+        logging.getLogger().setLevel(logging.INFO)
+        return
+    # process state only, never os.environ: a child process (a test, a training subprocess) keeps its own choice
+    for module in ("transformers", "peft", "accelerate", "huggingface_hub", "datasets", "torch", "trl"):
+        warnings.filterwarnings("ignore", module=rf"{module}(\.|$)")
+        logging.getLogger(module).setLevel(logging.ERROR)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()
+
+
 _register_commands()
 
 

@@ -9,6 +9,6 @@ class NlakitError(Exception):
     """A user-facing error: `problem` says what is wrong, `fix` what to do about it."""
 
     def __init__(self, problem: str, fix: str | None = None):
-        self.problem = problem.rstrip(".")
-        self.fix = fix
+        self.problem = " ".join(problem.split()).rstrip(".")  # one line, whatever a wrapped library message held
+        self.fix = " ".join(fix.split()) if fix else fix
         super().__init__(f"{self.problem}. Fix: {fix}" if fix else self.problem)

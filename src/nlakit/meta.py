@@ -96,8 +96,11 @@ class NLAMeta:
             raise NlakitError(f"{path} is missing", "pass an NLA directory that holds nla_meta.yaml (an nlakit bundle or a released AV/AR)")
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise NlakitError(f"{path} is not valid YAML ({e})", "restore the file from the checkpoint") from e
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise NlakitError(f"{path} is not valid YAML, corrupt or incomplete ({getattr(e, 'problem', None) or type(e).__name__}{where})",
+                              "restore the file from the checkpoint") from e
         return cls.from_yaml_dict(raw, source=str(path))
 
     @classmethod

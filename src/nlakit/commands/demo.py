@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from nlakit.commands._common import console, open_nla, progress_bar
+from nlakit.commands._common import ArOpt, console, open_nla, progress_bar
 
 EXAMPLE = ("Marie Curie was born in Warsaw in 1867. She moved to Paris to study physics, and in 1903 she shared "
            "the Nobel Prize in Physics with her husband Pierre. Later she discovered two new elements, polonium and")
@@ -31,7 +31,8 @@ def register(app: typer.Typer) -> None:
     def demo(
         out: Path = typer.Option(Path("report.html"), "--out", help="Where to write the HTML report (the JSON goes beside it)."),
         text: str = typer.Option(EXAMPLE, "--text", help="Text to read instead of the built-in example."),
-        nla: str = typer.Option("default", "--nla", help="NLA bundle directory, or 'default'."),
+        nla: str = typer.Option("default", "--nla", help="NLA bundle directory, a released AV directory, or 'default'."),
+        ar: str | None = ArOpt,
         train_data: str | None = typer.Option(None, "--train-data", help="Training JSONL for the ridge baselines "
                                               "(default: the shared corpus when it is found; otherwise they are skipped)."),
         n_train_positions: int = typer.Option(300, "--n-train-positions", min=2),
@@ -40,7 +41,7 @@ def register(app: typer.Typer) -> None:
     ):
         """Explain a handful of tokens of a built-in example and write a self-contained report.html."""
         from nlakit.commands.explain import _print, _save
-        from nlakit.commands._common import read_texts
+        from nlakit.commands._common import read_doc_file
         from nlakit.evaluate import EvalConfig, explain_text
 
         if train_data is None:
@@ -51,8 +52,8 @@ def register(app: typer.Typer) -> None:
                 train_data = default_corpus("train.jsonl.gz")
             except NlakitError:
                 console.print("[dim]no training corpus found: the ridge baselines are skipped (pass --train-data)[/]")
-        train_texts = read_texts(train_data, limit=max(8, n_train_positions // 2)) if train_data else None
-        model, tgt = open_nla(nla, None, device, "float32")
+        train_texts = read_doc_file(train_data, "--train-data", limit=max(8, n_train_positions // 2)) if train_data else None
+        model, tgt = open_nla(nla, None, device, "float32", ar)
         with progress_bar(True) as progress:
             positions = example_positions(tgt, text, WORDS) or "last"
             cfg = EvalConfig(n_positions=1, n_train_positions=n_train_positions, max_new_tokens=max_new_tokens)

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from nlakit.commands._common import (
+    ArOpt,
     BatchOpt,
     DeviceOpt,
     DtypeOpt,
@@ -18,7 +19,8 @@ from nlakit.commands._common import (
     console,
     open_nla,
     progress_bar,
-    read_texts,
+    PerLineOpt,
+    read_doc_file,
     score_table,
 )
 
@@ -26,11 +28,12 @@ from nlakit.commands._common import (
 def register(app: typer.Typer) -> None:
     @app.command(name="eval")
     def eval_(
-        data: str = typer.Option(..., "--data", help="Held-out JSONL(.gz), one {\"text\": …} per line (never trained on)."),
+        data: str = typer.Option(..., "--data", help="Held-out documents (never trained on): JSONL(.gz) with {\"text\": …} per line, Parquet, plain text, or a folder."),
         out: Path = typer.Option(..., "--out", help="Results JSON to write."),
         nla: str = NlaOpt,
+        ar: str | None = ArOpt,
         target: str | None = TargetOpt,
-        train_data: str | None = typer.Option(None, "--train-data", help="Training JSONL: fits the ridge baselines (without it, the ridge maps the NLA bundle carries are used; the other fitted baselines are skipped)."),
+        train_data: str | None = typer.Option(None, "--train-data", help="Training documents (same formats as --data): fits the ridge baselines (without it, the ridge maps the NLA bundle carries are used; the other fitted baselines are skipped)."),
         n_positions: int = typer.Option(400, "--n-positions", min=1, help="Held-out positions to score."),
         positions_per_doc: int = typer.Option(2, "--positions-per-doc", min=1),
         n_train_positions: int = typer.Option(2000, "--n-train-positions", min=0, help="Training positions for the ridge fits."),
@@ -39,6 +42,7 @@ def register(app: typer.Typer) -> None:
         baselines: str | None = typer.Option(None, "--baselines", help="Comma-separated subset of the baselines (default: all)."),
         text_key: str = typer.Option("text", "--text-key"),
         limit_docs: int | None = typer.Option(None, "--limit-docs", min=1, help="Read at most this many documents per file."),
+        per_line: bool = PerLineOpt,
         max_new_tokens: int = typer.Option(150, "--max-new-tokens", min=1),
         temperature: float = typer.Option(0.0, "--temperature", min=0.0),
         engine: str = typer.Option("auto", "--engine", help="AV generation: auto (fast engine), fast, or hf (plain HF generate)."),
@@ -57,9 +61,9 @@ def register(app: typer.Typer) -> None:
                          min_position=min_position, max_tokens=max_tokens, seed=seed, batch_size=batch_size,
                          max_new_tokens=max_new_tokens, temperature=temperature, engine=engine,
                          baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()) if baselines else ALL_BASELINES)
-        texts = read_texts_file(data, text_key, limit_docs)
-        train_texts = read_texts_file(train_data, text_key, limit_docs) if train_data else None
-        model, tgt = open_nla(nla, target, device, dtype)
+        texts = read_doc_file(data, "--data", text_key, limit_docs, per_line, key_fix=None)
+        train_texts = read_doc_file(train_data, "--train-data", text_key, limit_docs, per_line, key_fix=None) if train_data else None
+        model, tgt = open_nla(nla, target, device, dtype, ar)
         with progress_bar() as progress:
             results = evaluate(model, tgt, texts, train_texts, cfg, progress=progress)
         results["data"] = {"heldout": str(data), "train": str(train_data) if train_data else None}
@@ -75,11 +79,3 @@ def register(app: typer.Typer) -> None:
 
             render_results(results, html)
             console.print(f"wrote {html}")
-
-
-def read_texts_file(path: str, text_key: str, limit: int | None) -> list[str]:
-    from nlakit.errors import NlakitError
-
-    if not path.endswith((".jsonl", ".jsonl.gz")):
-        raise NlakitError(f"{path} is not a .jsonl or .jsonl.gz file", "pass documents as JSONL, one {\"text\": ...} per line")
-    return read_texts(path, text_key, limit)

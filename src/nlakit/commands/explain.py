@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from nlakit.commands._common import (
+    ArOpt,
     BatchOpt,
     DeviceOpt,
     DtypeOpt,
@@ -20,7 +21,9 @@ from nlakit.commands._common import (
     fmt,
     open_nla,
     progress_bar,
-    read_texts,
+    LiteralOpt,
+    read_doc_file,
+    read_one_text,
     score_table,
 )
 
@@ -28,9 +31,11 @@ from nlakit.commands._common import (
 def register(app: typer.Typer) -> None:
     @app.command()
     def explain(
-        text: str = typer.Argument(..., help="The text to read (raw, no chat template)."),
+        text: str = typer.Argument(..., help="The text to read (raw, no chat template), or a file holding it."),
+        literal: bool = LiteralOpt,
         at: str = typer.Option("last", "--at", help="Positions: last, all, 3,5,-1, span:START-END or match:WORD."),
         nla: str = NlaOpt,
+        ar: str | None = ArOpt,
         target: str | None = TargetOpt,
         train_data: str | None = typer.Option(None, "--train-data", help="Training JSONL: adds the fitted baselines (ridge, oracle echo)."),
         n_train_positions: int = typer.Option(2000, "--n-train-positions", min=2, help="Training positions for the ridge fits."),
@@ -50,8 +55,9 @@ def register(app: typer.Typer) -> None:
 
         cfg = EvalConfig(n_positions=1, n_train_positions=n_train_positions, seed=seed, batch_size=batch_size,
                          max_new_tokens=max_new_tokens, temperature=temperature, engine=engine)
-        train_texts = read_texts(train_data) if train_data else None
-        model, tgt = open_nla(nla, target, device, dtype)
+        text = read_one_text(text, "nlakit explain", literal=literal)
+        train_texts = read_doc_file(train_data, "--train-data") if train_data else None
+        model, tgt = open_nla(nla, target, device, dtype, ar)
         with progress_bar(not as_json) as progress:
             results = explain_text(model, tgt, text, at, train_texts, cfg, progress=progress)
         _save(results, out, html)

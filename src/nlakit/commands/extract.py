@@ -1,4 +1,4 @@
-"""`nlakit extract TEXT_OR_JSONL --layer L --out FILE`: layer-L activations → safetensors shard(s).
+"""`nlakit extract TEXT_OR_FILE --layer L --out FILE`: layer-L activations → safetensors shard(s).
 
 Wraps `nlakit.activations.extract` and `nlakit.activations.save_shard`.
 """
@@ -13,6 +13,8 @@ from nlakit.commands._common import (
     BatchOpt,
     DeviceOpt,
     DtypeOpt,
+    LiteralOpt,
+    PerLineOpt,
     console,
     open_target,
     progress_bar,
@@ -31,13 +33,16 @@ def shard_paths(out: Path, n_shards: int) -> list[Path]:
 def register(app: typer.Typer) -> None:
     @app.command()
     def extract(
-        source: str = typer.Argument(..., help="A text, or a .jsonl / .jsonl.gz file with one {\"text\": …} per line."),
+        source: str = typer.Argument(..., help="A text, or a file or folder of documents: .jsonl / .jsonl.gz ({\"text\": …} per "
+                                                 "line), .parquet, or plain text (one document per file; --per-line: per line)."),
         layer: int = typer.Option(..., "--layer", help="Block K: the vector is the output of decoder block K (HF hidden_states[K+1])."),
         out: Path = typer.Option(..., "--out", help="Output .safetensors file (numbered siblings when sharded)."),
         target: str = typer.Option("smollm2", "--target", help="Target model: smollm2, gemma3-270m, an HF dir, a .gguf, tiny:llama."),
         positions: str = typer.Option("all", "--positions", help="all, last, 3,5,-1, span:START-END or match:WORD."),
         text_key: str = typer.Option("text", "--text-key", help="JSONL field holding the text."),
-        limit: int | None = typer.Option(None, "--limit", min=1, help="Read at most this many JSONL lines."),
+        limit: int | None = typer.Option(None, "--limit", min=1, help="Read at most this many documents."),
+        per_line: bool = PerLineOpt,
+        literal: bool = LiteralOpt,
         shard_docs: int = typer.Option(10_000, "--shard-docs", min=1, help="Documents per shard."),
         include_sinks: bool = typer.Option(False, "--include-sinks", help="Keep attention-sink positions (position 0, BOS)."),
         device: str = DeviceOpt,
@@ -48,7 +53,7 @@ def register(app: typer.Typer) -> None:
         from nlakit.activations import extract as extract_fn
         from nlakit.activations import save_shard
 
-        texts = read_texts(source, text_key, limit)
+        texts = read_texts(source, text_key, limit, per_line=per_line, literal=literal)
         tgt = open_target(target, device, dtype)
         tgt.check_layer(layer)
         chunks = [texts[i : i + shard_docs] for i in range(0, len(texts), shard_docs)]

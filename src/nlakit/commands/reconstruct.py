@@ -11,12 +11,15 @@ from pathlib import Path
 import typer
 
 from nlakit.commands._common import (
+    ArOpt,
     DeviceOpt,
     DtypeOpt,
+    LiteralOpt,
     NlaOpt,
     TargetOpt,
     console,
     open_nla,
+    read_one_text,
 )
 
 
@@ -40,8 +43,10 @@ def vector_summary(vector, reference=None, top: int = 8) -> dict:
 def register(app: typer.Typer) -> None:
     @app.command()
     def reconstruct(
-        text: str = typer.Argument(..., help="An explanation text (what the AV would write)."),
+        text: str = typer.Argument(..., help="An explanation text (what the AV would write), or a file holding it."),
+        literal: bool = LiteralOpt,
         nla: str = NlaOpt,
+        ar: str | None = ArOpt,
         target: str | None = TargetOpt,
         as_json: bool = typer.Option(False, "--json", help="Print JSON (summary and the full vector)."),
         out: Path | None = typer.Option(None, "--out", help="Save the vector as a safetensors file (key 'vector')."),
@@ -51,9 +56,10 @@ def register(app: typer.Typer) -> None:
         """Reconstruct an activation direction from an explanation with the NLA's AR."""
         from nlakit.errors import NlakitError
 
+        text = read_one_text(text, "nlakit reconstruct", literal=literal)
         if not text.strip():
             raise NlakitError("the explanation text is empty", "pass the explanation to reconstruct from")
-        model, _tgt = open_nla(nla, target, device, dtype)
+        model, _tgt = open_nla(nla, target, device, dtype, ar)
         vector = model.reconstruct([text])[0]  # (d_model,)
         summary = vector_summary(vector, model.reference)
         if out is not None:

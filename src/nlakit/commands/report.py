@@ -67,7 +67,14 @@ def render_results(results: dict, out_html: Path, kind: str | None = None) -> Pa
     kind = kind or results.get("kind")
     if not kind:
         raise NlakitError("the results JSON has no 'kind' field", "pass --kind eval|explain|…")
-    return write_text(out_html, render(kind, results, figs=figures(kind, results)))
+    import jinja2
+
+    try:
+        html = render(kind, results, figs=figures(kind, results))
+    except (jinja2.UndefinedError, KeyError, TypeError, AttributeError, IndexError, ValueError) as e:
+        raise NlakitError(f"the results JSON does not hold what the {kind!r} report needs ({type(e).__name__}: "
+                          f"{str(e)[:100]})", "pass the JSON written by the nlakit command of that kind, or re-run it") from e
+    return write_text(out_html, html)
 
 
 def register(app: typer.Typer) -> None:

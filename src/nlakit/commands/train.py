@@ -50,8 +50,10 @@ _OPTS = dict(
     target=typer.Option(None, help="Target: smollm2, gemma3-270m, an HF dir, a .gguf file, or tiny:llama. [default: smollm2]"),
     layer=typer.Option(None, help="Block K whose output is explained (HF hidden_states[K+1]). [default: 20]"),
     out=typer.Option(None, help="Run directory (checkpoints, logs, bundle); required unless the config sets `out`."),
-    data=typer.Option(None, help="Training JSONL(.gz) (default: the shared corpus's train.jsonl.gz)."),
-    eval_data=typer.Option(None, help="Held-out JSONL for evaluation only (default: the shared corpus's heldout file)."),
+    data=typer.Option(None, help="Training documents: a .jsonl / .jsonl.gz ({\"text\": …} per line; optional lang, kind), "
+                                 ".parquet (text column), plain-text file (one document each) or a folder of those "
+                                 "(default: $NLAKIT_CORPUS/train.jsonl.gz or ../shared/corpus/train.jsonl.gz)."),
+    eval_data=typer.Option(None, help="Held-out documents for evaluation only, same formats (default: the corpus's heldout.jsonl.gz)."),
     source=typer.Option(None, help="Warm-start explanation source: template or self. [default: template]"),
     time_budget=typer.Option(None, help="Stop (checkpointed) after this long, e.g. 9m."),
     device=typer.Option(None, help="cpu, cuda or auto. [default: auto]"),

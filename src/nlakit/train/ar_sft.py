@@ -36,6 +36,7 @@ class ARConfig:
     max_length: int = 256
     seed: int = 0
     dtype: str | None = None  # autocast on GPU
+    save_every: int = 50  # steps between partial checkpoints (a killed run resumes from the last one)
 
 
 def new_ar(target, meta, rank: int) -> Reconstructor:
@@ -75,12 +76,17 @@ def train_ar(cfg: ARConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
     opt = ar_optimizer(ar, cfg.lr, cfg.head_lr)
     partial = out / "ar_sft.partial.pt"
     start, losses = 0, []
-    if partial.exists():  # a budget-stopped run: continue where it stopped
+    if partial.exists():  # a budget-stopped or killed run: continue from its last checkpoint
         st = torch.load(partial, map_location="cpu", weights_only=False)
         load_lora_state(ar.backbone, st["lora"])
         ar.value_head.load_state_dict(st["head"])
         opt.load_state_dict(st["opt"])
         start, losses = st["step"], st["losses"]
+
+    def save_partial(done: int) -> None:
+        save_state(partial, {"lora": lora_state(ar.backbone), "head": ar.value_head.state_dict(), "opt": opt.state_dict(),
+                             "step": done, "losses": losses})
+
     ar.train()
     for step, total, idx in batches(len(data), cfg.batch_size, seed=cfg.seed, epochs=cfg.epochs):
         if step < start:
@@ -97,9 +103,10 @@ def train_ar(cfg: ARConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
             log_fn({"stage": "ar_sft", "step": step, "of": total, "loss": sum(losses[-20:]) / len(losses[-20:])})
         if budget is not None and budget.out(margin=30) and step + 1 < total:
             log.warning("AR stage stopped by the time budget at step %d/%d; the next call continues it", step + 1, total)
-            save_state(partial, {"lora": lora_state(ar.backbone), "head": ar.value_head.state_dict(), "opt": opt.state_dict(),
-                                 "step": step + 1, "losses": losses})
+            save_partial(step + 1)
             return ar.eval()
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total:
+            save_partial(step + 1)
     ar.eval()
     summary = {"config": asdict(cfg), "steps": len(losses), "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:]))}
     if eval_pairs is not None:

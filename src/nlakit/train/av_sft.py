@@ -37,6 +37,7 @@ class AVConfig:
     seed: int = 0
     dtype: str | None = None
     eval_max_new_tokens: int = 96
+    save_every: int = 50  # steps between partial checkpoints (a killed run resumes from the last one)
 
 
 def new_av(target, meta, rank: int) -> Verbalizer:
@@ -71,11 +72,15 @@ def train_av(cfg: AVConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     partial = out / "av_sft.partial.pt"
     start, losses = 0, []
-    if partial.exists():  # a budget-stopped run: continue where it stopped
+    if partial.exists():  # a budget-stopped or killed run: continue from its last checkpoint
         st = torch.load(partial, map_location="cpu", weights_only=False)
         load_lora_state(av.model, st["lora"])
         opt.load_state_dict(st["opt"])
         start, losses = st["step"], st["losses"]
+
+    def save_partial(done: int) -> None:
+        save_state(partial, {"lora": lora_state(av.model), "opt": opt.state_dict(), "step": done, "losses": losses})
+
     av.model.train()
     for step, total, idx in batches(len(data), cfg.batch_size, seed=cfg.seed, epochs=cfg.epochs):
         if step < start:
@@ -92,9 +97,11 @@ def train_av(cfg: AVConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
             log_fn({"stage": "av_sft", "step": step, "of": total, "loss": sum(losses[-20:]) / len(losses[-20:])})
         if budget is not None and budget.out(margin=60) and step + 1 < total:
             log.warning("AV stage stopped by the time budget at step %d/%d; the next call continues it", step + 1, total)
-            save_state(partial, {"lora": lora_state(av.model), "opt": opt.state_dict(), "step": step + 1, "losses": losses})
+            save_partial(step + 1)
             av.model.eval()
             return av
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total:
+            save_partial(step + 1)
     av.model.eval()
     summary = {"config": asdict(cfg), "steps": len(losses), "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:]))}
     if eval_pairs is not None:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from nlakit.errors import NlakitError
-from nlakit.io import atomic_path, write_json
+from nlakit.io import atomic_path, read_json, write_json
 from nlakit.metrics import Reference
 
 if TYPE_CHECKING:
@@ -29,7 +29,9 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 def add_lora(module: torch.nn.Module, rank: int, alpha: float | None = None, dropout: float = 0.0):
     """Wrap `module` with a fresh PEFT LoRA adapter on every attention and MLP projection."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
+
+    from nlakit.peft_compat import get_peft_model
 
     cfg = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, lora_dropout=dropout, target_modules=LORA_TARGETS, bias="none")
     model = get_peft_model(module, cfg)
@@ -190,13 +192,14 @@ def save_pairs(directory: Path, pairs: Pairs) -> None:
 
 
 def load_pairs(directory: str | Path) -> Pairs:
-    from safetensors.torch import load_file
+    from nlakit.io import read_jsonl, read_safetensors
 
     directory = Path(directory)
     if not (directory / PAIRS_VECTORS).exists():
         raise NlakitError(f"{directory} holds no datagen output ({PAIRS_VECTORS} missing)", "run `nlakit datagen --out DIR` first")
-    vectors = load_file(str(directory / PAIRS_VECTORS))["vectors"].float()
-    rows = [json.loads(l) for l in open(directory / PAIRS_ROWS, encoding="utf-8")]
+    fix = f"delete {directory} and run datagen again"
+    vectors = read_safetensors(directory / PAIRS_VECTORS, fix)["vectors"].float()
+    rows = read_jsonl(directory / PAIRS_ROWS)
     assert len(rows) == vectors.shape[0], "pairs.jsonl and pairs.safetensors disagree"
     return Pairs(vectors, rows)
 
@@ -218,7 +221,10 @@ def save_state(path: Path, state: dict) -> None:
 def load_state(path: Path) -> dict | None:
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)  # our own checkpoint, never a user-supplied file
+    from nlakit.io import loading
+
+    with loading(path, f"delete {path} to restart this stage from its beginning"):
+        return torch.load(path, map_location="cpu", weights_only=False)  # our own checkpoint, never a user-supplied file
 
 
 def lora_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -239,7 +245,7 @@ def write_stage_done(directory: Path, name: str, summary: dict) -> None:
 
 def stage_done(directory: Path, name: str) -> dict | None:
     p = directory / f"{name}.done.json"
-    return json.loads(p.read_text()) if p.exists() else None
+    return read_json(p, f"delete {p} to run the stage again") if p.exists() else None
 
 
 def cosine_lr(step: int, total: int, base: float, warmup: int = 20, floor: float = 0.1) -> float:

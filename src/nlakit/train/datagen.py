@@ -30,7 +30,7 @@ from typing import Callable
 import torch
 
 from nlakit.errors import NlakitError
-from nlakit.io import read_jsonl
+from nlakit.corpus import read_rows
 from nlakit.metrics import Reference
 from nlakit.targets import Target
 from nlakit.train.common import REFERENCE, Pairs, save_pairs, stage_done, write_stage_done
@@ -41,6 +41,8 @@ WINDOW = 33  # token ids kept per pair (current token last): the token / bag-of-
 
 KIND_WORDS = {"prose": "non-fiction prose", "fiction": "a story", "chat": "a chat between a user and an assistant",
               "math": "a math word problem", "code": "programming documentation or code", "multilingual": "non-English text"}
+TEXT_FIX = "give every document a 'text' field (JSONL) or column (Parquet); docs/INPUTS.md lists the formats"
+
 # ISO 639-1 codes of the corpus's `lang` field -> the language's English name (the genre line names the language)
 LANGUAGE_NAMES = {"ar": "Arabic", "cs": "Czech", "de": "German", "en": "English", "es": "Spanish", "fi": "Finnish",
                   "fr": "French", "hi": "Hindi", "id": "Indonesian", "is": "Icelandic", "it": "Italian", "ja": "Japanese",
@@ -50,7 +52,7 @@ LANGUAGE_NAMES = {"ar": "Arabic", "cs": "Czech", "de": "German", "en": "English"
 
 @dataclass(frozen=True)
 class DatagenConfig:
-    data: str  # training JSONL(.gz); never the held-out file
+    data: str  # training documents (`nlakit.corpus` formats: JSONL(.gz), Parquet, text, folders); never the held-out file
     out: str
     layer: int
     n_docs: int = 6000
@@ -134,7 +136,7 @@ def datagen(cfg: DatagenConfig, target: Target, progress: Callable[[str, int, in
     if "heldout" in Path(cfg.data).name:
         raise NlakitError(f"{cfg.data} looks like the held-out evaluation file", "generate training data from the training corpus")
     target.check_layer(cfg.layer)
-    docs = read_jsonl(cfg.data)
+    docs = read_rows(cfg.data, require_text=False, key_fix=TEXT_FIX)
     rng = random.Random(cfg.seed)
     rng.shuffle(docs)
     docs = [d for d in docs if isinstance(d.get("text"), str) and d["text"].strip()][: cfg.n_docs]
@@ -197,6 +199,9 @@ def datagen(cfg: DatagenConfig, target: Target, progress: Callable[[str, int, in
                 base = rows[r]["explanations"]["template"]
                 rows[r]["explanations"]["self"] = sanitize(f"The model reads this as: {desc}\n\n{base}" if desc else base, tok)
 
+    if not vectors:
+        raise NlakitError(f"no document in {cfg.data} is longer than {cfg.min_position} tokens, so no training position "
+                          "was sampled", "pass longer documents (a few hundred tokens each works well)")
     V = torch.stack(vectors)
     pairs = Pairs(V, rows)
     out.mkdir(parents=True, exist_ok=True)
@@ -222,7 +227,7 @@ def eval_selection(target: Target, data: str, *, n: int, max_tokens: int = 256, 
     drawn with a per-document RNG, until `n` positions are chosen. Benchmarks call this to score baselines on exactly
     the positions the NLA was scored on.
     """
-    docs = read_jsonl(data)
+    docs = read_rows(data, require_text=False, key_fix=TEXT_FIX)
     random.Random(seed + 1).shuffle(docs)
     special = set(target.tokenizer.all_special_ids or [])
     out, total = [], 0

@@ -47,8 +47,10 @@ def default_corpus(name: str) -> str:
     for c in cands:
         if c.exists():
             return str(c)
-    raise NlakitError(f"no corpus file {name} found (looked in {', '.join(map(str, cands))})",
-                      "pass --data FILE.jsonl(.gz), or set NLAKIT_CORPUS to the folder holding it")
+    flag = "--eval-data" if "heldout" in name else "--data"
+    raise NlakitError(f"no {'held-out' if flag == '--eval-data' else 'training'} documents given, and no corpus file {name} "
+                      f"found (looked in {', '.join(map(str, cands))})", f"pass {flag} FILE_OR_FOLDER (.jsonl, .jsonl.gz, .parquet "
+                      "or plain text; docs/INPUTS.md), or set NLAKIT_CORPUS to the folder holding it")
 
 
 @dataclass(frozen=True)

@@ -46,11 +46,13 @@ from nlakit.experiments.cost.roofline import (
     ModelSpec,
     Phase,
     calibrate,
+    PUBLISHED_EFFICIENCY,
     default_efficiency,
     forward_bytes,
     forward_flops,
     gpus_needed,
     load_calibration,
+    measured_efficiency,
     resolve_hardware,
     resolve_model,
 )
@@ -59,4 +61,4 @@ __all__ = ["ALIASES", "FEASIBILITY_BENCH", "FORMULAS", "GLOSSARY", "HARDWARE", "
            "SCHEMA_VERSION", "BeforeAction", "CostConfig", "Efficiency", "EveryKth", "EveryToken", "Hardware", "ModelSpec",
            "Phase", "RandomPerTranscript", "SampledTraffic", "break_even", "calibrate", "compute_bound_from_batch",
            "default_efficiency", "efficiency_caveat", "estimate", "forward_bytes", "forward_flops", "gpus_needed",
-           "load_calibration", "monitor_phases", "resolve_hardware", "resolve_model", "run", "serving_phase"]
+           "load_calibration", "measured_efficiency", "monitor_phases", "PUBLISHED_EFFICIENCY", "resolve_hardware", "resolve_model", "run", "serving_phase"]

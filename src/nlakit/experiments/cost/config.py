@@ -8,7 +8,15 @@ from typing import Any
 
 from nlakit.errors import NlakitError
 from nlakit.experiments.cost.policies import BeforeAction, EveryKth, EveryToken, RandomPerTranscript, SampledTraffic
-from nlakit.experiments.cost.roofline import HARDWARE, Efficiency, Hardware, ModelSpec, default_efficiency
+from nlakit.experiments.cost.roofline import (
+    HARDWARE,
+    PUBLISHED_EFFICIENCY,
+    Efficiency,
+    Hardware,
+    ModelSpec,
+    default_efficiency,
+    measured_efficiency,
+)
 
 
 def _arg(default: Any, unit: str, source: str) -> Any:
@@ -119,4 +127,14 @@ class CostConfig:
             {"name": "decode_efficiency", "value": self.efficiency.decode, "unit": "of roofline", "source": self.efficiency.source},
             {"name": "overhead_per_layer", "value": self.efficiency.overhead_s_per_layer, "unit": "s per layer per call", "source": self.efficiency.source},
         ]
+        other, what = self.other_efficiency()
+        rows += [{"name": f"{kind}_efficiency ({what}, not used)", "value": value, "unit": "of roofline", "source": other.source}
+                 for kind, value in (("prefill", other.prefill), ("decode", other.decode))]
         return rows
+
+    def other_efficiency(self) -> tuple[Efficiency, str]:
+        """The efficiency shown beside the one in use: our measurement beside the published default, or the published
+        default beside a calibration or command-line value."""
+        if self.efficiency == PUBLISHED_EFFICIENCY:
+            return measured_efficiency(), "nlakit's own measurement; --calibrate FILE uses one"
+        return PUBLISHED_EFFICIENCY, "published serving benchmarks, the default"

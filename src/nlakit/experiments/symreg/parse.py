@@ -4,7 +4,8 @@ The answer is the expression after the **last** `y =` that parses (scanning line
 the end). Accepted: implicit multiplication (`1.5x0`, `2cos(x1)`, `x0x1`, `(x0+1)(x1-1)`), `^` or `**` for
 powers, unicode minus/dashes/×/·/÷, superscripts (`x0²`, `x0⁻¹`), subscripts (`x₀`), markdown and LaTeX
 wrappers (`**…**`, backticks, `$…$`, `\\(…\\)`, `\\frac{a}{b}`, `\\cdot`, `x_{0}`, `\\cos`), `y(x0, x1) =`,
-`≈` for `=`, `np.`/`math.` prefixes, trailing prose after a comma or an English word (`…, where …`).
+`≈` for `=`, `np.`/`math.` prefixes, `pow(a, b)` / `np.power(a, b)`, and trailing prose after a complete
+expression (a comma, an English word, `I'm …`: `y=x0*x1+2 I'm fairly confident`).
 
 Rejected (unparseable, with the reason): unknown symbols or free constants (`a*x0 + b`, `C`, `x2`, bare
 `x`), a missing `y =`, dangling operators, anything that is not a finite expression. A prefix that parses
@@ -31,7 +32,7 @@ _CHAR_MAP = {
     "\u00bd": "(1/2)", "\u00bc": "(1/4)", "\u00be": "(3/4)", "\u03c0": "pi",
 }
 _Y_EQ = re.compile(r"(?<![A-Za-z0-9_])[yY]\s*(?:\(\s*x_?0\s*,\s*x_?1\s*\))?\s*=")
-_PROSE = re.compile(r"\s+\(?([A-Za-z]{3,})")
+_PROSE = re.compile(r"\s+\(?([A-Za-z]+'[A-Za-z]+|[A-Za-z](?=\s+[A-Za-z]{2,})|[A-Za-z]{3,})")  # I'm, I am, where
 _NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
 _IDENT_PART = re.compile(r"x[01]|X[01]|cos|sin|tan|exp|log|ln|sqrt|abs|pi|e")
@@ -105,6 +106,21 @@ def normalise(text: str) -> str:
     s = s.translate(_SUBSCRIPTS)
     s = s.replace("`", " ")
     s = re.sub(r"\b(?:np|numpy|math|sp|sympy|torch)\.", "", s)
+    return _pow_calls(s)
+
+
+def _pow_calls(s: str) -> str:
+    """pow(a, b) / power(a, b) -> ((a)^(b)), innermost first; a call without exactly two arguments is left to fail."""
+    for m in reversed(list(re.finditer(r"\b(?:pow|power)\s*\(", s))):
+        depth, commas, j = 0, [], m.end() - 1
+        for j in range(m.end() - 1, len(s)):
+            depth += {"(": 1, ")": -1}.get(s[j], 0)
+            if depth == 1 and s[j] == ",":
+                commas.append(j)
+            if depth == 0:
+                break
+        if depth == 0 and len(commas) == 1:
+            s = s[: m.start()] + f"(({s[m.end():commas[0]]})^({s[commas[0] + 1:j]}))" + s[j + 1 :]
     return s
 
 

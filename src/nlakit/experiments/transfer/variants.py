@@ -28,6 +28,7 @@ from nlakit.errors import NlakitError
 from nlakit.experiments.common import Progress
 from nlakit.experiments.transfer.behaviour import BehaviourExample, dataset_digest, load_dataset
 from nlakit.io import read_json, write_json
+from nlakit.peft_compat import quiet_peft
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,17 @@ def _trainer_args(cfg: VariantConfig, device: str, out: Path, lr: float) -> dict
             "warmup_steps": 0.05,  # a float below 1 is a fraction of the steps (transformers 5)
             "max_length": cfg.max_length, "logging_steps": 1, "save_strategy": "no", "report_to": [], "seed": cfg.seed,
             "data_seed": cfg.seed, "use_cpu": not cuda, "bf16": cuda and cfg.bf16, "disable_tqdm": True, "dataloader_num_workers": 0,
-            "gradient_checkpointing": False}  # TRL turns it on by default; a 135M model does not need it
+            _checkpointing_key(): False}  # TRL turns it on by default; a 135M model does not need it
+
+
+def _checkpointing_key() -> str:
+    """`activation_checkpointing` where transformers has it (it deprecates `gradient_checkpointing`), else the old name."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
 def _trainable_copy(target):
@@ -258,9 +269,10 @@ def build_sft(cfg: VariantConfig, *, target=None, progress: Progress | None = No
     args = SFTConfig(**_trainer_args(cfg, target.device, out, cfg.sft_lr), completion_only_loss=True)
     t0 = time.time()
     with _quiet_datasets():
-        trainer = _quiet_trainer(SFTTrainer(model=model, args=args, train_dataset=data, processing_class=target.tokenizer,
-                                            peft_config=_lora(cfg, model), callbacks=[_progress_callback("sft", progress)]))
-        trainer.train()
+        with quiet_peft():  # TRL wraps the model with PEFT, which reads a deprecated transformers property
+            trainer = _quiet_trainer(SFTTrainer(model=model, args=args, train_dataset=data, processing_class=target.tokenizer,
+                                                peft_config=_lora(cfg, model), callbacks=[_progress_callback("sft", progress)]))
+            trainer.train()
     return _save_variant(trainer, target, out, "sft", cfg, examples, time.time() - t0)
 
 
@@ -287,9 +299,10 @@ def build_dpo(cfg: VariantConfig, *, target=None, progress: Progress | None = No
     args = DPOConfig(**_trainer_args(cfg, target.device, out, cfg.dpo_lr), beta=cfg.dpo_beta, loss_type=["sigmoid"])
     t0 = time.time()
     with _quiet_datasets():
-        trainer = _quiet_trainer(DPOTrainer(model=model, args=args, train_dataset=data, processing_class=target.tokenizer,
-                                            peft_config=_lora(cfg, model), callbacks=[_progress_callback("dpo", progress)]))
-        trainer.train()
+        with quiet_peft():  # TRL wraps the model with PEFT, which reads a deprecated transformers property
+            trainer = _quiet_trainer(DPOTrainer(model=model, args=args, train_dataset=data, processing_class=target.tokenizer,
+                                                peft_config=_lora(cfg, model), callbacks=[_progress_callback("dpo", progress)]))
+            trainer.train()
     return _save_variant(trainer, target, out, "dpo", cfg, examples, time.time() - t0)
 
 
