@@ -6,7 +6,8 @@
    from the shipped behaviour dataset), optionally followed by the target's own greedy continuation
    (``--generate N`` tokens).
 2. Every token of the chosen span (``all``, or regions ``template``, ``user``, ``header``, ``generated``, ``text``;
-   attention sinks are skipped) is explained through the engine, reconstructed by the AR and scored (fve_nrm, cos)
+   attention sinks — position 0 and tokens whose norm is SINK_NORM_RATIO× the text's median — are skipped; special-id
+   tokens such as <|im_start|> are kept unless ``include_special`` is off) is explained through the engine, reconstructed by the AR and scored (fve_nrm, cos)
    beside the baselines (`nlakit.baselines`; fitted ones use the maps the bundle carries).
 3. Drift between adjacent explained positions (`drift`): sentence-embedding cosine, word Jaccard, claim survival;
    with a lag curve (positions k apart in one text) and a random-pair reference (positions of different texts).
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nlakit.activations import SINK_NORM_RATIO
 from nlakit.errors import NlakitError
 from nlakit.experiments.common import BEHAVIOUR_DATASET, Progress, chat_prefix, hardware
 from nlakit.experiments.positions import drift as D
@@ -56,6 +58,7 @@ class PositionsConfig:
     embedder: str = "minilm"  # minilm (offline; TF-IDF fallback, labelled) or tfidf
     claim_threshold: float = 0.8
     n_worst: int = 5
+    include_special: bool = True  # explain special-id tokens (<|im_start|>…) unless they are sinks by norm; False: skip them
     n_windows: int = 3
     window: int = 4
     device: str = "cpu"
@@ -250,7 +253,10 @@ def run(cfg: PositionsConfig, *, target=None, nla=None, embedder: D.Embedder | N
     for it, d in zip(items, docs):
         regions = [it["layout"].region(s) for s, _ in d.offsets]
         classes = [token_class(d.text, d.offsets, i, d.token_ids[i], special) for i in range(len(d.offsets))]
-        pick = [j for j, p in enumerate(d.positions) if not d.is_sink[j] and regions[p] in spans]
+        norms = d.vectors.norm(dim=-1)
+        high = norms > SINK_NORM_RATIO * norms.median().clamp_min(1e-6)  # the attention sinks proper: position 0, huge norm
+        sink = [p == 0 or bool(high[j]) or (d.is_sink[j] and not cfg.include_special) for j, p in enumerate(d.positions)]
+        pick = [j for j, p in enumerate(d.positions) if not sink[j] and regions[p] in spans]
         d = type(d)(text=d.text, layer=d.layer, token_ids=d.token_ids, offsets=d.offsets, positions=[d.positions[j] for j in pick],
                     vectors=d.vectors[pick], is_sink=[False] * len(pick))
         keep_docs.append(d)
