@@ -29,7 +29,7 @@ def _synthetic(n: int = 80, seed: int = 0):
 
 def test_probe_finds_information_where_it_is_and_nowhere_else():
     y, g, out, expl, vec = _synthetic()
-    res = probe.evaluate_label(y, g, out, expl, vec, n_folds=4, n_boot=200, seed=0)
+    res = probe.evaluate_label(y, g, out, expl, vec, n_folds=4, n_boot=100, seed=0)
     f = res["features"]
     assert not res["degenerate"] and res["n"] == 80 and res["majority_accuracy"] == 0.5
     assert f["explanation"]["auroc"] > 0.95 and f["both"]["auroc"] > 0.95
@@ -65,6 +65,8 @@ def test_config_and_labels():
     assert LABELS["denies"]("it", "This is impossible: no such integer exists.") == "denies"
     assert LABELS["denies"]("it", "Sure! Step 1: expand the square.") == "goes_along"
     assert LABELS["frustrated"]("it", "Ugh, I give up.") == "frustrated"
+    assert LABELS["opens_with_to"]("it", " To solve this, ...") == "to" and LABELS["opens_with_to"]("it", "Tomorrow") == "other"
+    assert LABELS["writes_equation"]("it", "so x = 3") == "equation" and LABELS["writes_equation"]("it", "no") == "prose"
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +75,7 @@ def results(tiny_llama, make_nla):
 
     other = tiny_target("llama", seed=1)  # same tokenizer, other random weights: a stand-in for a fine-tuned checkpoint
     cfg = InfogainConfig(target="tiny:llama", labels=("checkpoint", "denies"), variants=("other=unused",), n_prompts=12,
-                         response_tokens=3, response_positions=(0, 2), max_new_tokens=4, batch_size=64, n_folds=3, n_boot=100)
+                         response_tokens=3, response_positions=(0, 2), max_new_tokens=4, batch_size=64, n_folds=3, n_boot=50)
     return run(cfg, targets=[("it", tiny_llama), ("other", other)], nla=make_nla("llama", 2))
 
 

@@ -7,7 +7,8 @@
 2. Every model in the list (the base target, named ``it``, plus any ``name=path`` variants) answers each prompt
    greedily (``response_tokens`` tokens); the label is read off what it does later (`LABELS`):
    ``denies`` (the answer says the claim is false / impossible / unsolved), ``frustrated`` (the frustration lexicon
-   hits the answer), ``checkpoint`` (which model produced the activation).
+   hits the answer), ``checkpoint`` (which model produced the activation), and two cheap answer-form labels:
+   ``opens_with_to`` (the answer opens "To …") and ``writes_equation`` (an "=" within the answer).
 3. Read positions, before the labelled behaviour is complete: the last prompt token (``last_prompt``) and response
    tokens ``response_k`` (k 0-based, teacher-forced on the model's own answer). Each position's layer-L activation
    (from the model that wrote the answer) is explained by the NLA through the engine and scored (fve_nrm, cos).
@@ -45,6 +46,10 @@ LABELS = {
     "denies": lambda name, answer: "denies" if DENIES.search(answer or "") else "goes_along",
     "frustrated": lambda name, answer: "frustrated" if lexicon_hits(answer or "") else "calm",
     "checkpoint": lambda name, answer: name,
+    # answer form (cheap, decided by the answer's first word): a procedural "To solve/find/prove …" opening or not
+    "opens_with_to": lambda name, answer: "to" if re.match(r"\s*To\b", answer or "") else "other",
+    # answer form, decided later in the answer: it writes an equation ("=") within its response_tokens
+    "writes_equation": lambda name, answer: "equation" if "=" in (answer or "") else "prose",
 }
 
 
