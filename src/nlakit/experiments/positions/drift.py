@@ -32,6 +32,7 @@ class Embedder:
     note: str | None = None
     _model: object = field(default=None, repr=False)
     _tfidf: object = field(default=None, repr=False)
+    _cache: dict = field(default_factory=dict, repr=False)  # text -> vector (the lag curve compares the same texts often)
 
     def fit(self, texts: list[str]) -> Embedder:
         """TF-IDF only: learn the vocabulary from the texts that will be compared (no-op for MiniLM)."""
@@ -49,8 +50,11 @@ class Embedder:
         if not texts:
             return np.zeros((0, 1), dtype=np.float32)
         if self._model is not None:
-            v = self._model.encode(list(texts), batch_size=64, normalize_embeddings=True, show_progress_bar=False)
-            return np.asarray(v, dtype=np.float32)
+            new = sorted({t for t in texts if t not in self._cache})
+            if new:
+                v = self._model.encode(new, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+                self._cache.update(zip(new, np.asarray(v, dtype=np.float32)))
+            return np.stack([self._cache[t] for t in texts])
         if self._tfidf is None:
             self.fit(texts)
         v = self._tfidf.transform(texts).toarray().astype(np.float32)
