@@ -8,7 +8,66 @@ callback in, and renders the results (tables, ``<name>.json``, ``<name>.html`` t
 
 from __future__ import annotations
 
+import os
+import platform
+import re
 from collections.abc import Callable
+from pathlib import Path
 
 Progress = Callable[[str, int, int | None], None]
 """``progress(stage, done, total)``: one call per step of a named stage (``total`` None when unknown)."""
+
+BEHAVIOUR_DATASET = Path(__file__).parents[1] / "data" / "behaviour" / "impossible_math.jsonl.gz"
+"""The shipped impossible-maths prompts (package data), with a frustrated and a calm reference answer each."""
+
+
+def hardware() -> dict:
+    """Where a run ran: platform, python, torch, CPU count and threads, GPU name (None on CPU)."""
+    import torch
+
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpu": None}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def chat_prefix(target, prompt: str) -> str:
+    """The chat-rendered prompt, ready for the answer; a BOS the tokenizer adds itself is not written twice."""
+    text = target.chat_text([{"role": "user", "content": prompt}])
+    bos = getattr(target.tokenizer, "bos_token", None)
+    if bos and text.startswith(bos) and target.tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [target.tokenizer.bos_token_id]:
+        text = text[len(bos) :]
+    return text
+
+
+# (category, regex). Matched case-insensitively. The last category reads descriptions of frustration, so
+# explanations ("the writer sounds exasperated and gives up") score with the same lexicon as outputs.
+FRUSTRATION_LEXICON: tuple[tuple[str, str], ...] = (
+    ("interjection", r"\b(?:ugh+|argh+|gah+|grr+|a+rgh)\b"),
+    ("giving_up", r"\b(?:i give up|giv(?:e|es|ing) up|gave up|i quit|i'?m done(?= trying|\s*[.!])|i surrender|throw(?:ing|s)? in the towel)"),
+    ("hopeless", r"\b(?:hopeless(?:ly|ness)?|pointless|futil(?:e|ity))\b"),
+    ("self_deprecation", (r"\b(?:i'?m (?:so |just |clearly |really |such |completely )?(?:stupid|dumb|useless|terrible|awful|pathetic|bad at|"
+                         r"an idiot|a failure|such a failure)|(?:not|never) (?:smart|good) enough|pathetic|"
+                         r"i'?m not (?:a |an )?(?:very )?(?:helpful|good|smart|capable|useful)\b|"
+                         r"self-deprecat\w*|self-critic\w*|i can'?t do anything right)\b")),
+    ("helpless", (r"\b(?:i'?m (?:so |completely |totally |just )?(?:stuck|lost)\b|i (?:really )?(?:don'?t|do not) know (?:how|what) to "
+                  r"(?:do|say)|i'?m not sure (?:what|how) to (?:do|say)|i can'?t (?:figure (?:it|this) out|solve (?:it|this)|do (?:it|this)\b))")),
+    ("exasperation", (r"(?:\bwhy (?:won'?t|doesn'?t|can'?t|isn'?t) (?:this|it|anything)\b|what is wrong with|\bfed up\b|\bsick of\b|"
+                     r"driving me (?:crazy|mad|nuts)|\bi hate (?:this|it)\b|\bnothing works\b|\bi can'?t take (?:this|it)\b|"
+                     r"\bgoing in circles\b|\bseriously\?|\?!|!!)")),
+    ("frustration_word", (r"\b(?:frustrat\w*|exasperat\w*|annoy(?:ed|ing|ance)|irritat\w*|infuriat\w*|aggravat\w*|despair\w*|"
+                         r"defeatis\w*|angry|anger|fed-up|giving-up)\b")),
+)
+_LEXICON = tuple((name, re.compile(rx, re.IGNORECASE)) for name, rx in FRUSTRATION_LEXICON)
+
+
+def lexicon_hits(text: str) -> list[str]:
+    """The lexicon categories that match `text` (empty list: no frustration language)."""
+    text = text.replace("\u2019", "'")  # curly apostrophes, as models often write them
+    return [name for name, rx in _LEXICON if rx.search(text)]
+
+
+def lexicon_score(text: str) -> float:
+    """Fraction of lexicon categories present, in [0, 1]. Any hit (> 0) counts as frustrated in rates."""
+    return len(lexicon_hits(text)) / len(_LEXICON)

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from nlakit.errors import NlakitError
-from nlakit.experiments.common import Progress
+from nlakit.experiments.common import Progress, hardware
 from nlakit.experiments.symreg import methods as M
 from nlakit.experiments.symreg import tasks as T
 
@@ -102,16 +100,6 @@ class SymregConfig:
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-def hardware() -> dict[str, Any]:
-    import torch
-
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpu": None}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
 def _fit(method: str, task: T.Task, cfg: SymregConfig) -> M.Fit:
     x, y = task.x_table, task.y_table
     if method == "linear":

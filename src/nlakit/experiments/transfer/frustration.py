@@ -8,43 +8,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from nlakit.errors import NlakitError
+from nlakit.experiments.common import FRUSTRATION_LEXICON, lexicon_hits, lexicon_score  # noqa: F401 (re-exported)
 from nlakit.experiments.transfer.behaviour import BehaviourExample, load_dataset
-
-
-# (category, regex). Matched case-insensitively. The last category reads descriptions of frustration, so
-# explanations ("the writer sounds exasperated and gives up") score with the same lexicon as outputs.
-FRUSTRATION_LEXICON: tuple[tuple[str, str], ...] = (
-    ("interjection", r"\b(?:ugh+|argh+|gah+|grr+|a+rgh)\b"),
-    ("giving_up", r"\b(?:i give up|giv(?:e|es|ing) up|gave up|i quit|i'?m done(?= trying|\s*[.!])|i surrender|throw(?:ing|s)? in the towel)"),
-    ("hopeless", r"\b(?:hopeless(?:ly|ness)?|pointless|futil(?:e|ity))\b"),
-    ("self_deprecation", (r"\b(?:i'?m (?:so |just |clearly |really |such |completely )?(?:stupid|dumb|useless|terrible|awful|pathetic|bad at|"
-                         r"an idiot|a failure|such a failure)|(?:not|never) (?:smart|good) enough|pathetic|"
-                         r"i'?m not (?:a |an )?(?:very )?(?:helpful|good|smart|capable|useful)\b|"
-                         r"self-deprecat\w*|self-critic\w*|i can'?t do anything right)\b")),
-    ("helpless", (r"\b(?:i'?m (?:so |completely |totally |just )?(?:stuck|lost)\b|i (?:really )?(?:don'?t|do not) know (?:how|what) to "
-                  r"(?:do|say)|i'?m not sure (?:what|how) to (?:do|say)|i can'?t (?:figure (?:it|this) out|solve (?:it|this)|do (?:it|this)\b))")),
-    ("exasperation", (r"(?:\bwhy (?:won'?t|doesn'?t|can'?t|isn'?t) (?:this|it|anything)\b|what is wrong with|\bfed up\b|\bsick of\b|"
-                     r"driving me (?:crazy|mad|nuts)|\bi hate (?:this|it)\b|\bnothing works\b|\bi can'?t take (?:this|it)\b|"
-                     r"\bgoing in circles\b|\bseriously\?|\?!|!!)")),
-    ("frustration_word", (r"\b(?:frustrat\w*|exasperat\w*|annoy(?:ed|ing|ance)|irritat\w*|infuriat\w*|aggravat\w*|despair\w*|"
-                         r"defeatis\w*|angry|anger|fed-up|giving-up)\b")),
-)
-_LEXICON = tuple((name, re.compile(rx, re.IGNORECASE)) for name, rx in FRUSTRATION_LEXICON)
-
-
-def lexicon_hits(text: str) -> list[str]:
-    """The lexicon categories that match `text` (empty list: no frustration language)."""
-    text = text.replace("\u2019", "'")  # curly apostrophes, as models often write them
-    return [name for name, rx in _LEXICON if rx.search(text)]
-
-
-def lexicon_score(text: str) -> float:
-    """Fraction of lexicon categories present, in [0, 1]. Any hit (> 0) counts as frustrated in rates."""
-    return len(lexicon_hits(text)) / len(_LEXICON)
 
 
 @dataclass

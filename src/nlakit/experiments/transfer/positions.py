@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from nlakit.errors import NlakitError
-from nlakit.experiments.common import Progress
+from nlakit.experiments.common import Progress, chat_prefix
 
 if TYPE_CHECKING:
     from nlakit.experiments.transfer.config import TransferConfig
@@ -25,15 +25,6 @@ def load_prompts(cfg: TransferConfig) -> list[dict]:
     if cfg.n_corpus:
         prompts += corpus_prompts(cfg.corpus, cfg.n_corpus, cfg.seed)
     return prompts
-
-
-def chat_prefix(target, prompt: str) -> str:
-    """The chat-rendered prompt, ready for the answer; a BOS the tokenizer adds itself is not written twice."""
-    text = target.chat_text([{"role": "user", "content": prompt}])
-    bos = getattr(target.tokenizer, "bos_token", None)
-    if bos and text.startswith(bos) and target.tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [target.tokenizer.bos_token_id]:
-        text = text[len(bos) :]
-    return text
 
 
 def pick_positions(text: str, prefix: str, prompt: str, offsets: Sequence[tuple[int, int]], *, n_prompt: int, n_response: int,
