@@ -81,3 +81,17 @@ def test_end_to_end_on_a_tiny_model(tiny_llama, make_nla, heldout, tmp_path, mon
     assert got and sum(got) / len(got) > sum(ctl) / len(ctl)
     html = write_report("horizon", write_json(tmp_path / "h.json", res), tmp_path / "h.html").read_text()
     assert "<svg" in html and "greedy" in html
+
+
+def test_cli_wiring_and_bad_input(tiny_bundle, heldout, tmp_path):
+    from typer.testing import CliRunner
+
+    from nlakit.cli import app
+    from nlakit.errors import NlakitError
+
+    base = ["experiment", "horizon", "--data", str(heldout), "--target", "tiny:llama", "--nla", str(tiny_bundle), "--out", str(tmp_path)]
+    r = CliRunner().invoke(app, base + ["--ks", "1,four"])
+    assert isinstance(r.exception, NlakitError) and "--ks" in str(r.exception)
+    r = CliRunner().invoke(app, base + ["--n-prompts", "2", "--continuation-tokens", "8", "--ks", "1"])
+    # a random tiny model writes no sentence ends: the run says so in one line instead of writing an empty report
+    assert isinstance(r.exception, NlakitError) and "no complete next sentence" in str(r.exception)

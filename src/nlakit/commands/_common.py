@@ -167,3 +167,14 @@ def score_table(aggregate: list[dict], title: str = "scores"):
         table.add_row(row["name"], fmt(row["fve_nrm"]), f"[{fmt(lo, 2)}, {fmt(hi, 2)}]", fmt(row["fve_raw"]), fmt(row["cos"]),
                       str(row["n"]), style=style)
     return table
+
+
+def run_and_report(kind: str, run, cfg, out: Path) -> tuple[dict, Path, Path]:
+    """Run an experiment under a progress bar, write OUT/<kind>.json and its HTML report; (results, json, html)."""
+    from nlakit.io import write_json
+    from nlakit.report import write_report
+
+    with progress_bar() as progress:
+        results = run(cfg, progress=progress)
+    json_path = write_json(Path(out) / f"{kind}.json", results)
+    return results, json_path, write_report(kind, json_path, Path(out) / f"{kind}.html")

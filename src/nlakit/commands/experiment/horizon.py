@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from nlakit.commands._common import console, fmt, progress_bar
+from nlakit.commands._common import run_and_report, console, fmt
 
 
 def register(experiment_app: typer.Typer) -> None:
@@ -38,8 +38,6 @@ def register(experiment_app: typer.Typer) -> None:
         continuation with the actual next sentence, k = 1..32 tokens before it starts."""
         from nlakit.errors import NlakitError
         from nlakit.experiments.horizon import HorizonConfig, run
-        from nlakit.io import write_json
-        from nlakit.report import write_report
 
         try:
             k_list = tuple(int(x) for x in ks.split(",") if x.strip())
@@ -50,10 +48,7 @@ def register(experiment_app: typer.Typer) -> None:
                             table_ks=tuple(k for k in (1, 4, 16) if k in k_list) or k_list[:3],
                             kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()), top_k=top_k, max_new_tokens=max_new_tokens,
                             seed=seed, device=device, dtype=dtype)
-        with progress_bar() as progress:
-            results = run(cfg, progress=progress)
-        json_path = write_json(out / "horizon.json", results)
-        html_path = write_report("horizon", json_path, out / "horizon.html")
+        results, json_path, html_path = run_and_report("horizon", run, cfg, out)
         _print_table(results)
         console.print(f"wrote {json_path} and {html_path}")
 

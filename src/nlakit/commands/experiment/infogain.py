@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from nlakit.commands._common import console, err_console, fmt, progress_bar
+from nlakit.commands._common import run_and_report, console, err_console, fmt
 from nlakit.experiments.infogain.run import LABELS
 
 
@@ -39,18 +39,13 @@ def register(experiment_app: typer.Typer) -> None:
         """Labels decided by what the model does later, read before it does it: cross-validated logistic regression on
         the output so far, the NLA explanation, both, and the raw activation, beside a shuffled-label control."""
         from nlakit.experiments.infogain.run import InfogainConfig, run
-        from nlakit.io import write_json
-        from nlakit.report import write_report
 
         cfg = InfogainConfig(target=target, nla=nla, labels=tuple(x.strip() for x in labels.split(",") if x.strip()),
                              variants=tuple(v.strip() for v in variants.split(",") if v.strip()),
                              prompts=str(prompts) if prompts else None, n_prompts=n_prompts, response_tokens=response_tokens,
                              response_positions=tuple(int(x) for x in response_positions.split(",") if x.strip()),
                              max_new_tokens=max_new_tokens, batch_size=batch_size, n_folds=n_folds, seed=seed, device=device, dtype=dtype)
-        with progress_bar() as progress:
-            results = run(cfg, progress=progress)
-        json_path = write_json(out / "infogain.json", results)
-        html_path = write_report("infogain", json_path, out / "infogain.html")
+        results, json_path, html_path = run_and_report("infogain", run, cfg, out)
         _print_summary(results)
         console.print(f"wrote {json_path} and {html_path}")
 

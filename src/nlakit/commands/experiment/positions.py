@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from nlakit.commands._common import console, err_console, fmt, progress_bar, score_table
+from nlakit.commands._common import run_and_report, console, err_console, fmt, score_table
 from nlakit.experiments.positions.run import DEFAULT_BASELINES
 from nlakit.experiments.positions.tokens import SPANS
 
@@ -40,17 +40,12 @@ def register(experiment_app: typer.Typer) -> None:
         """Explain every token of a span: fve_nrm/cos per position beside the baselines, per token class and chat
         region with 95% intervals, explanation drift between neighbours, and the worst-reconstructed tokens."""
         from nlakit.experiments.positions.run import PositionsConfig, run
-        from nlakit.io import write_json
-        from nlakit.report import write_report
 
         cfg = PositionsConfig(target=target, nla=nla, prompts=str(prompts) if prompts else None, n_prompts=n_prompts,
                               span=tuple(s.strip() for s in span.split(",") if s.strip()), generate=generate,
                               max_new_tokens=max_new_tokens, batch_size=batch_size, embedder=embedder, seed=seed,
                               baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()), device=device, dtype=dtype)
-        with progress_bar() as progress:
-            results = run(cfg, progress=progress)
-        json_path = write_json(out / "positions.json", results)
-        html_path = write_report("positions", json_path, out / "positions.html")
+        results, json_path, html_path = run_and_report("positions", run, cfg, out)
         console.print(score_table(results["aggregate"], title=f"positions: {results['n_positions']} tokens of {results['n_texts']} texts"))
         _print_groups(results)
         if results["embedder"]["note"]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from nlakit.commands._common import console, err_console, fmt, progress_bar
+from nlakit.commands._common import run_and_report, console, err_console, fmt
 from nlakit.experiments.symreg.run import ALL_METHODS
 
 
@@ -56,10 +56,7 @@ def register(experiment_app: typer.Typer) -> None:
                            batch_size=batch_size, device=device, dtype=dtype, nla=None if no_nla else nla,
                            train_data=str(train_data) if train_data else None, n_train_positions=n_train_positions,
                            search_time_s=search_time)
-        with progress_bar() as progress:
-            results = run(cfg, progress=progress)
-        json_path = write_json(out / "symreg.json", results)
-        html_path = write_report("symreg", json_path, out / "symreg.html")
+        results, json_path, html_path = run_and_report("symreg", run, cfg, out)
         _print_summary(results)
         if not results["nla"]["available"]:
             err_console.print(f"[yellow]note:[/] {results['nla']['note']}")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from nlakit.commands._common import console, progress_bar
+from nlakit.commands._common import run_and_report, console
 from nlakit.errors import NlakitError
 from nlakit.experiments.transfer.config import DEFAULT_BASELINES, POSITION_TYPES, TransferConfig
 
@@ -49,8 +49,6 @@ def register(experiment_app: typer.Typer) -> None:
     ):
         """Apply the base model's NLA to SFT/DPO variants, directly and through ridge maps; read frustration in explanations."""
         from nlakit.experiments.transfer.run import run_transfer
-        from nlakit.io import write_json
-        from nlakit.report import write_report
 
         try:
             sizes = tuple(int(x) for x in map_sizes.split(",") if x.strip())
@@ -64,10 +62,7 @@ def register(experiment_app: typer.Typer) -> None:
                              baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
                              explain_max_new_tokens=explain_max_new_tokens, n_examples=n_examples, seed=seed, device=device,
                              batch_size=batch_size, explain_batch_size=explain_batch_size)
-        with progress_bar() as progress:
-            results = run_transfer(cfg, progress=progress)
-        js = write_json(out / "transfer.json", results)
-        html = write_report("transfer", js, out / "transfer.html")
+        results, js, html = run_and_report("transfer", run_transfer, cfg, out)
         _print_headline(results)
         console.print(f"wrote {js} and {html}")
 
