@@ -71,7 +71,7 @@ def test_end_to_end_on_a_tiny_model(tiny_llama, make_nla, heldout, tmp_path, mon
     cfg = HorizonConfig(data=str(heldout), n_prompts=6, prompt_tokens=24, continuation_tokens=40, ks=(1, 2, 4), table_ks=(1, 4),
                         min_sentence_tokens=1, max_new_tokens=6, train_data=str(heldout), probe_docs=6, probe_tokens=32)
     res = run(cfg, target=tiny_llama, nla=make_nla("llama", 2))
-    assert res["readers"] == ["nla", "logit_lens", "tuned_lens", "model_next", "greedy"] and res["n_samples"] > 0
+    assert res["readers"] == ["nla", "logit_lens", "tuned_lens", "model_next", "context_echo", "greedy"] and res["n_samples"] > 0
     for reader in res["readers"]:
         assert [p["k"] for p in res["curves"][reader]["embed_cos"]] == [1, 2, 4]
     # the greedy reader is the continuation itself: it must beat its own shuffled pairing

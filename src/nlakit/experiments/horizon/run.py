@@ -10,6 +10,8 @@
    - ``tuned_lens``: the top tokens of an affine (ridge) map from layer L to the final hidden state, fitted on
      training positions, then unembedded (a tuned-lens-style probe);
    - ``model_next``: the top tokens of the model's own next-token distribution (what the output itself shows);
+   - ``context_echo``: the last `echo_tokens` tokens of text up to that position, a control that knows only the
+     past (a continuation that repeats its context rewards any reader that describes the context);
    - ``greedy``: the model's own greedy continuation from that position (an upper bound: the next sentence is its
      own greedy output, so this reader sees it once it is within reach).
 3. Each reader's text is compared with the actual next sentence: sentence-embedding cosine (all-MiniLM-L6-v2),
@@ -34,7 +36,7 @@ from nlakit.metrics import summarize
 
 log = logging.getLogger(__name__)
 
-READERS = ("nla", "logit_lens", "tuned_lens", "model_next", "greedy")
+READERS = ("nla", "logit_lens", "tuned_lens", "model_next", "context_echo", "greedy")
 METRICS = ("embed_cos", "recall", "f1")
 _END = re.compile(r"""([.!?]["')\]]*\s*$)|\n""")
 
@@ -52,6 +54,7 @@ class HorizonConfig:
     table_ks: tuple[int, ...] = (1, 4, 16)
     kinds: tuple[str, ...] = ("prose", "fiction")  # document kinds used as prompts (all when empty)
     top_k: int = 10  # tokens shown by the lens readers
+    echo_tokens: int = 24  # context the context_echo control quotes
     min_sentence_tokens: int = 4
     max_new_tokens: int = 96  # explanation cap
     probe_docs: int = 200
@@ -232,6 +235,8 @@ def run(cfg: HorizonConfig, progress: Progress | None = None, *, target=None, nl
         expl += nla.explain(vectors[s : s + 64], max_new_tokens=cfg.max_new_tokens, batch_size=64)
         tick("explain", min(s + 64, len(samples)), len(samples))
     texts["nla"] = [e.text for e in expl]
+    texts["context_echo"] = [tok.decode(seqs[s.seq][max(0, s.start - s.k + 1 - cfg.echo_tokens) : s.start - s.k + 1],
+                                        skip_special_tokens=True) for s in samples]
     texts["greedy"] = _greedy_reader(target, seqs, samples, cfg, tok)
     tick("greedy", len(samples), len(samples))
     # 5. similarity to the actual next sentence, and the shuffled control
