@@ -151,18 +151,18 @@ def render(results: Path, docs: Path) -> None:
     res = json.loads(results.read_text())
     bench = benchmark_json(res, res.get("command", "python benchmarks/train_eval.py"))
     write_json(docs / "train_eval.json", bench)
-    curve = [(0, bench["rows"][[r["name"] for r in bench["rows"]].index("av_sft")]["fve_nrm"])] if any(
-        r["name"] == "av_sft" for r in bench["rows"]) else []
+    by_name = {r["name"]: r["fve_nrm"] for r in bench["rows"]}
+    curve = [(0, by_name["av_sft"])] if "av_sft" in by_name else []
     curve += [(c["step"], c["eval_fve_nrm"]) for c in bench["rl_curve"]]
     t = bench["gpu_minutes_per_stage"]
     before_rl = sum(v for k, v in t.items() if k in ("datagen", "ar_sft", "av_sft"))
     per_step = t.get("rl", 0) / max(1, bench["rl_steps"] or 1)
-    refs = {r["name"]: r["fve_nrm"] for r in bench["rows"] if r["name"] in ("ridge_token", "oracle_echo4")}
+    refs = {name: by_name[name] for name in ("ridge_token", "oracle_echo4") if name in by_name}
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
     for ax, xs, label in ((axes[0], [s for s, _ in curve], "GRPO step"),
                           (axes[1], [before_rl + s * per_step for s, _ in curve], "GPU-minutes (whole pipeline)")):
         ax.plot(xs, [f for _, f in curve], marker="o", color="C0", label="NLA (held-out, first 256 positions)")
-        final = next((r["fve_nrm"] for r in bench["rows"] if r["name"] == "av_rl"), None)
+        final = by_name.get("av_rl")
         if final is not None and bench["rl_steps"]:
             x_end = bench["rl_steps"] if ax is axes[0] else before_rl + bench["rl_steps"] * per_step
             ax.plot([x_end], [final], marker="*", ms=12, color="C0", ls="none", label="NLA, final (all positions)")

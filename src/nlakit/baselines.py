@@ -279,9 +279,10 @@ def compute(names: tuple[str, ...], *, target: Target, ar, layer: int, ref: Refe
     for name in names:
         if name not in makers:
             raise NlakitError(f"unknown baseline {name!r}", f"use names from {list(ALL_BASELINES)}")
-        if name in NEEDS_TRAIN and (train is None or len(train) < 2) and name in (stored or {}):
+        untrained = name in NEEDS_TRAIN and (train is None or len(train) < 2)
+        if untrained and name in (stored or {}):
             out[name] = stored_predict(name, stored[name], target, test)
-        elif name in NEEDS_TRAIN and (train is None or len(train) < 2):
+        elif untrained:
             log.warning("baseline %s skipped: it is fitted on training positions and none were given", name)
             continue
         else:

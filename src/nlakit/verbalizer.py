@@ -102,6 +102,11 @@ class Verbalizer:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    @property
+    def end_id(self) -> int:
+        """The token SFT targets end with: the tokenizer's EOS, else the lowest turn-end id."""
+        return self.eos[0] if self.tokenizer.eos_token_id is None else int(self.tokenizer.eos_token_id)
+
     # ---- injection ---------------------------------------------------------------------------------------
     def inject(self, embeds: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         """Replace row `slot` of (B, T, D) `embeds` with each vector rescaled to `injection_scale` (returns a new tensor)."""
@@ -174,7 +179,7 @@ class Verbalizer:
     # ---- training helpers --------------------------------------------------------------------------------
     def response_ids(self, texts: list[str]) -> list[list[int]]:
         """Token ids of SFT targets: the wrapped explanation followed by the turn-end token."""
-        end = self.eos[0] if self.tokenizer.eos_token_id is None else int(self.tokenizer.eos_token_id)
+        end = self.end_id
         return [self.tokenizer.encode(wrap_explanation(t), add_special_tokens=False) + [end] for t in texts]
 
     def batch(self, vectors: torch.Tensor, responses: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -95,11 +95,10 @@ def pair_samples(pairs) -> Samples:
 
 
 def baseline_rows(target, layer: int, ref: Reference, train_pairs, eval_pairs, names: tuple[str, ...], *, ar=None,
-                  batch_size: int = 256) -> tuple[list[dict], dict]:
+                  batch_size: int = 256) -> list[dict]:
     """Every named baseline scored on exactly the held-out pairs, fitted on `train_pairs`, through `metrics.score`.
 
-    Returns the table rows ({name, fve_nrm, fve_nrm_ci95, fve_raw, cos, n, by_kind}) and the fitted maps the bundle
-    stores (`baselines.STORED_BASELINES`, fitted on the same training rows).
+    Returns the table rows: {name, fve_nrm, fve_nrm_ci95, fve_raw, cos, n, by_kind}.
     """
     from nlakit import baselines as B
 
@@ -113,4 +112,4 @@ def baseline_rows(target, layer: int, ref: Reference, train_pairs, eval_pairs, n
         f = summarize(m["fve_nrm"])
         rows.append({"name": name, "fve_nrm": f["mean"], "fve_nrm_ci95": f["ci95"], "fve_raw": summarize(m["fve_raw"])["mean"],
                      "cos": summarize(m["cos"])["mean"], "n": f["n"], "by_kind": by_kind(m["fve_nrm"], eval_pairs.rows)})
-    return rows, B.fit_stored(target, train)
+    return rows

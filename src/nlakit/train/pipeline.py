@@ -21,17 +21,17 @@ from typing import Callable
 import torch
 
 from nlakit.baselines import fit_stored, load_stored, save_stored
-from nlakit.bundle import BASELINES_FILE, NLA, _read_safetensors, save_bundle
+from nlakit.bundle import BASELINES_FILE, BUNDLE_FIX, NLA, save_bundle
 from nlakit.errors import NlakitError
-from nlakit.io import write_json
+from nlakit.io import read_safetensors, write_json
 from nlakit.meta import NLAMeta
 from nlakit.targets import Target, eos_ids, load_target
 from nlakit.train.ar_sft import ARConfig, gold_ceiling, new_ar, train_ar
 from nlakit.train.av_sft import AVConfig, train_av
-from nlakit.train.common import Budget, Pairs, load_lora_state, load_pairs, load_reference_file, parse_duration, stage_done
+from nlakit.train.common import (Budget, MergedAV, Pairs, load_lora_state, load_pairs, load_reference_file, parse_duration,
+                                 stage_done)
 from nlakit.train.datagen import DatagenConfig, datagen
 from nlakit.train.heldout import baseline_rows, evaluate_heldout, pair_samples
-from nlakit.train.common import MergedAV
 from nlakit.train.rl import RLConfig, train_rl
 from nlakit.verbalizer import new_meta_for
 
@@ -136,7 +136,7 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
     stored_file = data_dir / BASELINES_FILE
     if baseline_train is not None and not stored_file.exists():
         save_stored(fit_stored(target, pair_samples(baseline_train)), stored_file)
-    stored = load_stored(_read_safetensors(stored_file)) if stored_file.exists() else None
+    stored = load_stored(read_safetensors(stored_file, BUNDLE_FIX)) if stored_file.exists() else None
 
     # the sidecar is fixed once and reused on resume
     meta_dir = out / "meta"
@@ -194,8 +194,8 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
         timed("final_eval", t)
         if cfg.baselines and baseline_train is not None:  # every baseline on the same held-out positions
             t = time.monotonic()
-            results["baselines"], _ = baseline_rows(target, cfg.layer, ref, baseline_train, _head(eval_pairs, n), tuple(cfg.baselines),
-                                                    ar=ar)
+            results["baselines"] = baseline_rows(target, cfg.layer, ref, baseline_train, _head(eval_pairs, n), tuple(cfg.baselines),
+                                                 ar=ar)
             results["n_train_positions_baselines"] = len(baseline_train)
             timed("baselines", t)
     results["wall_sec_this_call"] = time.monotonic() - t0

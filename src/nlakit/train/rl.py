@@ -118,7 +118,7 @@ def rollout(av: Verbalizer, ar: Reconstructor, vectors: torch.Tensor, cfg: RLCon
     exps = av.decode(rows)
     ok = torch.tensor([e.ok and not e.truncated for e in exps])
     rewards = reward_fn(ar, [e.text for e in exps], rep, ok, dtype)
-    end = av.eos[0] if av.tokenizer.eos_token_id is None else int(av.tokenizer.eos_token_id)
+    end = av.end_id
     responses = [[t for t in r if t >= 0] + ([] if (r and r[-1] == -1) else [end]) for r in rows]
     responses = [r if r else [end] for r in responses]
     if timing is not None:
@@ -149,7 +149,7 @@ def policy_step(av: Verbalizer, ref: Verbalizer, ro: Rollout, opt: torch.optim.O
     stats = {"kl": 0.0, "loss": 0.0, "clip_frac": 0.0}
     for epoch in range(cfg.ppo_epochs):
         opt.zero_grad(set_to_none=True)
-        kl_sum = loss_sum = clipped = n_tok = 0.0
+        sums = torch.zeros(4, device=av.device)  # kl, loss, clipped tokens, tokens: read once per pass (one host sync)
         for k, idx in enumerate(mbs):
             with torch.autocast(device_type=av.device.type, dtype=dtype, enabled=dtype is not None):
                 lp, mask = av.token_logprobs(ro.vectors[idx], [ro.responses[i] for i in idx])  # (b, R)
@@ -165,12 +165,11 @@ def policy_step(av: Verbalizer, ref: Verbalizer, ro: Rollout, opt: torch.optim.O
             loss_i = (pg * mask).sum(1) / ntok + cfg.kl_coef * kl
             loss = loss_i.sum() / n
             loss.backward()
-            kl_sum += kl.detach().sum().item()
-            loss_sum += loss.item()
-            clipped += (((ratio - 1).abs() > cfg.clip).float() * mask).sum().item()
-            n_tok += mask.sum().item()
+            sums += torch.stack([kl.detach().sum(), loss.detach(), (((ratio - 1).abs() > cfg.clip).float() * mask).sum(),
+                                 mask.sum()])
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        kl_sum, loss_sum, clipped, n_tok = sums.tolist()
         stats = {"kl": kl_sum / n, "loss": loss_sum, "clip_frac": clipped / max(n_tok, 1.0)}
     av.model.eval()
     if timing is not None:

@@ -205,15 +205,14 @@ def run(cfg: HorizonConfig, progress: Progress | None = None, *, target=None, nl
     h_l, logit_l, logit_final = [], [], []
     probe = fit_tuned_lens(target, layer, cfg)
     tuned = []
-    by_seq: dict[int, list[int]] = {}
-    for j, s in enumerate(samples):
-        by_seq.setdefault(s.seq, []).append(j)
-    order = [j for seq in sorted(by_seq) for j in by_seq[seq]]
-    for seq in sorted(by_seq):
+    by_seq: dict[int, list[Sample]] = {}  # samples were built sequence by sequence: concatenating keeps their order
+    for smp in samples:
+        by_seq.setdefault(smp.seq, []).append(smp)
+    for seq, group in by_seq.items():
         ids = torch.tensor([seqs[seq]], device=target.device)
         with torch.no_grad():
             out = target.model(input_ids=ids, output_hidden_states=True, use_cache=False)
-            pos = torch.tensor([samples[j].start - samples[j].k for j in by_seq[seq]], device=target.device)
+            pos = torch.tensor([smp.start - smp.k for smp in group], device=target.device)
             h = out.hidden_states[layer + 1][0, pos].float()
             h_l.append(h.cpu())
             logit_l.append(arch.logits(h.to(out.logits.dtype)).float().cpu())
@@ -221,13 +220,11 @@ def run(cfg: HorizonConfig, progress: Progress | None = None, *, target=None, nl
             if probe is not None:
                 y = torch.from_numpy(probe.predict(h.double().cpu().numpy())).to(target.device, out.logits.dtype)
                 tuned.append(_unembed_normed(arch, y).float().cpu())
-    inv = {j: n for n, j in enumerate(order)}
-    pick = lambda parts: torch.cat(parts)[[inv[j] for j in range(len(samples))]]  # noqa: E731 - back to sample order
-    vectors = pick(h_l)
-    texts: dict[str, list[str]] = {"logit_lens": top_tokens(tok, pick(logit_l), cfg.top_k),
-                                   "model_next": top_tokens(tok, pick(logit_final), cfg.top_k)}
+    vectors = torch.cat(h_l)
+    texts: dict[str, list[str]] = {"logit_lens": top_tokens(tok, torch.cat(logit_l), cfg.top_k),
+                                   "model_next": top_tokens(tok, torch.cat(logit_final), cfg.top_k)}
     if probe is not None:
-        texts["tuned_lens"] = top_tokens(tok, pick(tuned), cfg.top_k)
+        texts["tuned_lens"] = top_tokens(tok, torch.cat(tuned), cfg.top_k)
     tick("lenses", len(samples), len(samples))
     # 4. the NLA's explanations (through the engine) and the greedy upper bound
     expl = []
