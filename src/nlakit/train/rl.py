@@ -29,6 +29,7 @@ when the time budget runs out; the next call resumes from them.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ FAIL_REWARD = -2.0
 @dataclass(frozen=True)
 class RLConfig:
     steps: int = 300
+    max_minutes: float | None = None  # also end (finished) once the steps' own time reaches this; evals not counted
     n_prompts: int = 32
     group: int = 8
     temperature: float = 1.0
@@ -235,7 +237,11 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
     for _ in range(start):  # keep the prompt sampler in step after a resume
         torch.randint(0, len(data), (cfg.n_prompts,), generator=g)
     step = start
+    time_cap = math.inf if cfg.max_minutes is None else cfg.max_minutes * 60
     for step in range(start, cfg.steps):
+        if sum(h["sec"] for h in history) >= time_cap:
+            log.info("RL reached max_minutes=%s at step %d/%d", cfg.max_minutes, step, cfg.steps)
+            break
         if budget is not None and budget.out(margin=90):
             log.warning("RL stopped by the time budget at step %d/%d", step, cfg.steps)
             break
@@ -278,8 +284,11 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
         step = cfg.steps
     done_steps = history[-1]["step"] if history else start
     checkpoint(done_steps)
-    summary = {"config": asdict(cfg), "steps_done": done_steps, "finished": done_steps >= cfg.steps,
-               "seconds": sum(h["sec"] for h in history), "history": history}
-    if done_steps >= cfg.steps:
+    seconds = sum(h["sec"] for h in history)
+    finished = done_steps >= cfg.steps or seconds >= time_cap
+    summary = {"config": asdict(cfg), "steps_done": done_steps, "finished": finished,
+               "stopped_by": "steps" if done_steps >= cfg.steps else "max_minutes" if finished else "budget",
+               "seconds": seconds, "history": history}
+    if finished:
         write_stage_done(out, "rl", {k: v for k, v in summary.items() if k != "history"})
     return summary
