@@ -306,6 +306,16 @@ def test_shares_cover_the_list_in_order(monkeypatch):
         assert sorted(sum(dealt, [])) == items and max(map(len, dealt)) - min(map(len, dealt)) <= 1
 
 
+def test_batches_too_small_to_share_are_named_at_once(monkeypatch):
+    from nlakit import distributed
+    from nlakit.errors import NlakitError
+
+    monkeypatch.setattr(distributed, "world", lambda: 4)
+    with pytest.raises(NlakitError, match=r"ar.batch_size = 3, rl.n_prompts = 2 .* 4 processes.*set ar.batch_size and rl.n_prompts"):
+        distributed.require_shares({"ar.batch_size": 3, "av.batch_size": 8, "rl.n_prompts": 2})
+    distributed.require_shares({"av.batch_size": 4})
+
+
 def test_one_process_starts_no_group(monkeypatch):
     import torch.distributed as dist
 

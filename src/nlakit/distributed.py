@@ -196,6 +196,14 @@ def data_parallel(module: torch.nn.Module) -> torch.nn.Module:
     return DistributedDataParallel(module, device_ids=[torch.cuda.current_device()] if dist.get_backend() == "nccl" else None)
 
 
+def require_shares(sizes: dict[str, int]) -> None:
+    """Every rank needs at least one item of each split batch: one NlakitError naming every setting that is too small."""
+    small = {name: n for name, n in sizes.items() if n < world()}
+    if small:
+        raise NlakitError(f"{', '.join(f'{k} = {v}' for k, v in small.items())} is smaller than the {world()} processes "
+                          "sharing each batch", f"set {' and '.join(small)} to at least {world()}, or start fewer processes")
+
+
 def loss_weight(n_local: int, n_total: int) -> float:
     """Factor on a rank's mean loss over `n_local` of a batch's `n_total` items, so that DDP's average of the ranks'
     gradients is the gradient of the mean over the whole batch (exact for uneven shares)."""

@@ -18,7 +18,6 @@ from typing import Callable
 import torch
 
 from nlakit import distributed
-from nlakit.errors import NlakitError
 from nlakit.metrics import Reference, fve_nrm, mse_nrm, summarize
 from nlakit.reconstructor import Reconstructor
 from nlakit.train.common import (Budget, Pairs, add_lora, batches, cosine_lr, load_lora_state, lora_state, save_state,
@@ -96,7 +95,7 @@ def train_ar(cfg: ARConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
                                  "step": done, "losses": losses})
         distributed.barrier()
 
-    check_batch(cfg.batch_size, "ar.batch_size")
+    distributed.require_shares({"ar.batch_size": cfg.batch_size})
     model = distributed.data_parallel(ar)  # gradients averaged over ranks; `ar` itself in one process
     ar.train()
     for step, total, idx in batches(len(data), cfg.batch_size, seed=cfg.seed, epochs=cfg.epochs):
@@ -129,13 +128,6 @@ def train_ar(cfg: ARConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
         partial.unlink(missing_ok=True)
     distributed.barrier()
     return ar
-
-
-def check_batch(batch_size: int, name: str) -> None:
-    """Every rank needs at least one item of each batch."""
-    if batch_size < distributed.world():
-        raise NlakitError(f"{name} = {batch_size} is smaller than the {distributed.world()} processes sharing each batch",
-                          f"set {name} to at least {distributed.world()}, or start fewer processes")
 
 
 @torch.no_grad()

@@ -20,7 +20,6 @@ import torch
 from nlakit import distributed
 from nlakit.metrics import Reference
 from nlakit.reconstructor import Reconstructor
-from nlakit.train.ar_sft import check_batch
 from nlakit.train.common import (Budget, MergedAV, Pairs, add_lora, batches, cosine_lr, load_lora_state, lora_state, save_state,
                                  seed_everything, stage_done, write_stage_done)
 from nlakit.train.heldout import evaluate_heldout
@@ -90,7 +89,7 @@ def train_av(cfg: AVConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
             save_state(partial, {"lora": lora_state(av.model), "opt": opt.state_dict(), "step": done, "losses": losses})
         distributed.barrier()
 
-    check_batch(cfg.batch_size, "av.batch_size")
+    distributed.require_shares({"av.batch_size": cfg.batch_size})
     model = distributed.data_parallel(av.model)  # gradients averaged over ranks; `av.model` itself in one process
     av.model.train()
     for step, total, idx in batches(len(data), cfg.batch_size, seed=cfg.seed, epochs=cfg.epochs):

@@ -109,6 +109,8 @@ class RunLog:
 def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, target: Target | None = None) -> dict:
     """Run (or continue) the whole pipeline. Returns the results dict also written to out/results.json."""
     budget = Budget(parse_duration(cfg.time_budget))
+    distributed.require_shares({"ar.batch_size": cfg.ar.batch_size, "av.batch_size": cfg.av.batch_size,
+                                **({"rl.n_prompts": cfg.rl.n_prompts} if cfg.rl.steps > 0 else {})})  # before any work
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     runlog = RunLog(out, callback)

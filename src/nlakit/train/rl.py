@@ -223,9 +223,7 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
     if len(data) == 0 and cfg.steps > 0:
         raise NlakitError(f"the training pairs have no `rl` split ({len(pairs)} pairs in all), so GRPO has nothing to explain",
                           "sample more documents (--n-docs), or run only the supervised stages (--rl-steps 0)")
-    if cfg.n_prompts < distributed.world():
-        raise NlakitError(f"rl.n_prompts = {cfg.n_prompts} is smaller than the {distributed.world()} processes sharing each step",
-                          f"set rl.n_prompts to at least {distributed.world()}, or start fewer processes")
+    distributed.require_shares({"rl.n_prompts": cfg.n_prompts} if cfg.steps > 0 else {})
     ref_av = MergedAV(av, dtype).verbalizer  # frozen supervised AV (KL anchor), merged: a plain forward
     av_params = [p for p in av.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(av_params, lr=cfg.lr, weight_decay=0.0)
