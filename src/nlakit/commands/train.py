@@ -162,7 +162,8 @@ def datagen_cmd(out: Path = typer.Option(..., help="Output directory of the pair
                         positions_per_doc=positions_per_doc, describe=describe,
                         eval_data=eval_data or default_corpus("heldout.jsonl.gz"),
                         dtype="bfloat16" if t.device.startswith("cuda") else None)
-    datagen(cfg, t, progress=lambda stage, i, n: show({"stage": f"datagen/{stage}", "done": i, "of": n}) if distributed.is_main() else None)
+    show_progress = (lambda stage, i, n: show({"stage": f"datagen/{stage}", "done": i, "of": n})) if distributed.is_main() else None
+    datagen(cfg, t, progress=show_progress)
     if distributed.is_main():
         console.print(f"[green]wrote[/] {out}")
 

@@ -16,6 +16,9 @@ layer-L vector and the target's own next-token predictions, and write explanatio
 Both are natural language; `nlakit train` picks one with ``--source``. Documents are split (by document) into
 ``av`` (AV supervised), ``ar`` (AR supervised) and ``rl`` portions. The reference statistics that FVE is centred on
 are computed from all training vectors.
+
+Under torchrun each rank takes a contiguous run of the document batches and a share of the ``describe`` generations;
+rank 0 merges them, in the order one process makes them, into the same files (docs/DISTRIBUTED.md).
 """
 
 from __future__ import annotations
@@ -151,7 +154,7 @@ def datagen(cfg: DatagenConfig, target: Target, progress: Callable[[str, int, in
     rows: list[dict] = []
     describe_jobs: list[tuple[int, str]] = []  # (first row index of the doc, context to describe)
     done = n_tokens = 0
-    for s in distributed.shard(range(0, len(docs), cfg.batch_size)):  # under torchrun: this rank's batches, as one process forms them
+    for s in distributed.shard(range(0, len(docs), cfg.batch_size)):  # torchrun: this rank's run of batches
         chunk = docs[s : s + cfg.batch_size]
         texts = [_doc_text(target, d) for d in chunk]
         enc = target.encode(texts, max_length=cfg.max_tokens)
@@ -185,8 +188,8 @@ def datagen(cfg: DatagenConfig, target: Target, progress: Callable[[str, int, in
             if cfg.describe:
                 describe_jobs.append((first_row, texts[j][: enc.offsets[j][pos[0]][1]]))
         done += len(chunk)
-        if progress:
-            progress("extract", done, len(docs))
+        if progress:  # under torchrun rank 0's pace stands for every rank's
+            progress("extract", min(done * distributed.world(), len(docs)), len(docs))
 
     n_pairs = len(rows)
     if distributed.world() > 1:
