@@ -52,6 +52,8 @@ def _options(ctx: typer.Context,
         raise NlakitError(f"`nlakit {ctx.invoked_subcommand}` does not run distributed",
                           f"run it as one process, without torchrun (distributed verbs: {', '.join(DISTRIBUTED_VERBS)})")
     dist.init(required=distributed)
+    if not dist.is_main():  # every rank hits the same warnings: rank 0 says them once
+        logging.getLogger("nlakit").setLevel(logging.ERROR)
 
 
 def quiet_third_party(verbose: bool = False) -> None:
