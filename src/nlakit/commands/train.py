@@ -85,7 +85,9 @@ def train_all_cmd(out: Optional[Path] = _OPTS["out"], config: Optional[Path] = _
     cfg = _config(config, out=out, target=target, layer=layer, data=data, eval_data=eval_data, source=source,
                   time_budget=time_budget, device=device, n_docs=n_docs, rl_steps=rl_steps, describe=describe,
                   injection_scale=injection_scale)
-    if not resume and (Path(cfg.out) / "log.jsonl").exists():
+    held = (Path(cfg.out) / "log.jsonl").exists()
+    distributed.barrier()  # every rank looks before rank 0 starts writing
+    if not resume and held:
         raise NlakitError(f"{cfg.out} already holds a run", "pass --resume to continue it, or choose a new --out")
     console, show = _printer()
     res = train_all(cfg, callback=show)
