@@ -186,6 +186,7 @@ def main() -> None:
     ap.add_argument("--eval-data", default=None)
     ap.add_argument("--budget", type=float, default=540, help="seconds for this call")
     ap.add_argument("--rl-steps", type=int, default=None)
+    ap.add_argument("--rl-minutes", type=float, default=None, help="end RL (finished) after this many minutes of steps")
     ap.add_argument("--export", default=None, help="folder for run.tar.gz (and the bundle tars with --export-bundle)")
     ap.add_argument("--export-bundle", action="store_true")
     ap.add_argument("--render", default=None, help="results.json to turn into train_eval.json + plots (no training)")
@@ -196,7 +197,8 @@ def main() -> None:
         return
     logging.basicConfig(level=logging.WARNING)
     cfg = load_config(args.config, {"out": args.out, "target": args.target, "data": args.data, "eval_data": args.eval_data,
-                                    "time_budget": f"{args.budget}s", "rl.steps": args.rl_steps})
+                                    "time_budget": f"{args.budget}s", "rl.steps": args.rl_steps,
+                                    "rl.max_minutes": args.rl_minutes})
     t0 = time.time()
 
     def show(rec: dict) -> None:

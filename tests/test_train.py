@@ -136,3 +136,13 @@ def test_rl_options_merged_reward_sparse_ar_and_ppo_epochs(tmp_path, corpus):
     first, second = res["rl_history"]
     assert second["ar_loss"] is None  # the AR stepped on step 1 only
     assert all(0.0 <= h["clip_frac"] <= 1.0 for h in res["rl_history"])
+
+
+def test_rl_max_minutes_ends_rl_as_finished_and_resume_keeps_it_ended(tmp_path, corpus):
+    rl = RLConfig(steps=50, n_prompts=2, group=2, max_new_tokens=8, save_every=1, eval_every=0, max_minutes=1e-9)
+    cfg = tiny_config(tmp_path / "run", corpus, rl=rl)
+    res = train_all(cfg)
+    assert res["finished"] and res["rl"]["stopped_by"] == "max_minutes" and res["rl"]["steps_done"] == 1
+    assert "final_eval" in res  # a time-capped RL stage is finished: the final eval runs
+    again = train_all(cfg)  # resuming does not train further
+    assert again["rl"]["steps_done"] == 1

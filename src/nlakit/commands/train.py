@@ -45,9 +45,10 @@ def _config(config: Optional[Path], **flags):
     """Defaults < --config FILE < the flags that were given (None = not given)."""
     from nlakit.train.config import load_config
 
-    rl_steps = flags.pop("rl_steps", None)
+    rl_steps, rl_minutes = flags.pop("rl_steps", None), flags.pop("rl_minutes", None)
     out = flags.pop("out", None)
-    return load_config(config, {**flags, "out": str(out) if out is not None else None, "rl.steps": rl_steps})
+    return load_config(config, {**flags, "out": str(out) if out is not None else None, "rl.steps": rl_steps,
+                                "rl.max_minutes": rl_minutes})
 
 
 _OPTS = dict(
@@ -64,6 +65,7 @@ _OPTS = dict(
     device=typer.Option(None, help="cpu, cuda or auto. [default: auto]"),
     n_docs=typer.Option(None, help="Training documents to sample. [default: 6000]"),
     rl_steps=typer.Option(None, help="GRPO steps. [default: 300]"),
+    rl_minutes=typer.Option(None, help="Also end GRPO (as finished) once its steps have taken this many minutes."),
     describe=typer.Option(None, help="Also generate the `self` source (one short generation per document). [default: on]"),
     injection_scale=typer.Option(None, help="Injection norm (default: a round number above the mean norm)."),
 )
@@ -75,6 +77,7 @@ def train_all_cmd(out: Optional[Path] = _OPTS["out"], config: Optional[Path] = _
                   eval_data: Optional[str] = _OPTS["eval_data"], source: Optional[str] = _OPTS["source"],
                   time_budget: Optional[str] = _OPTS["time_budget"], device: Optional[str] = _OPTS["device"],
                   n_docs: Optional[int] = _OPTS["n_docs"], rl_steps: Optional[int] = _OPTS["rl_steps"],
+                  rl_minutes: Optional[float] = _OPTS["rl_minutes"],
                   describe: Optional[bool] = _OPTS["describe"], injection_scale: Optional[float] = _OPTS["injection_scale"],
                   resume: bool = typer.Option(True, help="Continue a run found in --out (the default); --no-resume refuses to."),
                   ) -> None:
@@ -83,8 +86,8 @@ def train_all_cmd(out: Optional[Path] = _OPTS["out"], config: Optional[Path] = _
     from nlakit.train.pipeline import train_all
 
     cfg = _config(config, out=out, target=target, layer=layer, data=data, eval_data=eval_data, source=source,
-                  time_budget=time_budget, device=device, n_docs=n_docs, rl_steps=rl_steps, describe=describe,
-                  injection_scale=injection_scale)
+                  time_budget=time_budget, device=device, n_docs=n_docs, rl_steps=rl_steps, rl_minutes=rl_minutes,
+                  describe=describe, injection_scale=injection_scale)
     held = (Path(cfg.out) / "log.jsonl").exists()
     distributed.barrier()  # every rank looks before rank 0 starts writing
     if not resume and held:
@@ -138,11 +141,11 @@ def train_av_cmd(out: Optional[Path] = _OPTS["out"], config: Optional[Path] = _O
 def train_rl_cmd(out: Optional[Path] = _OPTS["out"], config: Optional[Path] = _OPTS["config"], target: Optional[str] = _OPTS["target"],
                  layer: Optional[int] = _OPTS["layer"], source: Optional[str] = _OPTS["source"],
                  device: Optional[str] = _OPTS["device"], rl_steps: Optional[int] = _OPTS["rl_steps"],
-                 time_budget: Optional[str] = _OPTS["time_budget"]) -> None:
+                 rl_minutes: Optional[float] = _OPTS["rl_minutes"], time_budget: Optional[str] = _OPTS["time_budget"]) -> None:
     """GRPO on the AV (after both supervised stages), resumable."""
     train_all_cmd(out=out, config=config, target=target, layer=layer, data=None, eval_data=None, source=source,
-                  time_budget=time_budget, device=device, n_docs=None, rl_steps=rl_steps, describe=None, injection_scale=None,
-                  resume=True)
+                  time_budget=time_budget, device=device, n_docs=None, rl_steps=rl_steps, rl_minutes=rl_minutes, describe=None,
+                  injection_scale=None, resume=True)
 
 
 def datagen_cmd(out: Path = typer.Option(..., help="Output directory of the pairs."),

@@ -36,6 +36,7 @@ when the time budget runs out; the next call resumes from them.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -61,6 +62,7 @@ FAIL_REWARD = -2.0
 @dataclass(frozen=True)
 class RLConfig:
     steps: int = 300
+    max_minutes: float | None = None  # also end (finished) once the steps' own time reaches this; evals not counted
     n_prompts: int = 32
     group: int = 8
     temperature: float = 1.0
@@ -259,7 +261,13 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
     for _ in range(start):  # keep the prompt sampler in step after a resume
         torch.randint(0, len(data), (cfg.n_prompts,), generator=g)
     step = start
+    time_cap = math.inf if cfg.max_minutes is None else cfg.max_minutes * 60
+    capped = False
     for step in range(start, cfg.steps):
+        if distributed.any_rank(sum(h["sec"] for h in history) >= time_cap):  # ranks agree on when to stop
+            log.info("RL reached max_minutes=%s at step %d/%d", cfg.max_minutes, step, cfg.steps)
+            capped = True
+            break
         if budget is not None and distributed.any_rank(budget.out(margin=90)):
             log.warning("RL stopped by the time budget at step %d/%d", step, cfg.steps)
             break
@@ -306,9 +314,11 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
         step = cfg.steps
     done_steps = history[-1]["step"] if history else start
     checkpoint(done_steps)
-    summary = {"config": asdict(cfg), "steps_done": done_steps, "finished": done_steps >= cfg.steps,
+    finished = done_steps >= cfg.steps or capped
+    summary = {"config": asdict(cfg), "steps_done": done_steps, "finished": finished,
+               "stopped_by": "steps" if done_steps >= cfg.steps else "max_minutes" if capped else "budget",
                "seconds": sum(h["sec"] for h in history), "history": history}
-    if done_steps >= cfg.steps and distributed.is_main():
+    if finished and distributed.is_main():
         write_stage_done(out, "rl", {k: v for k, v in summary.items() if k != "history"})
     distributed.barrier()
     return summary
