@@ -220,6 +220,8 @@ def cli_options() -> dict[str, set[str]]:
 
     def walk(cmd, path):
         if hasattr(cmd, "commands"):  # a group (typer vendors its own click)
+            if not path:  # the app's own options (--verbose, --distributed), given before the verb
+                out[""] = {o for p in cmd.params for o in (*p.opts, *getattr(p, 'secondary_opts', ())) if o.startswith("--")}
             for name, sub in cmd.commands.items():
                 walk(sub, path + [name])
         else:
@@ -230,10 +232,11 @@ def cli_options() -> dict[str, set[str]]:
 
 
 def hint_options(text: str) -> set[str]:
-    """The nlakit options a message names (pip's own flags in a `pip install ...` hint are not ours)."""
+    """The nlakit options a message names (pip's and torchrun's own flags in a `pip install ...` or `torchrun ...`
+    hint are not ours)."""
     import re
 
-    text = re.sub(r"pip install[^,;)]*", "", text)
+    text = re.sub(r"(pip install|torchrun)[^,;)]*", "", text)
     return set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text)) - {"--help"}
 
 

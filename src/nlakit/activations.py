@@ -122,7 +122,8 @@ def _sink_flags(h: torch.Tensor, n: int, token_ids: list[int], special_ids: set[
 @torch.no_grad()
 def extract(target: Target, texts: Iterable[str], layer: int, positions: PositionSpec | Callable[[str, int], PositionSpec] = "all",
             *, batch_size: int = 16, include_sinks: bool = False, max_length: int | None = None,
-            dtype: torch.dtype | None = None, progress: Callable[[int], None] | None = None) -> list[DocActivations]:
+            dtype: torch.dtype | None = None, progress: Callable[[int], None] | None = None,
+            shard: bool = False) -> list[DocActivations | None]:
     """Layer-`layer` activations of each text at the chosen positions.
 
     Args:
@@ -133,9 +134,13 @@ def extract(target: Target, texts: Iterable[str], layer: int, positions: Positio
         include_sinks: keep attention-sink positions (flagged in ``is_sink``); by default they are dropped.
         dtype: autocast dtype on GPU (e.g. torch.bfloat16); vectors are always returned as float32.
         progress: called with the number of texts done after each batch.
+        shard: under torchrun, run only this rank's batches (`nlakit.distributed.deal`: every world-th of the
+            length-sorted batches, each as one process forms it); the other ranks' texts come back as None.
     Returns:
         One `DocActivations` per text, in input order. Batched and one-at-a-time give the same vectors.
     """
+    from nlakit import distributed
+
     texts = list(texts)
     target.check_layer(layer)
     if not texts:
@@ -144,7 +149,8 @@ def extract(target: Target, texts: Iterable[str], layer: int, positions: Positio
     # length-sort so batches carry little padding; restore the order at the end
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     results: dict[int, DocActivations] = {}
-    for s in range(0, len(order), batch_size):
+    starts = range(0, len(order), batch_size)
+    for s in distributed.deal(starts) if shard else starts:
         idx = order[s : s + batch_size]
         enc: Encoding = target.encode([texts[i] for i in idx], max_length=max_length)
         ids, mask = enc.input_ids.to(target.device), enc.attention_mask.to(target.device)
@@ -166,7 +172,7 @@ def extract(target: Target, texts: Iterable[str], layer: int, positions: Positio
                                         vectors=h[j, pos].clone(), is_sink=[sinks[p] for p in pos])
         if progress is not None:
             progress(len(idx))
-    return [results[i] for i in range(len(texts))]
+    return [results.get(i) for i in range(len(texts))]
 
 
 def save_shard(path: str | Path, docs: list[DocActivations], extra_meta: dict | None = None) -> Path:

@@ -34,11 +34,26 @@ def _register_commands() -> None:
             register(app)
 
 
+# verbs that split their work over the processes torchrun starts (docs/DISTRIBUTED.md); the others run as one process
+DISTRIBUTED_VERBS = ("datagen", "train", "extract", "eval", "explain")
+
+
 @app.callback()
-def _options(verbose: bool = typer.Option(False, "--verbose", help="Show third-party warnings, logs and progress bars "
-                                                                     "(transformers, PEFT, hub), hidden by default.")) -> None:
+def _options(ctx: typer.Context,
+             verbose: bool = typer.Option(False, "--verbose", help="Show third-party warnings, logs and progress bars "
+                                                                   "(transformers, PEFT, hub), hidden by default."),
+             distributed: bool = typer.Option(False, "--distributed", help="Require a torchrun launch (datagen, train, extract, "
+                                                                           "eval, explain); under torchrun it is on anyway.")) -> None:
     """Natural Language Autoencoders: explain a model's activations in words, and check them."""
     quiet_third_party(verbose)
+    from nlakit import distributed as dist
+
+    if (distributed or dist.launched()) and ctx.invoked_subcommand not in DISTRIBUTED_VERBS:
+        raise NlakitError(f"`nlakit {ctx.invoked_subcommand}` does not run distributed",
+                          f"run it as one process, without torchrun (distributed verbs: {', '.join(DISTRIBUTED_VERBS)})")
+    dist.init(required=distributed)
+    if not dist.is_main():  # every rank hits the same warnings: rank 0 says them once
+        logging.getLogger("nlakit").setLevel(logging.ERROR)
 
 
 def quiet_third_party(verbose: bool = False) -> None:
@@ -69,6 +84,8 @@ _register_commands()
 def main() -> None:
     """Entry point: run the app, turning `NlakitError` into one red line and exit code 2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from nlakit import distributed
+
     try:
         app()
     except NlakitError as e:
@@ -76,6 +93,8 @@ def main() -> None:
 
         Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
         sys.exit(2)
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

@@ -292,9 +292,12 @@ class Engine:
         return v.to(self.dtype)
 
     @torch.no_grad()
-    def run(self, vectors: torch.Tensor, *, temperature: float = 0.0, seed: int = 0,
+    def run(self, vectors: torch.Tensor, *, temperature: float = 0.0, seed: int = 0, first_row: int = 0,
             progress: Callable[[int], None] | None = None) -> list[list[int]]:
-        """Token ids per vector (EOS excluded; a trailing -1 marks a row stopped by max_new_tokens)."""
+        """Token ids per vector (EOS excluded; a trailing -1 marks a row stopped by max_new_tokens).
+
+        Row i samples from the stream of (seed, first_row + i): a slice of a batch decoded with its first row's index
+        gets the rows the whole batch would (how ranks split RL rollouts)."""
         from nlakit.vectors import check_vectors
 
         if (temperature > 0) != self.cfg.sampling:
@@ -314,7 +317,7 @@ class Engine:
             self.temperature.fill_(float(temperature))
         out: list[list[int]] = []
         for start in range(0, vectors.shape[0], self.cfg.capacity):
-            out += self._run_pass(vectors[start : start + self.cfg.capacity], seed, start, progress)
+            out += self._run_pass(vectors[start : start + self.cfg.capacity], seed, first_row + start, progress)
         return out
 
     def _run_pass(self, vectors: torch.Tensor, seed: int, offset: int, progress) -> list[list[int]]:
@@ -385,7 +388,7 @@ def _slots_for(n: int, batch_size: int, device: torch.device) -> int:
 @torch.no_grad()
 def generate(verbalizer, vectors: torch.Tensor, *, max_new_tokens: int = 150, temperature: float = 0.0, seed: int = 0,
              batch_size: int = 256, engine: str = "auto", compile: bool | None = None, cuda_graph: bool | None = None,
-             sync_every: int = 16, progress: Callable[[int], None] | None = None) -> list[list[int]]:
+             sync_every: int = 16, progress: Callable[[int], None] | None = None, first_row: int = 0) -> list[list[int]]:
     """Generate AV token ids for a batch of activation vectors.
 
     Args:
@@ -396,6 +399,8 @@ def generate(verbalizer, vectors: torch.Tensor, *, max_new_tokens: int = 150, te
         batch_size: rows decoded together (the engine refills finished rows from the remaining vectors).
         engine: "auto" (fast engine when the architecture is supported, else HF), "fast", or "hf" (plain generate).
         compile, cuda_graph: force torch.compile / CUDA graphs on or off (default: on for CUDA).
+        first_row: the index of `vectors`' first row in a larger batch split across processes: the fast engine then
+            samples each row exactly as in the whole batch (plain HF generate only shifts its seed by it).
     Returns:
         One list of token ids per vector, EOS excluded; a trailing -1 marks "stopped by max_new_tokens"
         (the same format as `Verbalizer.generate_ids`).
@@ -412,12 +417,12 @@ def generate(verbalizer, vectors: torch.Tensor, *, max_new_tokens: int = 150, te
     if engine == "hf" or (engine == "auto" and not supports(verbalizer.model)):
         if engine == "auto":
             log.info("the fast engine does not support this architecture; using plain HF generate")
-        return generate_hf(verbalizer, vectors, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+        return generate_hf(verbalizer, vectors, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed + first_row,
                            batch_size=batch_size, progress=progress)
     device = next(verbalizer.model.parameters()).device
     cfg = EngineConfig(slots=_slots_for(int(vectors.shape[0]), batch_size, device), max_new_tokens=max_new_tokens,
                        sampling=temperature > 0, compile=compile, cuda_graph=cuda_graph, sync_every=sync_every)
-    return get_engine(verbalizer, cfg).run(vectors, temperature=temperature, seed=seed, progress=progress)
+    return get_engine(verbalizer, cfg).run(vectors, temperature=temperature, seed=seed, first_row=first_row, progress=progress)
 
 
 def generate_hf(verbalizer, vectors: torch.Tensor, *, max_new_tokens: int = 150, temperature: float = 0.0, seed: int = 0,

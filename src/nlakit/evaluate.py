@@ -154,15 +154,22 @@ def aggregate_row(name: str, per_item: dict[str, torch.Tensor], seed: int = 0) -
 
 
 def explain_vectors(nla, vectors: torch.Tensor, cfg: EvalConfig, progress: Progress | None = None) -> list[Explanation]:
-    """The AV's explanations of (N, d) vectors, in batches (so progress can be shown)."""
-    out: list[Explanation] = []
+    """The AV's explanations of (N, d) vectors, in batches (so progress can be shown).
+
+    Under torchrun the batches are dealt to the ranks (`distributed.deal`), each decoded exactly as one process
+    decodes it, and every rank gets every explanation back."""
+    from nlakit import distributed
+
+    done: dict[int, list[Explanation]] = {}
     bs = cfg.explain_batch_size
-    for s in range(0, vectors.shape[0], bs):
-        out += nla.explain(vectors[s : s + bs], max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                           seed=cfg.seed + s, batch_size=bs, engine=cfg.engine)
+    for s in distributed.deal(range(0, vectors.shape[0], bs)):
+        done[s] = nla.explain(vectors[s : s + bs], max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                              seed=cfg.seed + s, batch_size=bs, engine=cfg.engine)
         if progress is not None:
-            progress("explain", min(s + bs, vectors.shape[0]), vectors.shape[0])
-    return out
+            progress("explain", min(len(done) * bs * distributed.world(), vectors.shape[0]), vectors.shape[0])
+    for part in distributed.all_gather(done) if distributed.world() > 1 else []:
+        done.update(part)
+    return [e for s in sorted(done) for e in done[s]]
 
 
 def score_vectors(nla, vectors: torch.Tensor, explanations: Sequence[str | Explanation] | None = None, *,

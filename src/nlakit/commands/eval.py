@@ -1,6 +1,7 @@
 """`nlakit eval --nla DIR --data JSONL --out results.json`: held-out score table, NLA beside every baseline.
 
-Wraps `nlakit.evaluate.evaluate`. `--html` also renders the report (same as `nlakit report results.json`).
+Wraps `nlakit.evaluate.evaluate`. `--html` also renders the report (same as `nlakit report results.json`). Under
+torchrun the AV's generations are dealt to the ranks and rank 0 writes the results (docs/DISTRIBUTED.md).
 """
 
 from __future__ import annotations
@@ -47,25 +48,30 @@ def register(app: typer.Typer) -> None:
         temperature: float = typer.Option(0.0, "--temperature", min=0.0),
         engine: str = typer.Option("auto", "--engine", help="AV generation: auto (fast engine), fast, or hf (plain HF generate)."),
         seed: int = typer.Option(0, "--seed"),
+        explain_batch_size: int = typer.Option(64, "--explain-batch-size", min=1, help="AV generations at once (under "
+                                                                                     "torchrun the unit dealt to each process)."),
         html: Path | None = typer.Option(None, "--html", help="Also write the HTML report here."),
         device: str = DeviceOpt,
         dtype: str = DtypeOpt,
         batch_size: int = BatchOpt,
     ):
         """Score an NLA on held-out text, beside the baselines (mean, ridge, context echo, oracle echo)."""
+        from nlakit import distributed
         from nlakit.baselines import ALL_BASELINES
         from nlakit.evaluate import EvalConfig, evaluate
         from nlakit.io import write_json
 
         cfg = EvalConfig(n_positions=n_positions, positions_per_doc=positions_per_doc, n_train_positions=n_train_positions,
                          min_position=min_position, max_tokens=max_tokens, seed=seed, batch_size=batch_size,
-                         max_new_tokens=max_new_tokens, temperature=temperature, engine=engine,
+                         max_new_tokens=max_new_tokens, temperature=temperature, engine=engine, explain_batch_size=explain_batch_size,
                          baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()) if baselines else ALL_BASELINES)
         texts = read_doc_file(data, "--data", text_key, limit_docs, per_line, key_fix=None)
         train_texts = read_doc_file(train_data, "--train-data", text_key, limit_docs, per_line, key_fix=None) if train_data else None
         model, tgt = open_nla(nla, target, device, dtype, ar)
-        with progress_bar() as progress:
+        with progress_bar(distributed.is_main()) as progress:
             results = evaluate(model, tgt, texts, train_texts, cfg, progress=progress)
+        if not distributed.is_main():
+            return
         results["data"] = {"heldout": str(data), "train": str(train_data) if train_data else None}
         write_json(out, results)
         console.print(score_table(results["aggregate"], f"{results['nla']['target_name']} layer {results['nla']['layer']}: "

@@ -1,6 +1,7 @@
 """`nlakit explain TEXT --at POSITIONS`: explanation, cosine and FVE per position, beside the baselines.
 
-Wraps `nlakit.evaluate.explain_text`. `--out` saves the results JSON, `--html` renders the explain report.
+Wraps `nlakit.evaluate.explain_text`. `--out` saves the results JSON, `--html` renders the explain report. Under
+torchrun the positions' generations are dealt to the ranks and rank 0 prints and writes (docs/DISTRIBUTED.md).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def register(app: typer.Typer) -> None:
         temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy."),
         engine: str = typer.Option("auto", "--engine", help="AV generation: auto (fast engine), fast, or hf (plain HF generate)."),
         seed: int = typer.Option(0, "--seed"),
+        explain_batch_size: int = typer.Option(64, "--explain-batch-size", min=1, help="AV generations at once (under "
+                                                                                     "torchrun the unit dealt to each process)."),
         as_json: bool = typer.Option(False, "--json", help="Print the results JSON instead of tables."),
         out: Path | None = typer.Option(None, "--out", help="Write the results JSON here."),
         html: Path | None = typer.Option(None, "--html", help="Write the self-contained HTML report here."),
@@ -51,15 +54,18 @@ def register(app: typer.Typer) -> None:
         batch_size: int = BatchOpt,
     ):
         """Explain the activation at chosen positions of TEXT and check each explanation by reconstruction."""
+        from nlakit import distributed
         from nlakit.evaluate import EvalConfig, explain_text
 
         cfg = EvalConfig(n_positions=1, n_train_positions=n_train_positions, seed=seed, batch_size=batch_size,
-                         max_new_tokens=max_new_tokens, temperature=temperature, engine=engine)
+                         max_new_tokens=max_new_tokens, temperature=temperature, engine=engine, explain_batch_size=explain_batch_size)
         text = read_one_text(text, "nlakit explain", literal=literal)
         train_texts = read_doc_file(train_data, "--train-data") if train_data else None
         model, tgt = open_nla(nla, target, device, dtype, ar)
-        with progress_bar(not as_json) as progress:
+        with progress_bar(not as_json and distributed.is_main()) as progress:
             results = explain_text(model, tgt, text, at, train_texts, cfg, progress=progress)
+        if not distributed.is_main():
+            return
         _save(results, out, html)
         if as_json:
             typer.echo(json.dumps(results, indent=2, ensure_ascii=False))

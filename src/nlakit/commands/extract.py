@@ -1,6 +1,7 @@
 """`nlakit extract TEXT_OR_FILE --layer L --out FILE`: layer-L activations → safetensors shard(s).
 
-Wraps `nlakit.activations.extract` and `nlakit.activations.save_shard`.
+Wraps `nlakit.activations.extract` and `nlakit.activations.save_shard`. Under torchrun each rank extracts its share of
+every shard's batches and rank 0 merges them into the files one process writes (docs/DISTRIBUTED.md).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def register(app: typer.Typer) -> None:
         batch_size: int = BatchOpt,
     ):
         """Extract layer-L residual activations of text into safetensors shard(s)."""
+        from nlakit import distributed
         from nlakit.activations import extract as extract_fn
         from nlakit.activations import save_shard
 
@@ -59,16 +61,24 @@ def register(app: typer.Typer) -> None:
         chunks = [texts[i : i + shard_docs] for i in range(0, len(texts), shard_docs)]
         paths = shard_paths(out, len(chunks))
         n_rows, done = 0, 0
-        with progress_bar() as progress:
+        with progress_bar(distributed.is_main()) as progress:
             for chunk, path in zip(chunks, paths):
                 def tick(n: int) -> None:
                     nonlocal done
-                    done += n
+                    done = min(done + n * distributed.world(), len(texts))  # rank 0's pace stands for every rank's
                     if progress is not None:
                         progress("extract", done, len(texts))
 
-                docs = extract_fn(tgt, chunk, layer, positions, batch_size=batch_size, include_sinks=include_sinks, progress=tick)
-                save_shard(path, docs, {"target": tgt.spec, "d_model": tgt.d_model})
-                n_rows += sum(len(d.positions) for d in docs)
+                docs = extract_fn(tgt, chunk, layer, positions, batch_size=batch_size, include_sinks=include_sinks, progress=tick,
+                                  shard=True)
+                parts = distributed.gather({i: d for i, d in enumerate(docs) if d is not None}, path.parent, path.name)
+                if parts is not None:  # rank 0: every rank's documents, back in input order
+                    merged = {i: d for part in parts for i, d in part.items()}
+                    docs = [merged[i] for i in range(len(chunk))]
+                    save_shard(path, docs, {"target": tgt.spec, "d_model": tgt.d_model})
+                    n_rows += sum(len(d.positions) for d in docs)
+                distributed.barrier()
+        if not distributed.is_main():
+            return
         console.print(f"wrote {n_rows} vectors (d_model {tgt.d_model}, layer {layer}) from {len(texts)} text(s) to "
                       + ", ".join(str(p) for p in paths))

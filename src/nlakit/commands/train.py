@@ -1,4 +1,7 @@
-"""`nlakit datagen` and `nlakit train {all,ar,av,rl}`: thin wrappers over `nlakit.train.*`."""
+"""`nlakit datagen` and `nlakit train {all,ar,av,rl}`: thin wrappers over `nlakit.train.*`.
+
+Under torchrun (``torchrun --nproc-per-node N -m nlakit train all ...``) every process runs the same command on its
+share of the work and rank 0 alone prints (docs/DISTRIBUTED.md)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
+from nlakit import distributed
 
 train_app = typer.Typer(help="Train an NLA: AR supervised, AV supervised, RL (GRPO), or all of it under a time budget.",
                         no_args_is_help=True)
@@ -83,10 +88,14 @@ def train_all_cmd(out: Optional[Path] = _OPTS["out"], config: Optional[Path] = _
     cfg = _config(config, out=out, target=target, layer=layer, data=data, eval_data=eval_data, source=source,
                   time_budget=time_budget, device=device, n_docs=n_docs, rl_steps=rl_steps, rl_minutes=rl_minutes,
                   describe=describe, injection_scale=injection_scale)
-    if not resume and (Path(cfg.out) / "log.jsonl").exists():
+    held = (Path(cfg.out) / "log.jsonl").exists()
+    distributed.barrier()  # every rank looks before rank 0 starts writing
+    if not resume and held:
         raise NlakitError(f"{cfg.out} already holds a run", "pass --resume to continue it, or choose a new --out")
     console, show = _printer()
     res = train_all(cfg, callback=show)
+    if not distributed.is_main():
+        return
     fe = res.get("final_eval")
     if fe:
         console.print(f"[bold green]held-out fve_nrm {fe['fve_nrm']['mean']:.3f}[/] "
@@ -105,6 +114,8 @@ def _single_stage(stop_after: str, config: Optional[Path], **flags) -> None:
     console, show = _printer()
     cfg = _config(config, **flags, rl_steps=0)
     res = train_all(cfg, callback=show)
+    if not distributed.is_main():
+        return
     console.print(json.dumps({k: res.get(k) for k in ("ar_sft", "av_sft")}, indent=1, default=str)[:2000])
 
 
@@ -156,8 +167,10 @@ def datagen_cmd(out: Path = typer.Option(..., help="Output directory of the pair
                         positions_per_doc=positions_per_doc, describe=describe,
                         eval_data=eval_data or default_corpus("heldout.jsonl.gz"),
                         dtype="bfloat16" if t.device.startswith("cuda") else None)
-    datagen(cfg, t, progress=lambda stage, i, n: show({"stage": f"datagen/{stage}", "done": i, "of": n}))
-    console.print(f"[green]wrote[/] {out}")
+    show_progress = (lambda stage, i, n: show({"stage": f"datagen/{stage}", "done": i, "of": n})) if distributed.is_main() else None
+    datagen(cfg, t, progress=show_progress)
+    if distributed.is_main():
+        console.print(f"[green]wrote[/] {out}")
 
 
 def register(app: typer.Typer) -> None:

@@ -17,6 +17,7 @@ from typing import Callable
 
 import torch
 
+from nlakit import distributed
 from nlakit.metrics import Reference, fve_nrm, mse_nrm, summarize
 from nlakit.reconstructor import Reconstructor
 from nlakit.train.common import (Budget, Pairs, add_lora, batches, cosine_lr, load_lora_state, lora_state, save_state,
@@ -46,10 +47,12 @@ def new_ar(target, meta, rank: int) -> Reconstructor:
     return ar
 
 
-def ar_loss(ar: Reconstructor, texts: list[str], gold: torch.Tensor, max_length: int, dtype) -> torch.Tensor:
+def ar_loss(ar: Reconstructor, texts: list[str], gold: torch.Tensor, max_length: int, dtype,
+            forward: torch.nn.Module | None = None) -> torch.Tensor:
+    """mse_nrm of the AR's predictions, averaged over the texts; `forward` runs the AR instead (its DDP wrapper)."""
     ids, mask = ar.encode(texts, max_length=max_length)
     with torch.autocast(device_type=ar.device.type, dtype=dtype, enabled=dtype is not None):
-        pred = ar(ids, mask)
+        pred = (forward or ar)(ids, mask)
     return mse_nrm(pred.float(), gold.to(ar.device)).mean()
 
 
@@ -61,7 +64,10 @@ def ar_optimizer(ar: Reconstructor, lr: float, head_lr: float) -> torch.optim.Op
 
 def train_ar(cfg: ARConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None, ref: Reference, out: Path,
              budget: Budget | None = None, log_fn: Callable[[dict], None] | None = None) -> Reconstructor:
-    """Train the AR on the ``ar`` split; resumable from ``out/ar_sft.pt``. Returns the trained AR."""
+    """Train the AR on the ``ar`` split; resumable from ``out/ar_sft.pt``. Returns the trained AR.
+
+    Under torchrun every rank runs its share of each batch through DistributedDataParallel (the union is the batch
+    one process takes) and rank 0 writes the checkpoints."""
     seed_everything(cfg.seed)
     ar = new_ar(target, meta, cfg.rank)
     ckpt = out / "ar_sft.pt"
@@ -84,24 +90,29 @@ def train_ar(cfg: ARConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
         start, losses = st["step"], st["losses"]
 
     def save_partial(done: int) -> None:
-        save_state(partial, {"lora": lora_state(ar.backbone), "head": ar.value_head.state_dict(), "opt": opt.state_dict(),
-                             "step": done, "losses": losses})
+        if distributed.is_main():
+            save_state(partial, {"lora": lora_state(ar.backbone), "head": ar.value_head.state_dict(), "opt": opt.state_dict(),
+                                 "step": done, "losses": losses})
+        distributed.barrier()
 
+    distributed.require_shares({"ar.batch_size": cfg.batch_size})
+    model = distributed.data_parallel(ar)  # gradients averaged over ranks; `ar` itself in one process
     ar.train()
     for step, total, idx in batches(len(data), cfg.batch_size, seed=cfg.seed, epochs=cfg.epochs):
         if step < start:
             continue
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, total, g["base_lr"])
-        loss = ar_loss(ar, [texts[i] for i in idx], data.vectors[idx], cfg.max_length, dtype)
+        mine = distributed.shard(idx)  # this rank's share of the batch
+        loss = ar_loss(ar, [texts[i] for i in mine], data.vectors[mine], cfg.max_length, dtype, forward=model)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * distributed.loss_weight(len(mine), len(idx))).backward()
         torch.nn.utils.clip_grad_norm_([p for p in ar.parameters() if p.requires_grad], 1.0)
         opt.step()
-        losses.append(loss.item())
+        losses.append(distributed.batch_mean(loss.item(), len(mine), len(idx)))
         if log_fn and (step % 20 == 0 or step == total - 1):
             log_fn({"stage": "ar_sft", "step": step, "of": total, "loss": sum(losses[-20:]) / len(losses[-20:])})
-        if budget is not None and budget.out(margin=30) and step + 1 < total:
+        if budget is not None and distributed.any_rank(budget.out(margin=30)) and step + 1 < total:
             log.warning("AR stage stopped by the time budget at step %d/%d; the next call continues it", step + 1, total)
             save_partial(step + 1)
             return ar.eval()
@@ -109,11 +120,13 @@ def train_ar(cfg: ARConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
             save_partial(step + 1)
     ar.eval()
     summary = {"config": asdict(cfg), "steps": len(losses), "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:]))}
-    if eval_pairs is not None:
+    if eval_pairs is not None and distributed.is_main():
         summary.update(gold_ceiling(ar, eval_pairs, ref, cfg.source, dtype))
-    save_state(ckpt, {"lora": lora_state(ar.backbone), "head": ar.value_head.state_dict()})
-    write_stage_done(out, "ar_sft", summary)
-    partial.unlink(missing_ok=True)
+    if distributed.is_main():
+        save_state(ckpt, {"lora": lora_state(ar.backbone), "head": ar.value_head.state_dict()})
+        write_stage_done(out, "ar_sft", summary)
+        partial.unlink(missing_ok=True)
+    distributed.barrier()
     return ar
 
 

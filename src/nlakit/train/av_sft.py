@@ -17,6 +17,7 @@ from typing import Callable
 
 import torch
 
+from nlakit import distributed
 from nlakit.metrics import Reference
 from nlakit.reconstructor import Reconstructor
 from nlakit.train.common import (Budget, MergedAV, Pairs, add_lora, batches, cosine_lr, load_lora_state, lora_state, save_state,
@@ -49,16 +50,21 @@ def new_av(target, meta, rank: int) -> Verbalizer:
     return Verbalizer(model, target.tokenizer, meta)
 
 
-def sft_loss(av: Verbalizer, vectors: torch.Tensor, responses: list[list[int]], dtype) -> torch.Tensor:
+def sft_loss(av: Verbalizer, vectors: torch.Tensor, responses: list[list[int]], dtype,
+             forward: torch.nn.Module | None = None) -> torch.Tensor:
+    """Cross-entropy per response token, averaged over the batch's tokens; `forward` runs `av.model` instead (its DDP wrapper)."""
     embeds, mask, labels = av.batch(vectors, responses)
     with torch.autocast(device_type=embeds.device.type, dtype=dtype, enabled=dtype is not None):
-        logits = av.model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits  # (B, T, V)
+        logits = (forward or av.model)(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits  # (B, T, V)
     return torch.nn.functional.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
 
 
 def train_av(cfg: AVConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None, ar: Reconstructor, ref: Reference, out: Path,
              budget: Budget | None = None, log_fn: Callable[[dict], None] | None = None) -> Verbalizer:
-    """Train the AV on the ``av`` split; resumable from ``out/av_sft.pt``."""
+    """Train the AV on the ``av`` split; resumable from ``out/av_sft.pt``.
+
+    Under torchrun every rank runs its share of each batch through DistributedDataParallel and rank 0 writes the
+    checkpoints and runs the held-out evaluation."""
     seed_everything(cfg.seed)
     av = new_av(target, meta, cfg.rank)
     ckpt = out / "av_sft.pt"
@@ -79,23 +85,29 @@ def train_av(cfg: AVConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
         start, losses = st["step"], st["losses"]
 
     def save_partial(done: int) -> None:
-        save_state(partial, {"lora": lora_state(av.model), "opt": opt.state_dict(), "step": done, "losses": losses})
+        if distributed.is_main():
+            save_state(partial, {"lora": lora_state(av.model), "opt": opt.state_dict(), "step": done, "losses": losses})
+        distributed.barrier()
 
+    distributed.require_shares({"av.batch_size": cfg.batch_size})
+    model = distributed.data_parallel(av.model)  # gradients averaged over ranks; `av.model` itself in one process
     av.model.train()
     for step, total, idx in batches(len(data), cfg.batch_size, seed=cfg.seed, epochs=cfg.epochs):
         if step < start:
             continue
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, total, cfg.lr)
-        loss = sft_loss(av, data.vectors[idx], [responses[i] for i in idx], dtype)
+        mine = distributed.shard(idx)  # this rank's share of the batch; the loss is a mean over response tokens
+        n_mine, n_all = sum(len(responses[i]) for i in mine), sum(len(responses[i]) for i in idx)
+        loss = sft_loss(av, data.vectors[mine], [responses[i] for i in mine], dtype, forward=model)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * distributed.loss_weight(n_mine, n_all)).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        losses.append(loss.item())
+        losses.append(distributed.batch_mean(loss.item(), n_mine, n_all))
         if log_fn and (step % 20 == 0 or step == total - 1):
             log_fn({"stage": "av_sft", "step": step, "of": total, "loss": sum(losses[-20:]) / len(losses[-20:])})
-        if budget is not None and budget.out(margin=60) and step + 1 < total:
+        if budget is not None and distributed.any_rank(budget.out(margin=60)) and step + 1 < total:
             log.warning("AV stage stopped by the time budget at step %d/%d; the next call continues it", step + 1, total)
             save_partial(step + 1)
             av.model.eval()
@@ -104,11 +116,13 @@ def train_av(cfg: AVConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
             save_partial(step + 1)
     av.model.eval()
     summary = {"config": asdict(cfg), "steps": len(losses), "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:]))}
-    if eval_pairs is not None:
+    if eval_pairs is not None and distributed.is_main():
         decoder = MergedAV(av, dtype).sync().verbalizer  # LoRA merged: the engine's fast path
         summary["eval"] = evaluate_heldout(decoder, ar, eval_pairs, ref, max_new_tokens=cfg.eval_max_new_tokens, dtype=dtype)
         del decoder
-    save_state(ckpt, {"lora": lora_state(av.model)})
-    write_stage_done(out, "av_sft", summary)
-    partial.unlink(missing_ok=True)
+    if distributed.is_main():
+        save_state(ckpt, {"lora": lora_state(av.model)})
+        write_stage_done(out, "av_sft", summary)
+        partial.unlink(missing_ok=True)
+    distributed.barrier()
     return av

@@ -16,6 +16,9 @@ layer-L vector and the target's own next-token predictions, and write explanatio
 Both are natural language; `nlakit train` picks one with ``--source``. Documents are split (by document) into
 ``av`` (AV supervised), ``ar`` (AR supervised) and ``rl`` portions. The reference statistics that FVE is centred on
 are computed from all training vectors.
+
+Under torchrun each rank takes a contiguous run of the document batches and a share of the ``describe`` generations;
+rank 0 merges them, in the order one process makes them, into the same files (docs/DISTRIBUTED.md).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Callable
 
 import torch
 
+from nlakit import distributed
 from nlakit.errors import NlakitError
 from nlakit.corpus import read_rows
 from nlakit.metrics import Reference
@@ -150,7 +154,7 @@ def datagen(cfg: DatagenConfig, target: Target, progress: Callable[[str, int, in
     rows: list[dict] = []
     describe_jobs: list[tuple[int, str]] = []  # (first row index of the doc, context to describe)
     done = n_tokens = 0
-    for s in range(0, len(docs), cfg.batch_size):
+    for s in distributed.shard(range(0, len(docs), cfg.batch_size)):  # torchrun: this rank's run of batches
         chunk = docs[s : s + cfg.batch_size]
         texts = [_doc_text(target, d) for d in chunk]
         enc = target.encode(texts, max_length=cfg.max_tokens)
@@ -184,24 +188,32 @@ def datagen(cfg: DatagenConfig, target: Target, progress: Callable[[str, int, in
             if cfg.describe:
                 describe_jobs.append((first_row, texts[j][: enc.offsets[j][pos[0]][1]]))
         done += len(chunk)
-        if progress:
-            progress("extract", done, len(docs))
+        if progress:  # under torchrun rank 0's pace stands for every rank's
+            progress("extract", min(done * distributed.world(), len(docs)), len(docs))
 
+    n_pairs = len(rows)
+    if distributed.world() > 1:
+        vectors, rows, describe_jobs, n_tokens, n_pairs = _merge_ranks(out, vectors, rows, describe_jobs, n_tokens)
+    if not n_pairs:
+        raise NlakitError(f"no document in {cfg.data} is longer than {cfg.min_position} tokens, so no training position "
+                          "was sampled", "pass longer documents (a few hundred tokens each works well)")
+    descs: list[str] = []
     if cfg.describe and describe_jobs:
-        descs: list[str] = []
-        for s in range(0, len(describe_jobs), 256):
+        for s in distributed.shard(range(0, len(describe_jobs), 256)):
             descs += _describe(target, [c for _, c in describe_jobs[s : s + 256]], cfg.describe_tokens, batch_size=128)
             if progress:
                 progress("describe", min(s + 256, len(describe_jobs)), len(describe_jobs))
+        descs = [d for part in distributed.all_gather(descs) for d in part]
+    if not distributed.is_main():  # rank 0 writes the files; the others wait until they are complete
+        distributed.barrier()
+        return out
+    if descs:
         bounds = [r for r, _ in describe_jobs] + [len(rows)]
         for k, desc in enumerate(descs):
             for r in range(bounds[k], bounds[k + 1]):
                 base = rows[r]["explanations"]["template"]
                 rows[r]["explanations"]["self"] = sanitize(f"The model reads this as: {desc}\n\n{base}" if desc else base, tok)
 
-    if not vectors:
-        raise NlakitError(f"no document in {cfg.data} is longer than {cfg.min_position} tokens, so no training position "
-                          "was sampled", "pass longer documents (a few hundred tokens each works well)")
     V = torch.stack(vectors)
     pairs = Pairs(V, rows)
     out.mkdir(parents=True, exist_ok=True)
@@ -216,6 +228,7 @@ def datagen(cfg: DatagenConfig, target: Target, progress: Callable[[str, int, in
     counts = {k: sum(r["split"] == k for r in rows) for k in ("av", "ar", "rl")}
     write_stage_done(out, "datagen", {"config": asdict(cfg), "n_pairs": len(rows), "n_docs": len(docs), "splits": counts,
                                       "sources": sorted(rows[0]["explanations"]) if rows else [], "tokens": n_tokens})
+    distributed.barrier()
     return out
 
 
@@ -273,3 +286,21 @@ def eval_pairs(target: Target, data: str, layer: int, *, n: int, max_tokens: int
                                                                                         doc.get("lang")), tok)}})
                 vectors.append(h[j, p].clone())
     return Pairs(torch.stack(vectors), rows)
+
+
+def _merge_ranks(out: Path, vectors: list[torch.Tensor], rows: list[dict], describe_jobs: list[tuple[int, str]],
+                 n_tokens: int) -> tuple[list[torch.Tensor], list[dict], list[tuple[int, str]], int, int]:
+    """Every rank's pairs merged on rank 0, in the order one process makes them (ranks hold contiguous runs of batches).
+
+    Pairs travel to rank 0 through per-rank files (`distributed.gather`); every rank gets the whole list of
+    `describe` jobs (row index, context), so each can take its share of those generations. Returns (vectors, rows,
+    describe_jobs, n_tokens, n_pairs): vectors and rows are empty on the other ranks, n_pairs counts every rank's."""
+    jobs, n_pairs = [], 0
+    for n_rows, part_jobs in distributed.all_gather((len(rows), describe_jobs)):
+        jobs += [(first + n_pairs, ctx) for first, ctx in part_jobs]  # row indices shift by the earlier ranks' rows
+        n_pairs += n_rows
+    parts = distributed.gather((vectors, rows, n_tokens), out, "datagen")
+    vectors, rows, n_tokens = [], [], 0
+    for part_vectors, part_rows, part_tokens in parts or []:
+        vectors, rows, n_tokens = vectors + part_vectors, rows + part_rows, n_tokens + part_tokens
+    return vectors, rows, jobs, n_tokens, n_pairs

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def generate(av: Verbalizer, vectors: torch.Tensor, *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0,
-             batch_size: int = 256, engine: str = "auto") -> list[list[int]]:
+             batch_size: int = 256, engine: str = "auto", first_row: int = 0) -> list[list[int]]:
     """Token rows from the AV via `nlakit.engine.generate` (EOS excluded; trailing -1 = hit the cap).
 
     ``NLAKIT_ENGINE=hf`` in the environment forces plain HF generate. If the fast path fails during training, the
@@ -25,14 +25,14 @@ def generate(av: Verbalizer, vectors: torch.Tensor, *, max_new_tokens: int, temp
     from nlakit import engine as fast
 
     engine = os.environ.get("NLAKIT_ENGINE", engine)
-    kw = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, batch_size=batch_size)
+    kw = dict(max_new_tokens=max_new_tokens, temperature=temperature, batch_size=batch_size)
     try:
-        return fast.generate(av, vectors, engine=engine, **kw)
+        return fast.generate(av, vectors, engine=engine, seed=seed, first_row=first_row, **kw)
     except Exception as e:
         if engine != "auto":
             raise
         log.warning("fast engine failed (%s: %s); falling back to HF generate", type(e).__name__, e)
-        return fast.generate_hf(av, vectors, **kw)
+        return fast.generate_hf(av, vectors, seed=seed + first_row, **kw)
 
 
 def ngrams(text: str, n: int = 4) -> set[tuple[str, ...]]:

@@ -5,6 +5,9 @@
 Every stage is resumable: finished stages leave ``<stage>.done.json`` and are skipped, RL continues from
 ``rl_state.pt``. When the budget runs out mid-RL the run checkpoints, writes the bundle so far and exits; call it
 again to continue. The bundle (``out/bundle``: LoRA adapters in bf16, AR head, sidecar, reference) stays small.
+
+Under torchrun (``torchrun --nproc-per-node N -m nlakit train all ...``) every stage splits its work over the ranks
+(docs/DISTRIBUTED.md); rank 0 alone writes files, logs and runs the evaluations, the others wait at barriers.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Callable
 
 import torch
 
+from nlakit import distributed
 from nlakit.baselines import fit_stored, load_stored, save_stored
 from nlakit.bundle import BASELINES_FILE, BUNDLE_FIX, NLA, save_bundle
 from nlakit.errors import NlakitError
@@ -93,6 +97,8 @@ class RunLog:
         self.callback = callback
 
     def __call__(self, rec: dict) -> None:
+        if not distributed.is_main():  # one log per run, whatever the number of processes
+            return
         rec = {"time": time.time(), **rec}
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(rec) + "\n")
@@ -103,12 +109,15 @@ class RunLog:
 def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, target: Target | None = None) -> dict:
     """Run (or continue) the whole pipeline. Returns the results dict also written to out/results.json."""
     budget = Budget(parse_duration(cfg.time_budget))
+    distributed.require_shares({"ar.batch_size": cfg.ar.batch_size, "av.batch_size": cfg.av.batch_size,
+                                **({"rl.n_prompts": cfg.rl.n_prompts} if cfg.rl.steps > 0 else {})})  # before any work
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     runlog = RunLog(out, callback)
     from nlakit.train.config import save_config
 
-    save_config(cfg, out)  # the resolved settings of this call (repeat the run with --config OUT/config.yaml)
+    if distributed.is_main():
+        save_config(cfg, out)  # the resolved settings of this call (repeat the run with --config OUT/config.yaml)
     t0 = time.monotonic()
     target = target or load_target(cfg.target, device=cfg.device)
     dtype = cfg.dtype or ("bfloat16" if target.device.startswith("cuda") else None)
@@ -118,7 +127,8 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
 
     def timed(name: str, t_start: float) -> None:
         timings[name] = timings.get(name, 0.0) + time.monotonic() - t_start
-        write_json(out / "timings.json", timings)
+        if distributed.is_main():
+            write_json(out / "timings.json", timings)
 
     # 0. data
     t = time.monotonic()
@@ -134,8 +144,9 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
     eval_pairs = load_pairs(data_dir / "eval") if (data_dir / "eval" / "pairs.safetensors").exists() else None
     baseline_train = _baseline_train(pairs, cfg.baseline_train_positions)
     stored_file = data_dir / BASELINES_FILE
-    if baseline_train is not None and not stored_file.exists():
+    if baseline_train is not None and not stored_file.exists() and distributed.is_main():
         save_stored(fit_stored(target, pair_samples(baseline_train)), stored_file)
+    distributed.barrier()
     stored = load_stored(read_safetensors(stored_file, BUNDLE_FIX)) if stored_file.exists() else None
 
     # the sidecar is fixed once and reused on resume
@@ -149,7 +160,9 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
         end = tok.eos_token_id if tok.eos_token_id is not None else eos_ids(tok, target.model)[0]  # what SFT targets end with
         meta = meta.with_(nlakit={"target": cfg.target, "source": cfg.source, "stop_ids": sorted(set(eos_ids(tok, target.model)) | {int(end)}),
                                   "sft_end_token": tok.convert_ids_to_tokens(int(end))})
-        meta.save(meta_dir)
+        if distributed.is_main():
+            meta.save(meta_dir)
+    distributed.barrier()
 
     # 1. AR supervised
     t = time.monotonic()
@@ -167,6 +180,8 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
     t = time.monotonic()
 
     def write_bundle(step: int) -> None:
+        if not distributed.is_main():
+            return
         save_bundle(NLA(av=av, ar=ar, meta=meta.with_(stage="rl", nlakit={**meta.nlakit, "rl_steps": step}), reference=ref,
                         baselines=stored), out / "bundle")
 
@@ -177,7 +192,7 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
                "rl": {k: v for k, v in rl_summary.items() if k != "history"}, "rl_history": rl_summary["history"],
                "timings_sec": timings, "finished": rl_summary["finished"]}
     # 4. final held-out evaluation: co-trained AR, and the frozen SFT-time AR (so the RL gain is attributed honestly)
-    if rl_summary["finished"] and eval_pairs is not None and not budget.out(margin=20):
+    if rl_summary["finished"] and eval_pairs is not None and not budget.out(margin=20) and distributed.is_main():
         t = time.monotonic()
         n = cfg.final_eval_positions
         decoder = MergedAV(av, _dt(dtype)).sync().verbalizer  # the same AV, LoRA merged: the engine's fast path
@@ -200,7 +215,8 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
             timed("baselines", t)
     results["wall_sec_this_call"] = time.monotonic() - t0
     write_bundle(rl_summary["steps_done"])
-    write_json(out / "results.json", results)
+    if distributed.is_main():
+        write_json(out / "results.json", results)
     return results
 
 
@@ -219,7 +235,8 @@ def _head(pairs: Pairs, n: int | None) -> Pairs:
 def _stopped(cfg: TrainConfig, out: Path, stage: str, timings: dict) -> dict:
     """Results of a call whose budget ran out inside a supervised stage (its partial checkpoint is on disk)."""
     results = {"config": asdict(cfg), "finished": False, "stopped_in": stage, "rl": {"steps_done": 0}, "timings_sec": timings}
-    write_json(out / "results.json", results)
+    if distributed.is_main():
+        write_json(out / "results.json", results)
     return results
 
 

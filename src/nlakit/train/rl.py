@@ -17,6 +17,13 @@ The variant, exactly:
 - the AR keeps training online: one supervised step on the batch's fresh, parsed explanations (its gradient never
   reaches the AV), every `ar_every` steps (default: every step).
 
+Under torchrun each rank draws the same `n_prompts` activations from the same seeded sampler and takes a contiguous
+share of them (`distributed.shard`); it decodes its rows with their row numbers in the whole batch (the engine's
+counter-based sampling), so the union of the ranks' rollouts is the single-process batch. Rewards and advantages are
+computed per group on the rank that holds it; the policy and AR gradients are summed over ranks
+(`distributed.all_reduce_grads`) with the losses normalised by the whole batch, so every rank takes the same update
+and re-syncs its own merged decoding copy. Rank 0 writes checkpoints and logs and runs the held-out evaluations.
+
 Speed: rollouts are decoded by `nlakit.engine` from a plain copy of the AV (LoRA merged, in the autocast dtype)
 whose weights are refreshed in place after every update (`MergedAV.sync`), so the engine's compiled step and CUDA
 graph are built once and reused for the whole run. The KL anchor is a merged copy of the supervised AV in the same
@@ -37,6 +44,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
+from nlakit import distributed
 from nlakit.errors import NlakitError
 from nlakit.metrics import Reference, fve_baseline, mse_nrm
 from nlakit.reconstructor import Reconstructor
@@ -109,13 +117,16 @@ def _sync(device: torch.device) -> float:
 
 @torch.no_grad()
 def rollout(av: Verbalizer, ar: Reconstructor, vectors: torch.Tensor, cfg: RLConfig, seed: int, dtype=None,
-            timing: dict | None = None) -> Rollout:
-    """Sample `group` explanations per vector with `av` (a decoding copy: `MergedAV.verbalizer`) and score them."""
+            timing: dict | None = None, first_row: int = 0) -> Rollout:
+    """Sample `group` explanations per vector with `av` (a decoding copy: `MergedAV.verbalizer`) and score them.
+
+    `first_row`: the index of this rollout's first sample in the step's whole batch (a rank's share under torchrun)."""
     t0 = _sync(av.device)
     rep = vectors.repeat_interleave(cfg.group, dim=0)  # (P*G, D), groups contiguous
     av.model.eval()
     with torch.autocast(device_type=av.device.type, dtype=dtype, enabled=dtype is not None and av.dtype == torch.float32):
-        rows = generate(av, rep, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=seed, batch_size=1024)
+        rows = generate(av, rep, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=seed, batch_size=1024,
+                        first_row=first_row)
     t1 = _sync(av.device)
     exps = av.decode(rows)
     ok = torch.tensor([e.ok and not e.truncated for e in exps])
@@ -137,8 +148,10 @@ def length_batches(responses: list[list[int]], size: int) -> list[list[int]]:
 
 def policy_step(av: Verbalizer, ref: Verbalizer, ro: Rollout, opt: torch.optim.Optimizer, cfg: RLConfig, dtype=None,
                 timing: dict | None = None) -> dict:
-    """`ppo_epochs` GRPO updates over the rollout, in length-sorted micro-batches. Returns the mean KL and loss."""
-    n = len(ro.responses)
+    """`ppo_epochs` GRPO updates over the rollout, in length-sorted micro-batches. Returns the mean KL and loss.
+
+    Under torchrun `ro` is this rank's share: losses are normalised by the whole batch and gradients summed over ranks."""
+    n = int(distributed.total(len(ro.responses)))
     params = [p for p in av.model.parameters() if p.requires_grad]
     mbs = length_batches(ro.responses, cfg.micro_batch)
     t0 = _sync(av.device)
@@ -169,9 +182,10 @@ def policy_step(av: Verbalizer, ref: Verbalizer, ro: Rollout, opt: torch.optim.O
             loss.backward()
             sums += torch.stack([kl.detach().sum(), loss.detach(), (((ratio - 1).abs() > cfg.clip).float() * mask).sum(),
                                  mask.sum()])
+        distributed.all_reduce_grads(params)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        kl_sum, loss_sum, clipped, n_tok = sums.tolist()
+        kl_sum, loss_sum, clipped, n_tok = distributed.all_reduce_(sums).tolist()
         stats = {"kl": kl_sum / n, "loss": loss_sum, "clip_frac": clipped / max(n_tok, 1.0)}
     av.model.eval()
     if timing is not None:
@@ -180,17 +194,24 @@ def policy_step(av: Verbalizer, ref: Verbalizer, ro: Rollout, opt: torch.optim.O
 
 
 def ar_step(ar: Reconstructor, opt, ro: Rollout, max_length: int = 256, dtype=None) -> float | None:
+    """One supervised AR step on the parsed samples (the mean over every rank's, gradients summed over ranks)."""
     idx = ro.ok.nonzero().flatten().tolist()
-    if not idx:
+    n_all = int(distributed.total(len(idx)))
+    if not n_all:
         return None
+    params = [p for p in ar.parameters() if p.requires_grad]
     ar.train()
-    loss = ar_loss(ar, [ro.texts[i] for i in idx], ro.vectors[idx], max_length, dtype)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_([p for p in ar.parameters() if p.requires_grad], 1.0)
+    loss_value = 0.0
+    if idx:  # a rank without parsed samples still joins the gradient sum, with zeros
+        loss = ar_loss(ar, [ro.texts[i] for i in idx], ro.vectors[idx], max_length, dtype)
+        (loss * (len(idx) / n_all) if distributed.world() > 1 else loss).backward()
+        loss_value = loss.item()
+    distributed.all_reduce_grads(params)
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step()
     ar.eval()
-    return loss.item()
+    return distributed.batch_mean(loss_value, len(idx), n_all)
 
 
 def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eval_pairs: Pairs | None, ref: Reference,
@@ -204,6 +225,7 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
     if len(data) == 0 and cfg.steps > 0:
         raise NlakitError(f"the training pairs have no `rl` split ({len(pairs)} pairs in all), so GRPO has nothing to explain",
                           "sample more documents (--n-docs), or run only the supervised stages (--rl-steps 0)")
+    distributed.require_shares({"rl.n_prompts": cfg.n_prompts} if cfg.steps > 0 else {})
     ref_av = MergedAV(av, dtype).verbalizer  # frozen supervised AV (KL anchor), merged: a plain forward
     av_params = [p for p in av.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(av_params, lr=cfg.lr, weight_decay=0.0)
@@ -227,6 +249,8 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
     scorer = MergedAR(ar, dtype).sync() if cfg.merged_reward else None  # what rewards are read with (else the AR itself)
 
     def checkpoint(step: int) -> None:
+        if not distributed.is_main():
+            return
         save_state(state_path, {"av_lora": lora_state(av.model), "ar_lora": lora_state(ar.backbone),
                                 "ar_head": ar.value_head.state_dict(), "opt": opt.state_dict(), "ar_opt": ar_opt.state_dict(),
                                 "rng": rng_state(), "history": history, "step": step, "config": asdict(cfg)})
@@ -238,18 +262,22 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
         torch.randint(0, len(data), (cfg.n_prompts,), generator=g)
     step = start
     time_cap = math.inf if cfg.max_minutes is None else cfg.max_minutes * 60
+    capped = False
     for step in range(start, cfg.steps):
-        if sum(h["sec"] for h in history) >= time_cap:
+        if distributed.any_rank(sum(h["sec"] for h in history) >= time_cap):  # ranks agree on when to stop
             log.info("RL reached max_minutes=%s at step %d/%d", cfg.max_minutes, step, cfg.steps)
+            capped = True
             break
-        if budget is not None and budget.out(margin=90):
+        if budget is not None and distributed.any_rank(budget.out(margin=90)):
             log.warning("RL stopped by the time budget at step %d/%d", step, cfg.steps)
             break
         t0 = time.monotonic()
         timing: dict[str, float] = {}
-        idx = torch.randint(0, len(data), (cfg.n_prompts,), generator=g)
+        idx = torch.randint(0, len(data), (cfg.n_prompts,), generator=g)  # the same on every rank
+        mine = distributed.shard(range(cfg.n_prompts))  # this rank's prompts, a contiguous share
+        idx = idx[mine.start : mine.stop]
         ro = rollout(decoder.verbalizer, scorer.reconstructor if scorer else ar, data.vectors[idx], cfg,
-                     seed=cfg.seed * 100003 + step, dtype=dtype, timing=timing)
+                     seed=cfg.seed * 100003 + step, dtype=dtype, timing=timing, first_row=mine.start * cfg.group)
         stats = policy_step(av, ref_av, ro, opt, cfg, dtype, timing=timing)
         t_ar = _sync(av.device)
         ar_l = ar_step(ar, ar_opt, ro, dtype=dtype) if cfg.co_train_ar and step % cfg.ar_every == 0 else None
@@ -259,20 +287,22 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
         if scorer is not None and ar_l is not None:
             scorer.sync()
         timing["sync_sec"] = _sync(av.device) - t_s
-        okr = ro.rewards[ro.ok]
         ctx = [data.rows[i]["text"] if "text" in data.rows[i] else "" for i in idx.repeat_interleave(cfg.group).tolist()]
-        rec = {"step": step + 1, "reward": ro.rewards.mean().item(),
+        copies = [copy_rate(t, c) for t, c in zip(ro.texts, ctx)]
+        rewards, ok, lengths, copies = _whole_batch(ro, copies)
+        okr = rewards[ok]
+        rec = {"step": step + 1, "reward": rewards.mean().item(),
                "fve_nrm": (1 + okr / B).mean().item() if len(okr) else None,  # 1 - mse/B on parsed samples
-               "ok_rate": ro.ok.float().mean().item(), "kl": stats["kl"], "clip_frac": stats["clip_frac"],
-               "length": ro.lengths.mean().item(),
-               "copy_rate_4gram": sum(copy_rate(t, c) for t, c in zip(ro.texts, ctx)) / len(ctx),
+               "ok_rate": ok.float().mean().item(), "kl": stats["kl"], "clip_frac": stats["clip_frac"],
+               "length": lengths.mean().item(),
+               "copy_rate_4gram": sum(copies) / len(copies),
                "ar_loss": ar_l, "sec": time.monotonic() - t0, **timing}
         if step == start:
             rec["engine_mode"] = engine.mode_of(decoder.verbalizer)
         history.append(rec)
         if log_fn:
             log_fn({"stage": "rl", **rec})
-        if eval_pairs is not None and cfg.eval_every and (step + 1) % cfg.eval_every == 0:
+        if eval_pairs is not None and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and distributed.is_main():
             ev = evaluate_heldout(decoder.verbalizer, ar, eval_pairs, ref, max_new_tokens=cfg.max_new_tokens, dtype=dtype,
                                   n=cfg.eval_n, n_examples=0)
             history[-1]["eval_fve_nrm"] = ev["fve_nrm"]["mean"]
@@ -284,11 +314,20 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
         step = cfg.steps
     done_steps = history[-1]["step"] if history else start
     checkpoint(done_steps)
-    seconds = sum(h["sec"] for h in history)
-    finished = done_steps >= cfg.steps or seconds >= time_cap
+    finished = done_steps >= cfg.steps or capped
     summary = {"config": asdict(cfg), "steps_done": done_steps, "finished": finished,
-               "stopped_by": "steps" if done_steps >= cfg.steps else "max_minutes" if finished else "budget",
-               "seconds": seconds, "history": history}
-    if finished:
+               "stopped_by": "steps" if done_steps >= cfg.steps else "max_minutes" if capped else "budget",
+               "seconds": sum(h["sec"] for h in history), "history": history}
+    if finished and distributed.is_main():
         write_stage_done(out, "rl", {k: v for k, v in summary.items() if k != "history"})
+    distributed.barrier()
     return summary
+
+
+def _whole_batch(ro: Rollout, copies: list[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[float]]:
+    """The step's rewards, ok flags, lengths and copy rates over every rank's samples, in batch order (for the log)."""
+    if distributed.world() == 1:
+        return ro.rewards, ro.ok, ro.lengths, copies
+    parts = distributed.all_gather((ro.rewards, ro.ok, ro.lengths, copies))
+    return (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts]),
+            [c for p in parts for c in p[3]])
