@@ -63,7 +63,7 @@ def test_end_to_end_on_a_tiny_model(tiny_llama, make_nla, heldout, tmp_path, mon
         calls["n"] += 1
         if calls["n"] > 1:  # the greedy reader's fresh generations (positions inside the prompt)
             return [[] for _ in rows]
-        text = lambda i: " " + " ".join(SENTENCES[(i + j) % len(SENTENCES)] for j in range(3))  # noqa: E731
+        text = lambda i: " " + " ".join(SENTENCES[(i + j // 2) % len(SENTENCES)] for j in range(3))  # noqa: E731 - the 2nd repeats the 1st
         return [tok(text(i), add_special_tokens=False)["input_ids"][:n] for i in range(len(rows))]
 
     monkeypatch.setattr(sys.modules["nlakit.experiments.horizon.run"], "greedy", planted)
@@ -79,8 +79,12 @@ def test_end_to_end_on_a_tiny_model(tiny_llama, make_nla, heldout, tmp_path, mon
     got = [p["mean"] for p in g["recall"] if p["n"]]
     ctl = [p["mean"] for p in g["recall_shuffled"] if p["n"]]
     assert got and sum(got) / len(got) > sum(ctl) / len(ctl)
+    # the novel subset: sentences whose content words mostly did not occur before (the planted text repeats itself)
+    nov = res["novel"]
+    assert 0 <= nov["n_sentences"] <= res["n_sentences"] and [r["reader"] for r in nov["table"]] == [r["reader"] for r in res["table"]]
+    assert nov["n_sentences"] < res["n_sentences"]  # a repeated sentence is not novel
     html = write_report("horizon", write_json(tmp_path / "h.json", res), tmp_path / "h.html").read_text()
-    assert "<svg" in html and "greedy" in html
+    assert "<svg" in html and "greedy" in html and "Novel next sentences" in html
 
 
 def test_cli_wiring_and_bad_input(tiny_bundle, heldout, tmp_path):

@@ -30,6 +30,8 @@ def register(experiment_app: typer.Typer) -> None:
         kinds: str = typer.Option("prose,fiction", "--kinds", help="Document kinds used as prompts ('' = all)."),
         top_k: int = typer.Option(10, "--top-k", min=1, help="Tokens each lens reader shows."),
         max_new_tokens: int = typer.Option(96, "--max-new-tokens", min=1, help="Explanation length cap."),
+        novel_max_recall: float = typer.Option(0.5, "--novel-max-recall", min=0.0, max=1.0,
+                                               help="A next sentence is novel when at most this share of its content words came before."),
         seed: int = typer.Option(0, "--seed"),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
         dtype: str = typer.Option("float32", "--dtype", help="float32 or bfloat16."),
@@ -47,7 +49,7 @@ def register(experiment_app: typer.Typer) -> None:
                             n_prompts=n_prompts, prompt_tokens=prompt_tokens, continuation_tokens=continuation_tokens, ks=k_list,
                             table_ks=tuple(k for k in (1, 4, 16) if k in k_list) or k_list[:3],
                             kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()), top_k=top_k, max_new_tokens=max_new_tokens,
-                            seed=seed, device=device, dtype=dtype)
+                            novel_max_recall=novel_max_recall, seed=seed, device=device, dtype=dtype)
         results, json_path, html_path = run_and_report("horizon", run, cfg, out)
         _print_table(results)
         console.print(f"wrote {json_path} and {html_path}")
@@ -63,3 +65,7 @@ def _print_table(results: dict) -> None:
         table.add_row(row["reader"], str(row["k"]), fmt(row["embed_cos"]), fmt(row["embed_cos_shuffled"]), fmt(row["recall"]),
                       fmt(row["recall_shuffled"]), fmt(row["f1"]))
     console.print(table)
+    nov = results.get("novel")
+    if nov:
+        console.print(f"novel next sentences (≤ {nov['max_recall']:.2f} of their content words earlier): {nov['n_sentences']} "
+                      f"of {results['n_sentences']}; their table is in the JSON and the HTML")

@@ -17,6 +17,9 @@
 3. Each reader's text is compared with the actual next sentence: sentence-embedding cosine (all-MiniLM-L6-v2),
    content-word recall and F1; the shuffled control pairs the reader's text with another sample's next sentence at
    the same k. Curves over k carry bootstrap 95% intervals.
+4. The same curves and table again on the *novel* next sentences only: those of which at most `novel_max_recall`
+   of the content words already occur in the text before them. A continuation that repeats its context lets any
+   reader of the past look like a reader of the future; on novel sentences it cannot (the context echo falls).
 """
 
 from __future__ import annotations
@@ -64,10 +67,13 @@ class HorizonConfig:
     device: str = "cpu"
     dtype: str = "float32"
     n_examples: int = 8
+    novel_max_recall: float = 0.5  # a next sentence is novel when at most this share of its content words came before
 
     def __post_init__(self):
         problems = [f"{n} must be >= 1" for n in ("n_prompts", "prompt_tokens", "continuation_tokens", "top_k", "batch_size")
                     if getattr(self, n) < 1]
+        if not 0.0 <= self.novel_max_recall <= 1.0:
+            problems.append("novel_max_recall must be between 0 and 1")
         if not self.ks or min(self.ks) < 1:
             problems.append("ks must be positive token offsets")
         if problems:
@@ -80,6 +86,7 @@ class Sample:
     start: int  # first token of the next sentence (absolute index)
     k: int  # tokens before it
     sentence: str  # the actual next sentence
+    past_recall: float = 0.0  # share of its content words already in the text before it
 
 
 # ---- data ------------------------------------------------------------------------------------------------
@@ -198,7 +205,8 @@ def run(cfg: HorizonConfig, progress: Progress | None = None, *, target=None, nl
     for i, ids in enumerate(seqs):
         for start, end in next_sentences(tok, ids, cfg.prompt_tokens, cfg.min_sentence_tokens):
             sentence = tok.decode(ids[start : end + 1], skip_special_tokens=True).strip()
-            samples += [Sample(i, start, k, sentence) for k in cfg.ks if start - k >= 1]
+            past = overlap(tok.decode(ids[:start], skip_special_tokens=True), sentence)[0]
+            samples += [Sample(i, start, k, sentence, past) for k in cfg.ks if start - k >= 1]
     if not samples:
         raise NlakitError("no complete next sentence in the continuations", "pass more --n-prompts or a longer --continuation-tokens")
     # 3. activations and logits at every sampled position (one forward per sequence)
@@ -257,10 +265,17 @@ def run(cfg: HorizonConfig, progress: Progress | None = None, *, target=None, nl
                           "embed_cos_shuffled": (e_r * e_sent[shuffled]).sum(-1).tolist(),
                           "recall_shuffled": [o[0] for o in ov_s], "f1_shuffled": [o[1] for o in ov_s]}
         tick("similarity", list(texts).index(reader) + 1, len(texts))
-    # 6. curves over k, a table at a few k, seeded examples
-    curves = {reader: {m: [_at(sc[m], samples, k) for k in cfg.ks] for m in sc} for reader, sc in scores.items()}
-    table = [{"reader": reader, "k": k, **{m: _at(scores[reader][m], samples, k)["mean"] for m in scores[reader]}}
-             for reader in texts for k in cfg.table_ks if k in cfg.ks]
+    # 6. curves over k, a table at a few k (all next sentences, then the novel ones), seeded examples
+    novel = [s.past_recall <= cfg.novel_max_recall for s in samples]
+
+    def curves_and_table(keep: list[bool] | None):
+        curves = {reader: {m: [_at(sc[m], samples, k, keep) for k in cfg.ks] for m in sc} for reader, sc in scores.items()}
+        table = [{"reader": reader, "k": k, **{m: _at(scores[reader][m], samples, k, keep)["mean"] for m in scores[reader]}}
+                 for reader in texts for k in cfg.table_ks if k in cfg.ks]
+        return curves, table
+
+    curves, table = curves_and_table(None)
+    curves_novel, table_novel = curves_and_table(novel)
     ex_idx = random.Random(cfg.seed + 2).sample(range(len(samples)), min(cfg.n_examples, len(samples)))
     examples = [{"k": samples[j].k, "context_tail": tok.decode(seqs[samples[j].seq][max(0, samples[j].start - samples[j].k - 30):
                                                                           samples[j].start - samples[j].k + 1]),
@@ -270,11 +285,15 @@ def run(cfg: HorizonConfig, progress: Progress | None = None, *, target=None, nl
             "layer": layer, "n_prompts": len(seqs), "n_sentences": len({(s.seq, s.start) for s in samples}),
             "n_samples": len(samples), "readers": [r for r in READERS if r in texts],
             "skipped_readers": [r for r in READERS if r not in texts], "curves": curves, "table": table,
+            "novel": {"max_recall": cfg.novel_max_recall, "n_samples": sum(novel),
+                      "n_sentences": len({(s.seq, s.start) for s, keep in zip(samples, novel) if keep}),
+                      "curves": curves_novel, "table": table_novel},
             "examples": examples, "seconds": time.time() - t0}
 
 
-def _at(values: list[float], samples: list[Sample], k: int) -> dict:
-    sel = torch.tensor([v for v, s in zip(values, samples) if s.k == k], dtype=torch.float64)
+def _at(values: list[float], samples: list[Sample], k: int, keep: list[bool] | None = None) -> dict:
+    keep = keep or [True] * len(samples)
+    sel = torch.tensor([v for v, s, ok in zip(values, samples, keep) if s.k == k and ok], dtype=torch.float64)
     return {"k": k, **summarize(sel)} if len(sel) else {"k": k, "mean": None, "ci95": [None, None], "n": 0}
 
 
