@@ -96,6 +96,7 @@ def test_output_onset_finds_the_switch():
 
 def test_smoothing_and_onset():
     assert X.onset([0, 1, 0, 1, 1]) == 3 and X.onset([1, 1]) == 0 and X.onset([1, 0]) is None and X.onset([]) is None
+    assert X.onset([0, 0, 0, 1], min_run=3) is None and X.onset([0, 1, 1, 1], min_run=3) == 1
     s = X.smooth(np.array([0, 0, 1, 0, 0, 1, 1, 1.0]), 3)
     assert np.allclose(s[:3], [0, 1 / 3, 1 / 3]) and X.onset(s >= 0.5) == 5  # a lone blip is smoothed away
     assert np.array_equal(X.smooth(np.array([0, 1.0]), 1), [0, 1])
@@ -169,3 +170,9 @@ def test_cli_language_switch_dataset_build_score(tmp_path):
                             "--n-per-language", "1", "--max-new-tokens", "3", "--out", str(tmp_path / "s.json"), "--device", "cpu"])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "s.json").read_text())["kind"] == "language_score"
+
+
+def test_translation_strips_the_lead_in():
+    for e in D.load_dataset()[:60]:
+        t = D.translation(e)
+        assert e.answer.endswith(t) and len(t) < len(e.answer) and not any(t.startswith(x) for x in D.LEADINS[e.lang])

@@ -273,6 +273,14 @@ def load_dataset(path: str | Path | None = None, split: str | None = None) -> li
     return [e for e in out if split is None or e.split == split]
 
 
+def translation(e: SwitchExample) -> str:
+    """The PUD sentence inside an answer: the answer without its lead-in."""
+    for lead in sorted(LEADINS.get(e.lang, []), key=len, reverse=True):
+        if e.answer.startswith(lead):
+            return e.answer[len(lead) :]
+    return e.answer
+
+
 def dataset_digest(examples: Iterable[SwitchExample]) -> str:
     """A short content hash, stored beside the variant so a run names the exact data it trained on."""
     h = hashlib.sha256()

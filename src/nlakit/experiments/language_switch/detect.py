@@ -134,8 +134,9 @@ def output_onset(text: str, lang: str, ident: Identifier, window: int = 3, min_c
 
 
 def language_token_ids(tokenizer, texts: dict[str, list[str]], *, ratio: float = 4.0, min_count: int = 3) -> dict[str, list[int]]:
-    """Per language of `texts` (English included, as the reference): token ids that are at least `ratio` times as
-    frequent (per token of text) in that language as in any other, and occur `min_count`+ times in it."""
+    """Per language of `texts` (English included, as the reference): word-piece token ids (two or more letters) that
+    are at least `ratio` times as frequent (per token of text) in that language as in any other, and occur
+    `min_count`+ times in it. Single characters, bytes and punctuation never count: they say nothing of the language."""
     counts: dict[str, Counter] = {}
     for lang, docs in texts.items():
         c: Counter = Counter()
@@ -143,11 +144,16 @@ def language_token_ids(tokenizer, texts: dict[str, list[str]], *, ratio: float =
             c.update(tokenizer(d, add_special_tokens=False)["input_ids"])
         counts[lang] = c
     totals = {lang: max(1, sum(c.values())) for lang, c in counts.items()}
+    wordy: dict[int, bool] = {}
     out = {}
     for lang, c in counts.items():
         keep = []
         for t, n in c.items():
             if n < min_count:
+                continue
+            if t not in wordy:
+                wordy[t] = sum(ch.isalpha() for ch in tokenizer.decode([t])) >= 2
+            if not wordy[t]:
                 continue
             p = n / totals[lang]
             other = max((counts[o][t] / totals[o] for o in counts if o != lang), default=0.0)
@@ -169,12 +175,15 @@ def smooth(x: np.ndarray, window: int) -> np.ndarray:
     return (c[hi] - c[lo]) / (hi - lo)
 
 
-def onset(on: np.ndarray | list[bool]) -> int | None:
-    """First index after which `on` stays true to the end (None when the last value is false or `on` is empty)."""
+def onset(on: np.ndarray | list[bool], min_run: int = 1) -> int | None:
+    """First index after which `on` stays true to the end, if that final run is `min_run`+ long (else None).
+
+    `min_run` > 1 keeps a detection that only comes on at the very last positions (where a centred window is
+    shrunk) from counting as an onset."""
     on = list(map(bool, on))
     if not on or not on[-1]:
         return None
     i = len(on)
     while i > 0 and on[i - 1]:
         i -= 1
-    return i
+    return i if len(on) - i >= min_run else None

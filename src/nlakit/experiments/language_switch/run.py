@@ -13,13 +13,14 @@
      ``nla_foreign``: the explanation says the text is not English in any way (another language, or "foreign",
      "translation" …: for an NLA that cannot name the language);
    - ``logit_lens``: the layer-L residual through the final norm and the unembedding; the probability mass on the
-     target language's tokens (`detect.language_token_ids`, from the dataset's training answers) above the 95th
+     target language's tokens (`detect.language_token_ids`, from the dataset's training translations) above the 95th
      percentile of that mass on *training* control prompts;
    - ``probe``: a multinomial logistic regression on the layer-L activation, fitted on positions of other (training)
      prompts, teacher-forced with their reference answers; P(target language) ≥ 0.5. How early the language is
      linearly decodable at all: an upper bound for any reader of the activation.
 3. Each reader's 0/1 detections are smoothed over `smooth` positions (centred moving average ≥ 0.5); its **onset** is
-   the first position after which detection stays on. The **output onset** is the first answer token from which
+   the first position after which detection stays on (for at least `smooth` positions: a detection at the very last
+   position alone is no onset). The **output onset** is the first answer token from which
    lingua puts the answer in the target language (`detect.output_onset`). **Lead** = output onset − reader onset,
    in tokens (positive: the reader saw it first). Per language and reader: median lead, IQR, a bootstrap 95%
    interval of the median, and how often the reader's detection came on at all.
@@ -48,7 +49,7 @@ import torch
 from nlakit.errors import NlakitError
 from nlakit.experiments.common import Progress, chat_prefix, hardware, variant_info
 from nlakit.experiments.language_switch import detect as X
-from nlakit.experiments.language_switch.dataset import CONTROL, LANGUAGE_NAMES, LANGUAGES, SwitchExample, load_dataset
+from nlakit.experiments.language_switch.dataset import CONTROL, LANGUAGE_NAMES, LANGUAGES, SwitchExample, load_dataset, translation
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +266,7 @@ def run(cfg: LanguageSwitchConfig, *, target=None, variant=None, nla=None, progr
     # 2. lens token sets (from the training answers), probe and lens thresholds (training prompts, teacher-forced)
     t0 = time.perf_counter()
     train = load_dataset(cfg.dataset, split="train")
-    texts = {lang: [e.answer for e in train if e.lang == lang] for lang in langs}
+    texts = {lang: [translation(e) for e in train if e.lang == lang] for lang in langs}
     texts[CONTROL] = [e.english for e in train]
     token_sets = {lang: ids for lang, ids in X.language_token_ids(reader.tokenizer, texts).items() if lang != CONTROL}
     probe_ex = pick_prompts(cfg, "train", cfg.n_probe, cfg.n_probe, cfg.seed + 1)
@@ -303,7 +304,7 @@ def run(cfg: LanguageSwitchConfig, *, target=None, variant=None, nla=None, progr
         mass = {lang: m[sl] for lang, m in mass_all.items()}
         raw = _detections(seq, hits, mass, thr, proba_all[sl], classes, langs)
         smoothed = {r: X.smooth(v, cfg.smooth) for r, v in raw.items()}
-        onsets = {r: X.onset(v >= 0.5) for r, v in smoothed.items()}
+        onsets = {r: X.onset(v >= 0.5, min_run=cfg.smooth) for r, v in smoothed.items()}
         detected = ident.detect(seq.answer)
         switched_to = detected[0] if detected[1] >= 0.5 else None
         out_on = None
