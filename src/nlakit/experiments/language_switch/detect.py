@@ -89,6 +89,14 @@ class Identifier:
             return None, 0.0
         return self._lang[values[0].language], float(values[0].value)
 
+    def confidence(self, text: str, lang: str) -> float:
+        """lingua's confidence that `text` is in `lang` (0 for a language the detector was not built with)."""
+        from lingua import IsoCode639_1, Language
+
+        if lang not in self.languages:
+            return 0.0
+        return float(self._detector.compute_language_confidence(text, Language.from_iso_code_639_1(IsoCode639_1.from_str(lang))))
+
     def is_language(self, text: str, lang: str, min_confidence: float = 0.5) -> bool:
         got, conf = self.detect(text)
         return got == lang and conf >= min_confidence
@@ -119,16 +127,20 @@ def _bare(quote: str) -> str:
 _WORD = re.compile(r"\S+")
 
 
-def output_onset(text: str, lang: str, ident: Identifier, window: int = 3, min_confidence: float = 0.7) -> int | None:
+def output_onset(text: str, lang: str, ident: Identifier, window: int = 3, min_confidence: float = 0.5) -> int | None:
     """Character offset of the first word of `text` from which the output is in `lang`, or None.
 
-    A word qualifies when lingua puts the `window` words starting at it in `lang` with `min_confidence` *and* the
-    whole rest of the text from it (confidence 0.5); one stray word ("Lyon") does not make an English answer switch,
-    and the last words of a text, too few for a window, never start one."""
-    words = list(_WORD.finditer(text))
+    A word qualifies when lingua puts (a) the `window` words starting at it in `lang` (top language, `min_confidence`),
+    (b) the whole rest of the text from it in `lang`, and (c) the word itself at least as much in `lang` as in
+    English. (b) keeps one stray word ("Lyon") from making an English answer switch, (c) keeps the window from
+    starting on the last English word before the switch ("is: le chat"); punctuation-only words are skipped, and
+    the last words of a text, too few for a window, never start one."""
+    words = [m for m in _WORD.finditer(text) if re.search(r"\w", m.group(0))]
     for i in range(len(words) - window + 1):
-        win = " ".join(m.group(0) for m in words[i : i + window])
-        if ident.is_language(win, lang, min_confidence) and ident.is_language(text[words[i].start() :], lang, 0.5):
+        win = text[words[i].start() : words[i + window - 1].end()]
+        if not (ident.is_language(win, lang, min_confidence) and ident.is_language(text[words[i].start() :], lang, min_confidence)):
+            continue
+        if ident.confidence(words[i].group(0), lang) >= ident.confidence(words[i].group(0), "en"):
             return words[i].start()
     return None
 
