@@ -101,3 +101,12 @@ def test_bad_settings_and_cli(tiny_bundle, tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "language_switch.json").read_text())["kind"] == "language_switch"
     assert (tmp_path / "language_switch.html").exists()
+
+
+def test_first_detection_precedes_or_equals_the_onset(answers_in_language, make_nla):
+    res = run(LanguageSwitchConfig(**SMALL), target=answers_in_language, nla=SaysFrench(make_nla("llama", 2)))
+    for p in res["prompts"]:
+        for r in READERS:
+            f, o = p["first_detection"][r], p["onsets"][r]
+            assert o is None or (f is not None and f <= o)
+    assert res["controls"]["readers"]["nla"]["any_detection"]["mean"] == 1.0

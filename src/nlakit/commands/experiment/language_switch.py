@@ -59,11 +59,11 @@ def _print_table(r: dict) -> None:
     from rich.table import Table
 
     table = Table(title=f"language switch: lead = output onset − reader onset (tokens), {r['n_prompts']} prompts", title_justify="left")
-    for col in ("lang", "reader", "switched", "detected", "lead median", "IQR", "95% CI", "controls FP"):
+    for col in ("lang", "reader", "switched", "detected", "lead median", "IQR", "95% CI", "controls FP", "first-detection lead"):
         table.add_column(col, justify="left" if col in ("lang", "reader") else "right")
     for row in r["table"]:
         lead, fp = row["lead"], r["controls"]["readers"][row["reader"]]["false_positive"]
         table.add_row(row["lang"], row["reader"], f"{row['n_switched']}/{row['n_prompts']}", fmt(row["detected"]["mean"], 2),
                       fmt(lead["median"], 1), f"{fmt(lead['iqr'][0], 1)}…{fmt(lead['iqr'][1], 1)}",
-                      f"{fmt(lead['ci95'][0], 1)}…{fmt(lead['ci95'][1], 1)}", fmt(fp["mean"], 2))
+                      f"{fmt(lead['ci95'][0], 1)}…{fmt(lead['ci95'][1], 1)}", fmt(fp["mean"], 2), fmt(row["first_lead"]["median"], 1))
     console.print(table)

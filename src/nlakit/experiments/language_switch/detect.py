@@ -145,10 +145,12 @@ def output_onset(text: str, lang: str, ident: Identifier, window: int = 3, min_c
     return None
 
 
-def language_token_ids(tokenizer, texts: dict[str, list[str]], *, ratio: float = 4.0, min_count: int = 3) -> dict[str, list[int]]:
+def language_token_ids(tokenizer, texts: dict[str, list[str]], *, ratio: float = 4.0, min_count: int = 3,
+                       against: str | None = None) -> dict[str, list[int]]:
     """Per language of `texts` (English included, as the reference): word-piece token ids (two or more letters) that
-    are at least `ratio` times as frequent (per token of text) in that language as in any other, and occur
-    `min_count`+ times in it. Single characters, bytes and punctuation never count: they say nothing of the language."""
+    are at least `ratio` times as frequent (per token of text) in that language as in any other — or, with
+    `against`, as in that one language only (e.g. "en": the word pieces shared by French and Spanish count for
+    both) — and occur `min_count`+ times in it. Single characters, bytes and punctuation never count."""
     counts: dict[str, Counter] = {}
     for lang, docs in texts.items():
         c: Counter = Counter()
@@ -168,7 +170,8 @@ def language_token_ids(tokenizer, texts: dict[str, list[str]], *, ratio: float =
             if not wordy[t]:
                 continue
             p = n / totals[lang]
-            other = max((counts[o][t] / totals[o] for o in counts if o != lang), default=0.0)
+            others = [against] if against is not None and against != lang else [o for o in counts if o != lang]
+            other = max((counts[o][t] / totals[o] for o in others), default=0.0)
             if p >= ratio * max(other, 0.5 / min(totals.values())):  # an unseen token elsewhere counts as half an occurrence
                 keep.append(int(t))
         out[lang] = sorted(keep)

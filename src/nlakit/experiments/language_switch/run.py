@@ -13,7 +13,8 @@
      ``nla_foreign``: the explanation says the text is not English in any way (another language, or "foreign",
      "translation" …: for an NLA that cannot name the language);
    - ``logit_lens``: the layer-L residual through the final norm and the unembedding; the probability mass on the
-     target language's tokens (`detect.language_token_ids`, from the dataset's training translations) above the 95th
+     target language's tokens (`detect.language_token_ids`: word pieces 4× as frequent in the dataset's training
+     translations into that language as in English; Romance languages share many) above the 95th
      percentile of that mass on *training* control prompts;
    - ``probe``: a multinomial logistic regression on the layer-L activation, fitted on positions of other (training)
      prompts, teacher-forced with their reference answers; P(target language) ≥ 0.5. How early the language is
@@ -23,7 +24,9 @@
    position alone is no onset). The **output onset** is the first answer token from which
    lingua puts the answer in the target language (`detect.output_onset`). **Lead** = output onset − reader onset,
    in tokens (positive: the reader saw it first). Per language and reader: median lead, IQR, a bootstrap 95%
-   interval of the median, and how often the reader's detection came on at all.
+   interval of the median, and how often the reader's detection came on at all. Beside it, the **first detection**
+   (the first position where the smoothed detection is on at all, even if it goes off again, e.g. on a name in the
+   prompt and off during the quoted English sentence) and its lead, with the controls' rate of any detection.
 4. Controls (English answers expected): per reader, the share of prompts whose detection of *any* cue language
    comes on and stays on (false-positive rate, 95% interval), and the share of positions detected; the output's own
    false-switch rate (lingua on the answer).
@@ -268,7 +271,7 @@ def run(cfg: LanguageSwitchConfig, *, target=None, variant=None, nla=None, progr
     train = load_dataset(cfg.dataset, split="train")
     texts = {lang: [translation(e) for e in train if e.lang == lang] for lang in langs}
     texts[CONTROL] = [e.english for e in train]
-    token_sets = {lang: ids for lang, ids in X.language_token_ids(reader.tokenizer, texts).items() if lang != CONTROL}
+    token_sets = {lang: ids for lang, ids in X.language_token_ids(reader.tokenizer, texts, against=CONTROL).items() if lang != CONTROL}
     probe_ex = pick_prompts(cfg, "train", cfg.n_probe, cfg.n_probe, cfg.seed + 1)
     probe_seqs = read_sequences(reader, probe_ex, [e.answer for e in probe_ex], nla.layer, cfg.generate)
     import warnings
@@ -305,6 +308,7 @@ def run(cfg: LanguageSwitchConfig, *, target=None, variant=None, nla=None, progr
         raw = _detections(seq, hits, mass, thr, proba_all[sl], classes, langs)
         smoothed = {r: X.smooth(v, cfg.smooth) for r, v in raw.items()}
         onsets = {r: X.onset(v >= 0.5, min_run=cfg.smooth) for r, v in smoothed.items()}
+        firsts = {r: (int(np.argmax(v >= 0.5)) if (v >= 0.5).any() else None) for r, v in smoothed.items()}
         detected = ident.detect(seq.answer)
         switched_to = detected[0] if detected[1] >= 0.5 else None
         out_on = None
@@ -315,6 +319,8 @@ def run(cfg: LanguageSwitchConfig, *, target=None, variant=None, nla=None, progr
                         "answer_language": switched_to, "n_positions": seq.n, "answer_start": seq.answer_start - seq.first,
                         "output_onset": out_on, "onsets": onsets,
                         "lead": {r: (out_on - o if out_on is not None and o is not None else None) for r, o in onsets.items()},
+                        "first_detection": firsts,
+                        "first_lead": {r: (out_on - o if out_on is not None and o is not None else None) for r, o in firsts.items()},
                         "_raw": raw, "_smoothed": smoothed, "_hits": hits, "_expl": expl[sl], "_tokens": seq.tokens,
                         "_mass": {lang: mass[lang] for lang in ([seq.ex.lang] if seq.ex.lang != CONTROL else langs)},
                         "_proba": proba_all[sl]})
@@ -331,11 +337,16 @@ def run(cfg: LanguageSwitchConfig, *, target=None, variant=None, nla=None, progr
             table.append({"lang": lang, "reader": r, "n_prompts": len(rows), "n_switched": len(switched),
                           "detected": summarize([float(p["onsets"][r] is not None) for p in rows], seed=cfg.seed),
                           "lead": median_summary(leads, cfg.seed), "onset_vs_answer_start": median_summary(rel, cfg.seed),
+                          "first_detected": summarize([float(p["first_detection"][r] is not None) for p in rows], seed=cfg.seed),
+                          "first_lead": median_summary([p["first_lead"][r] for p in switched if p["first_lead"][r] is not None], cfg.seed),
                           "earlier_than_output": summarize([float(p["lead"][r] > 0) for p in switched if p["lead"][r] is not None],
                                                            seed=cfg.seed)})
     all_leads = {r: median_summary([p["lead"][r] for p in prompts if p["lead"][r] is not None], cfg.seed) for r in READERS}
+    all_first = {r: median_summary([p["first_lead"][r] for p in prompts if p["first_lead"][r] is not None], cfg.seed) for r in READERS}
     ctl = [p for p in prompts if p["lang"] == CONTROL]
     controls = {"n": len(ctl), "readers": {r: {"false_positive": summarize([float(p["onsets"][r] is not None) for p in ctl], seed=cfg.seed),
+                                              "any_detection": summarize([float(p["first_detection"][r] is not None) for p in ctl],
+                                                                         seed=cfg.seed),
                                               "positions_detected": summarize(np.concatenate([p["_raw"][r] for p in ctl]) if ctl else [],
                                                                               seed=cfg.seed)} for r in READERS},
                 "output_false_switch": summarize([float(p["answer_language"] not in (CONTROL, None)) for p in ctl], seed=cfg.seed)}
@@ -366,7 +377,8 @@ def run(cfg: LanguageSwitchConfig, *, target=None, variant=None, nla=None, progr
                                                  else "base", "name": reader.name},
             "nla": cfg.nla, "layer": nla.layer, "readers": list(READERS), "languages": langs,
             "language_names": {k: LANGUAGE_NAMES[k] for k in classes}, "n_prompts": len(prompts),
-            "n_positions": int(sum(p["n_positions"] for p in prompts)), "table": table, "lead_all": all_leads, "controls": controls,
+            "n_positions": int(sum(p["n_positions"] for p in prompts)), "table": table, "lead_all": all_leads,
+            "first_lead_all": all_first, "controls": controls,
             "output": output, "aligned": aligned, "curves": curves, "nla_vocabulary": vocab,
             "lens": {"thresholds": thr, "quantile": cfg.lens_quantile, "token_set_sizes": {k: len(v) for k, v in token_sets.items()},
                      "token_examples": {k: [reader.tokenizer.decode([t]) for t in v[:12]] for k, v in token_sets.items()}},
