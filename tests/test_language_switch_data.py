@@ -117,8 +117,15 @@ def test_variant_trains_merges_and_scores(tmp_path):
     import torch
 
     from nlakit.experiments.common import VARIANT_META, variant_info
-    from nlakit.experiments.language_switch.score import LanguageScoreConfig, score_models
-    from nlakit.experiments.language_switch.variant import KIND, SwitchVariantConfig, build_variant
+    from nlakit.experiments.language_switch.score import (
+        LanguageScoreConfig,
+        score_models,
+    )
+    from nlakit.experiments.language_switch.variant import (
+        KIND,
+        SwitchVariantConfig,
+        build_variant,
+    )
     from nlakit.targets import load_target, tiny_target
 
     base = tiny_target()

@@ -9,7 +9,12 @@ import pytest
 
 from nlakit.errors import NlakitError
 from nlakit.experiments.language_switch.dataset import load_dataset
-from nlakit.experiments.language_switch.run import READERS, LanguageSwitchConfig, median_summary, run
+from nlakit.experiments.language_switch.run import (
+    READERS,
+    LanguageSwitchConfig,
+    median_summary,
+    run,
+)
 
 SMALL = dict(languages=("fr", "de"), n_per_language=2, n_controls=2, n_probe=3, generate=3, output_tokens=40, max_new_tokens=6,
              batch_size=16, n_curves=2, align_before=6)

@@ -43,6 +43,8 @@ import dataclasses
 import logging
 import random
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +54,14 @@ import torch
 from nlakit.errors import NlakitError
 from nlakit.experiments.common import Progress, chat_prefix, hardware, variant_info
 from nlakit.experiments.language_switch import detect as X
-from nlakit.experiments.language_switch.dataset import CONTROL, LANGUAGE_NAMES, LANGUAGES, SwitchExample, load_dataset, translation
+from nlakit.experiments.language_switch.dataset import (
+    CONTROL,
+    LANGUAGE_NAMES,
+    LANGUAGES,
+    SwitchExample,
+    load_dataset,
+    translation,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +133,7 @@ def pick_prompts(cfg: LanguageSwitchConfig, split: str, per_language: int, n_con
 
 
 @dataclass
-class Sequence:
+class ReadText:
     """One text read: ``chat(prompt) + answer``; positions are token indices of the re-tokenised text."""
 
     ex: SwitchExample
@@ -136,14 +145,14 @@ class Sequence:
     vectors: torch.Tensor  # (last - first + 1, d) layer-L activations
     tokens: list[str]
     ends: list[int]  # character offset where each read token ends
-    char_to_token: Any = None  # callable: char offset -> token index
+    char_to_token: Callable[[int], int] | None = None  # char offset -> token index
 
     @property
     def n(self) -> int:
         return self.last - self.first + 1
 
 
-def read_sequences(model_target, examples: list[SwitchExample], answers: list[str], layer: int, generate: int) -> list[Sequence]:
+def read_sequences(model_target, examples: list[SwitchExample], answers: list[str], layer: int, generate: int) -> list[ReadText]:
     """Layer-L activations from the user's message through `generate` answer tokens of each ``chat(prompt) + answer``."""
     from nlakit.activations import extract
 
@@ -153,7 +162,7 @@ def read_sequences(model_target, examples: list[SwitchExample], answers: list[st
     out = []
     for e, prefix, ans, d in zip(examples, prefixes, answers, docs):
         user = prefix.rfind(e.prompt)
-        user = user if user >= 0 else 0
+        user = max(user, 0)
         ends = [s for s, _ in d.offsets]
         first = next((i for i, (_, end) in enumerate(d.offsets) if end > user), 0)
         a0 = next((i for i, s in enumerate(ends) if s >= len(prefix)), len(d.offsets))
@@ -165,7 +174,7 @@ def read_sequences(model_target, examples: list[SwitchExample], answers: list[st
         def to_token(c: int, offsets=offsets) -> int:
             return next((i for i, (s, end) in enumerate(offsets) if end > c), len(offsets) - 1)
 
-        out.append(Sequence(ex=e, text=d.text, answer=ans, first=first, answer_start=a0, last=last,
+        out.append(ReadText(ex=e, text=d.text, answer=ans, first=first, answer_start=a0, last=last,
                             vectors=d.vectors[first : last + 1].clone(), tokens=[d.text[s:t] for s, t in offsets[first : last + 1]],
                             ends=[t for _, t in offsets[first : last + 1]], char_to_token=to_token))
     return out
@@ -188,7 +197,7 @@ def lens_mass(model_target, vectors: torch.Tensor, token_sets: dict[str, list[in
     return {lang: np.concatenate(v) if v else np.zeros(0) for lang, v in out.items()}
 
 
-def fit_probe(seqs: list[Sequence], classes: list[str], seed: int, max_rows: int = 8000):
+def fit_probe(seqs: list[ReadText], classes: list[str], seed: int, max_rows: int = 8000):
     """Standardised multinomial logistic regression: layer-L activation -> answer language, on every read position."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -205,7 +214,7 @@ def fit_probe(seqs: list[Sequence], classes: list[str], seed: int, max_rows: int
     return make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000)).fit(x, y)
 
 
-def _detections(seq: Sequence, expl: list[dict], mass: dict[str, np.ndarray], thr: dict[str, float], proba: np.ndarray,
+def _detections(seq: ReadText, expl: list[dict], mass: dict[str, np.ndarray], thr: dict[str, float], proba: np.ndarray,
                 classes: list[str], langs: list[str]) -> dict[str, np.ndarray]:
     """Raw 0/1 detections per reader at every read position: of the target language, or of any cue language (controls)."""
     want = [seq.ex.lang] if seq.ex.lang != CONTROL else langs
@@ -274,8 +283,6 @@ def run(cfg: LanguageSwitchConfig, *, target=None, variant=None, nla=None, progr
     token_sets = {lang: ids for lang, ids in X.language_token_ids(reader.tokenizer, texts, against=CONTROL).items() if lang != CONTROL}
     probe_ex = pick_prompts(cfg, "train", cfg.n_probe, cfg.n_probe, cfg.seed + 1)
     probe_seqs = read_sequences(reader, probe_ex, [e.answer for e in probe_ex], nla.layer, cfg.generate)
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         probe = fit_probe(probe_seqs, classes, cfg.seed)

@@ -16,7 +16,11 @@ from dataclasses import asdict, dataclass
 
 from nlakit.errors import NlakitError
 from nlakit.experiments.common import Progress, variant_info
-from nlakit.experiments.language_switch.dataset import CONTROL, LANGUAGE_NAMES, load_dataset
+from nlakit.experiments.language_switch.dataset import (
+    CONTROL,
+    LANGUAGE_NAMES,
+    load_dataset,
+)
 from nlakit.experiments.language_switch.detect import Identifier
 
 

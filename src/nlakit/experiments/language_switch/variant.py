@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nlakit.experiments.common import FinetuneConfig, Progress, VariantResult, chat_pair, load_base, train_sft
+from nlakit.experiments.common import (
+    FinetuneConfig,
+    Progress,
+    VariantResult,
+    chat_pair,
+    load_base,
+    train_sft,
+)
 from nlakit.experiments.language_switch.dataset import dataset_digest, load_dataset
 
 KIND = "language-switch"
