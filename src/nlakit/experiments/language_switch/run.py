@@ -16,6 +16,8 @@
      target language's tokens (`detect.language_token_ids`: word pieces 4× as frequent in the dataset's training
      translations into that language as in English; Romance languages share many) above the 95th
      percentile of that mass on *training* control prompts;
+   - ``model_next``: the same mass and threshold on the model's own next-token distribution (its final layer): what
+     the output itself shows one token ahead, the reference a one-token lead has to beat;
    - ``probe``: a multinomial logistic regression on the layer-L activation, fitted on positions of other (training)
      prompts, teacher-forced with their reference answers; P(target language) ≥ 0.5. How early the language is
      linearly decodable at all: an upper bound for any reader of the activation.
@@ -65,7 +67,7 @@ from nlakit.experiments.language_switch.dataset import (
 
 log = logging.getLogger(__name__)
 
-READERS = ("nla", "nla_lexicon", "nla_foreign", "logit_lens", "probe")
+READERS = ("nla", "nla_lexicon", "nla_foreign", "logit_lens", "model_next", "probe")
 SCHEMA_VERSION = 1
 
 
@@ -145,6 +147,7 @@ class ReadText:
     vectors: torch.Tensor  # (last - first + 1, d) layer-L activations
     tokens: list[str]
     ends: list[int]  # character offset where each read token ends
+    ids: list[int]  # every token id of the text
     char_to_token: Callable[[int], int] | None = None  # char offset -> token index
 
     @property
@@ -176,7 +179,7 @@ def read_sequences(model_target, examples: list[SwitchExample], answers: list[st
 
         out.append(ReadText(ex=e, text=d.text, answer=ans, first=first, answer_start=a0, last=last,
                             vectors=d.vectors[first : last + 1].clone(), tokens=[d.text[s:t] for s, t in offsets[first : last + 1]],
-                            ends=[t for _, t in offsets[first : last + 1]], char_to_token=to_token))
+                            ends=[t for _, t in offsets[first : last + 1]], ids=list(d.token_ids), char_to_token=to_token))
     return out
 
 
@@ -192,6 +195,19 @@ def lens_mass(model_target, vectors: torch.Tensor, token_sets: dict[str, list[in
     with torch.no_grad():
         for s in range(0, len(vectors), 256):
             p = arch.logits(vectors[s : s + 256].to(dev, dtype)).float().softmax(-1).cpu()
+            for lang, ids in token_sets.items():
+                out[lang].append(p[:, ids].sum(-1).numpy() if ids else np.zeros(len(p)))
+    return {lang: np.concatenate(v) if v else np.zeros(0) for lang, v in out.items()}
+
+
+def next_token_mass(model_target, seqs: list[ReadText], token_sets: dict[str, list[int]]) -> dict[str, np.ndarray]:
+    """Per language: the model's own next-token probability mass on its tokens at every read position of `seqs`."""
+    out: dict[str, list] = {lang: [] for lang in token_sets}
+    dev = next(model_target.model.parameters()).device
+    with torch.no_grad():
+        for seq in seqs:
+            logits = model_target.model(input_ids=torch.tensor([seq.ids], device=dev), use_cache=False).logits[0, seq.first : seq.last + 1]
+            p = logits.float().softmax(-1).cpu()
             for lang, ids in token_sets.items():
                 out[lang].append(p[:, ids].sum(-1).numpy() if ids else np.zeros(len(p)))
     return {lang: np.concatenate(v) if v else np.zeros(0) for lang, v in out.items()}
@@ -215,13 +231,14 @@ def fit_probe(seqs: list[ReadText], classes: list[str], seed: int, max_rows: int
 
 
 def _detections(seq: ReadText, expl: list[dict], mass: dict[str, np.ndarray], thr: dict[str, float], proba: np.ndarray,
-                classes: list[str], langs: list[str]) -> dict[str, np.ndarray]:
+                classes: list[str], langs: list[str], nxt: dict[str, np.ndarray], thr_next: dict[str, float]) -> dict[str, np.ndarray]:
     """Raw 0/1 detections per reader at every read position: of the target language, or of any cue language (controls)."""
     want = [seq.ex.lang] if seq.ex.lang != CONTROL else langs
     nla = [bool(set(want) & set(h["lexicon"] + h["quote"])) for h in expl]
     return {"nla": np.array(nla, float), "nla_lexicon": np.array([bool(set(want) & set(h["lexicon"])) for h in expl], float),
             "nla_foreign": np.array([h["foreign"] or bool(h["lexicon"] or h["quote"]) for h in expl], float),
             "logit_lens": np.array([any(mass[lang][i] > thr[lang] for lang in want) for i in range(seq.n)], float),
+            "model_next": np.array([any(nxt[lang][i] > thr_next[lang] for lang in want) for i in range(seq.n)], float),
             "probe": np.array([max(proba[i, classes.index(lang)] for lang in want) >= 0.5 for i in range(seq.n)], float)}
 
 
@@ -289,6 +306,9 @@ def run(cfg: LanguageSwitchConfig, *, target=None, variant=None, nla=None, progr
     ctl_vecs = [s.vectors for s in probe_seqs if s.ex.lang == CONTROL]
     ctl_mass = lens_mass(reader, torch.cat(ctl_vecs), token_sets) if ctl_vecs else {lang: np.zeros(1) for lang in langs}
     thr = {lang: float(np.quantile(ctl_mass[lang], cfg.lens_quantile)) for lang in langs}
+    ctl_seqs = [s for s in probe_seqs if s.ex.lang == CONTROL]
+    ctl_next = next_token_mass(reader, ctl_seqs, token_sets) if ctl_seqs else {lang: np.zeros(1) for lang in langs}
+    thr_next = {lang: float(np.quantile(ctl_next[lang], cfg.lens_quantile)) for lang in langs}
     tick("probe", 1, 1)
     timings["probe_and_lens"] = time.perf_counter() - t0
 
@@ -305,6 +325,7 @@ def run(cfg: LanguageSwitchConfig, *, target=None, variant=None, nla=None, progr
     # 4. per prompt: detections, smoothed onsets, the output onset, leads
     t0 = time.perf_counter()
     mass_all = lens_mass(reader, vectors, token_sets)
+    next_all = next_token_mass(reader, seqs, token_sets)
     proba_all = probe.predict_proba(vectors.numpy())
     prompts, at = [], 0
     for seq in seqs:
@@ -312,7 +333,7 @@ def run(cfg: LanguageSwitchConfig, *, target=None, variant=None, nla=None, progr
         at += seq.n
         hits = [X.explanation_hits(t, ident, tuple(langs), context=seq.text[: seq.ends[j]]) for j, t in enumerate(expl[sl])]
         mass = {lang: m[sl] for lang, m in mass_all.items()}
-        raw = _detections(seq, hits, mass, thr, proba_all[sl], classes, langs)
+        raw = _detections(seq, hits, mass, thr, proba_all[sl], classes, langs, {lang: m[sl] for lang, m in next_all.items()}, thr_next)
         smoothed = {r: X.smooth(v, cfg.smooth) for r, v in raw.items()}
         onsets = {r: X.onset(v >= 0.5, min_run=cfg.smooth) for r, v in smoothed.items()}
         firsts = {r: (int(np.argmax(v >= 0.5)) if (v >= 0.5).any() else None) for r, v in smoothed.items()}
@@ -387,7 +408,7 @@ def run(cfg: LanguageSwitchConfig, *, target=None, variant=None, nla=None, progr
             "n_positions": int(sum(p["n_positions"] for p in prompts)), "table": table, "lead_all": all_leads,
             "first_lead_all": all_first, "controls": controls,
             "output": output, "aligned": aligned, "curves": curves, "nla_vocabulary": vocab,
-            "lens": {"thresholds": thr, "quantile": cfg.lens_quantile, "token_set_sizes": {k: len(v) for k, v in token_sets.items()},
+            "lens": {"thresholds": thr, "next_token_thresholds": thr_next, "quantile": cfg.lens_quantile, "token_set_sizes": {k: len(v) for k, v in token_sets.items()},
                      "token_examples": {k: [reader.tokenizer.decode([t]) for t in v[:12]] for k, v in token_sets.items()}},
             "probe": {"n_train_prompts": len(probe_seqs), "n_train_positions": int(sum(s.n for s in probe_seqs)), "classes": classes},
             "prompts": [{k: v for k, v in p.items() if not k.startswith("_")} for p in prompts],
