@@ -2,7 +2,7 @@
 `assistant`), for the base model and for the language-switch variant, on every held-out prompt?
 
     OMP_NUM_THREADS=1 python docs/experiments/language_switch/header_check.py runs/ls-cpu/language-switch \
-        docs/experiments/language_switch/header_check.json
+        docs/experiments/language_switch/header_check.json [NLA_DIR]      # NLA_DIR: default = the bundled NLA
 """
 
 import sys
@@ -19,11 +19,12 @@ from nlakit.targets import load_target
 
 torch.set_num_threads(1)
 variant_dir, out = sys.argv[1], sys.argv[2]
+nla_spec = sys.argv[3] if len(sys.argv) > 3 else "default"
 base = load_target("smollm2")
-nla = load_nla("default", target=base)
+nla = load_nla(nla_spec, target=base)
 ident = Identifier((CONTROL, *LANGUAGES))
 held = load_dataset(split="heldout")
-results = {"variant": variant_dir, "n": len(held), "models": {}}
+results = {"variant": variant_dir, "nla": nla_spec, "n": len(held), "models": {}}
 for name, model in (("base", base), ("variant", load_target(variant_dir))):
     rows = []
     for e in held:
