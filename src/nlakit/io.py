@@ -132,6 +132,19 @@ def check_dir(directory: str | os.PathLike, fix: str) -> None:
             check_file(f, fix)
 
 
+def write_jsonl(path: str | os.PathLike, rows: Any) -> Path:
+    """Write dicts one per line, atomically; a `.gz` path is gzipped with mtime 0, so the same rows give the same bytes."""
+    path = Path(path)
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+    with atomic_path(path) as tmp:
+        if path.suffix == ".gz":
+            with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
+                gz.write(data)
+        else:
+            tmp.write_bytes(data)
+    return path
+
+
 def read_jsonl(path: str | os.PathLike, limit: int | None = None) -> list[dict]:
     """Read a JSONL file (optionally .gz). Each line must be an object."""
     path = Path(path)

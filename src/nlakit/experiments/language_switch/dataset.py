@@ -28,7 +28,6 @@ it where the corpus exists). The PUD texts are CC-BY-SA-3.0; each row carries it
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import random
@@ -37,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from nlakit.errors import NlakitError
-from nlakit.io import atomic_path, read_jsonl
+from nlakit.io import read_jsonl, write_jsonl
 
 DATA_DIR = Path(__file__).parents[2] / "data" / "language_switch"  # nlakit/data/language_switch (package data)
 SHIPPED_DATASET = DATA_DIR / "language_switch.jsonl.gz"
@@ -240,14 +239,7 @@ def generate_dataset(cfg: LanguageSwitchConfig = LanguageSwitchConfig(), corpus:
 
 def write_dataset(examples: Iterable[SwitchExample], path: str | Path) -> Path:
     """Write examples as JSONL (`.gz`: gzipped with mtime 0, so the bytes are reproducible) and ATTRIBUTION.md beside it."""
-    path = Path(path)
-    data = "".join(json.dumps(e.to_dict(), ensure_ascii=False) + "\n" for e in examples).encode("utf-8")
-    with atomic_path(path) as tmp:
-        if path.suffix == ".gz":
-            with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
-                gz.write(data)
-        else:
-            tmp.write_bytes(data)
+    path = write_jsonl(path, (e.to_dict() for e in examples))
     from nlakit.io import write_text
 
     write_text(path.parent / "ATTRIBUTION.md", ATTRIBUTION)

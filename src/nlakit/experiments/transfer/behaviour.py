@@ -18,7 +18,6 @@ The frustration scorer that reads it is `nlakit.experiments.transfer.frustration
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import random
@@ -29,7 +28,7 @@ from pathlib import Path
 from nlakit.errors import NlakitError
 from nlakit.experiments.transfer.open_problems import OPEN
 from nlakit.experiments.transfer.problems import IMPOSSIBLE, Problem
-from nlakit.io import atomic_path, read_jsonl
+from nlakit.io import read_jsonl, write_jsonl
 
 DATA_DIR = Path(__file__).parents[2] / "data" / "behaviour"  # nlakit/data/behaviour (package data)
 SHIPPED_DATASET = DATA_DIR / "impossible_math.jsonl.gz"
@@ -190,15 +189,7 @@ def generate_dataset(cfg: BehaviourConfig = BehaviourConfig()) -> list[Behaviour
 
 def write_dataset(examples: Iterable[BehaviourExample], path: str | Path) -> Path:
     """Write examples as JSONL; `.gz` paths are gzipped with mtime 0 so the bytes are reproducible."""
-    path = Path(path)
-    data = "".join(json.dumps(e.to_dict(), ensure_ascii=False) + "\n" for e in examples).encode("utf-8")
-    with atomic_path(path) as tmp:
-        if path.suffix == ".gz":
-            with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
-                gz.write(data)
-        else:
-            tmp.write_bytes(data)
-    return path
+    return write_jsonl(path, (e.to_dict() for e in examples))
 
 
 def load_dataset(path: str | Path | None = None, split: str | None = None) -> list[BehaviourExample]:
