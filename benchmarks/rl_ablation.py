@@ -8,8 +8,8 @@
 
 A variant is a name and `key=value` pairs of `RLConfig` fields (several joined by commas: `lr=1e-4,kl_coef=0.05`);
 `base` is the run's own RL settings. Each variant copies the run's supervised stages into its own directory, trains
-GRPO for `--minutes` of wall time (the RL stage's own budget: model load and compilation happen once, before), and is
-scored on the same held-out positions (`final_eval_positions`) with the co-trained AR.
+GRPO for `--minutes` of its steps' own time (`rl.max_minutes`; model load happens once, before), and is scored on the
+same held-out positions (`final_eval_positions`) with the co-trained AR.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from nlakit.io import write_json  # noqa: E402
 from nlakit.train.config import load_config  # noqa: E402
+from nlakit.train.pipeline import train_all  # noqa: E402
 from nlakit.train.rl import RLConfig  # noqa: E402
 
 SUPERVISED = ("data", "meta", "ar_sft.pt", "ar_sft.done.json", "av_sft.pt", "av_sft.done.json", "timings.json")
@@ -42,8 +43,9 @@ def parse_variant(text: str) -> tuple[str, dict]:
         key, _, value = part.partition("=")
         if key not in types:
             raise SystemExit(f"unknown RL setting {key!r} in --variant {text!r} (known: {', '.join(sorted(types))})")
-        kind = {"int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true", "yes")}.get(str(types[key]), str)
-        out[key] = kind(value)
+        kind = str(types[key]).replace(" | None", "")  # annotations are strings here (from __future__ import annotations)
+        out[key] = None if value == "none" and "None" in str(types[key]) else {
+            "int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true", "yes")}.get(kind, str)(value)
     return text, out
 
 
@@ -57,26 +59,20 @@ def run_variant(name: str, changes: dict, run: Path, out: Path, cfg, target, min
                 shutil.copytree(src, dst)
             elif src.is_file():
                 shutil.copy(src, dst)
-    rl = dataclasses.replace(cfg.rl, **changes, steps=100000, eval_every=0)
-    vcfg = dataclasses.replace(cfg, out=str(vdir), rl=rl, time_budget=f"{minutes * 60 + 95:.0f}s")  # RL stops 90 s early
+    rl = dataclasses.replace(dataclasses.replace(cfg.rl, steps=100000, eval_every=0, max_minutes=minutes), **changes)
+    vcfg = dataclasses.replace(cfg, out=str(vdir), rl=rl, time_budget=None, baselines=())
     t0 = time.monotonic()
-    res = _train_then_score(vcfg, target, minutes)
+    res = _score(train_all(vcfg, target=target))  # RL ends (finished) after `minutes` of its steps, then the final eval
     res["wall_sec"] = time.monotonic() - t0
     return {"name": name, "changes": changes, **res}
 
 
-def _train_then_score(cfg, target, minutes: float) -> dict:
-    """RL under its budget, then end the stage where it stopped and run the final evaluation (no baselines)."""
-    from nlakit.train.pipeline import train_all
-
-    first = train_all(dataclasses.replace(cfg, baselines=()), target=target)
-    done = first["rl"]["steps_done"]
-    final = train_all(dataclasses.replace(cfg, baselines=(), time_budget=None,
-                                          rl=dataclasses.replace(cfg.rl, steps=done)), target=target)
+def _score(final: dict) -> dict:
     fe = final.get("final_eval") or {}
     hist = final.get("rl_history", [])
-    return {"rl_steps": done, "rl_minutes": sum(h["sec"] for h in hist) / 60,
-            "sec_per_step": sum(h["sec"] for h in hist[5:]) / max(1, len(hist[5:])),
+    steady = hist[5:] or hist  # the first steps include compilation
+    return {"rl_steps": final["rl"]["steps_done"], "rl_minutes": sum(h["sec"] for h in hist) / 60,
+            "sec_per_step": sum(h["sec"] for h in steady) / max(1, len(steady)),
             "fve_nrm": (fe.get("fve_nrm") or {}).get("mean"), "fve_nrm_ci95": (fe.get("fve_nrm") or {}).get("ci95"),
             "cos": (fe.get("cos") or {}).get("mean"), "parse_rate": fe.get("parse_rate"), "n": fe.get("n"),
             "frozen_ar_fve_nrm": ((final.get("final_eval_frozen_ar") or {}).get("fve_nrm") or {}).get("mean")}
