@@ -48,6 +48,8 @@ def test_greedy_continues_every_row(tiny_llama):
     out = greedy(tiny_llama, rows, 5, batch_size=2)
     assert len(out) == 2 and all(len(r) <= 5 for r in out)
     assert out[0] == greedy(tiny_llama, rows[:1], 5, batch_size=1)[0]  # left padding does not change the result
+    sampled = [greedy(tiny_llama, rows * 4, 8, batch_size=8, temperature=1.0, seed=s) for s in (0, 0, 1)]
+    assert sampled[0] == sampled[1] and sampled[0] != sampled[2]  # seeded: the same seed, the same samples
 
 
 def test_end_to_end_on_a_tiny_model(tiny_llama, make_nla, heldout, tmp_path, monkeypatch):

@@ -26,6 +26,8 @@ def register(experiment_app: typer.Typer) -> None:
         n_prompts: int = typer.Option(24, "--n-prompts", min=1, help="Held-out documents used as prompts."),
         prompt_tokens: int = typer.Option(48, "--prompt-tokens", min=2, help="Tokens of each document the target reads first."),
         continuation_tokens: int = typer.Option(96, "--continuation-tokens", min=8, help="Greedy tokens the target adds."),
+        continuation_temperature: float = typer.Option(0.0, "--continuation-temperature", min=0.0,
+                                                       help="0 = greedy continuations; > 0 samples them (seeded), which repeat their context less."),
         ks: str = typer.Option("1,2,3,4,6,8,12,16,24,32", "--ks", help="Comma-separated distances (tokens before the next sentence)."),
         kinds: str = typer.Option("prose,fiction", "--kinds", help="Document kinds used as prompts ('' = all)."),
         top_k: int = typer.Option(10, "--top-k", min=1, help="Tokens each lens reader shows."),
@@ -46,7 +48,8 @@ def register(experiment_app: typer.Typer) -> None:
         except ValueError as e:
             raise NlakitError(f"--ks {ks!r} is not a comma-separated list of integers", "write it like --ks 1,4,16") from e
         cfg = HorizonConfig(data=str(data), target=target, nla=nla, train_data=str(train_data) if train_data else None,
-                            n_prompts=n_prompts, prompt_tokens=prompt_tokens, continuation_tokens=continuation_tokens, ks=k_list,
+                            n_prompts=n_prompts, prompt_tokens=prompt_tokens, continuation_tokens=continuation_tokens,
+                            continuation_temperature=continuation_temperature, ks=k_list,
                             table_ks=tuple(k for k in (1, 4, 16) if k in k_list) or k_list[:3],
                             kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()), top_k=top_k, max_new_tokens=max_new_tokens,
                             novel_max_recall=novel_max_recall, seed=seed, device=device, dtype=dtype)

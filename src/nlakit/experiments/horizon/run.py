@@ -13,7 +13,8 @@
    - ``context_echo``: the last `echo_tokens` tokens of text up to that position, a control that knows only the
      past (a continuation that repeats its context rewards any reader that describes the context);
    - ``greedy``: the model's own greedy continuation from that position (an upper bound: the next sentence is its
-     own greedy output, so this reader sees it once it is within reach).
+     own greedy output, so this reader sees it once it is within reach; with sampled continuations,
+     `continuation_temperature` > 0, it is only the model's most likely future, no longer the actual one).
 3. Each reader's text is compared with the actual next sentence: sentence-embedding cosine (all-MiniLM-L6-v2),
    content-word recall and F1; the shuffled control pairs the reader's text with another sample's next sentence at
    the same k. Curves over k carry bootstrap 95% intervals.
@@ -53,6 +54,7 @@ class HorizonConfig:
     n_prompts: int = 24
     prompt_tokens: int = 48
     continuation_tokens: int = 96
+    continuation_temperature: float = 0.0  # 0 = greedy continuations; > 0 samples them (seeded), which repeat less
     ks: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
     table_ks: tuple[int, ...] = (1, 4, 16)
     kinds: tuple[str, ...] = ("prose", "fiction")  # document kinds used as prompts (all when empty)
@@ -70,7 +72,8 @@ class HorizonConfig:
     novel_max_recall: float = 0.5  # a next sentence is novel when at most this share of its content words came before
 
     def __post_init__(self):
-        problems = [f"{n} must be >= 1" for n in ("n_prompts", "prompt_tokens", "continuation_tokens", "top_k", "batch_size")
+        problems = ["continuation_temperature must be >= 0"] if self.continuation_temperature < 0 else []
+        problems += [f"{n} must be >= 1" for n in ("n_prompts", "prompt_tokens", "continuation_tokens", "top_k", "batch_size")
                     if getattr(self, n) < 1]
         if not 0.0 <= self.novel_max_recall <= 1.0:
             problems.append("novel_max_recall must be between 0 and 1")
@@ -110,9 +113,15 @@ def prompts(target, cfg: HorizonConfig) -> list[list[int]]:
 
 
 @torch.no_grad()
-def greedy(target, rows: list[list[int]], n: int, batch_size: int) -> list[list[int]]:
-    """The target's greedy continuation (n tokens, cut at the first turn end) of each row of ids (left-padded)."""
+def greedy(target, rows: list[list[int]], n: int, batch_size: int, temperature: float = 0.0, seed: int = 0) -> list[list[int]]:
+    """The target's greedy continuation (n tokens, cut at the first turn end) of each row of ids (left-padded);
+    sampled at `temperature` (seeded) when it is > 0."""
     from nlakit.targets import eos_ids, pad_id
+
+    if temperature > 0:
+        torch.manual_seed(seed)
+    sampling = dict(do_sample=True, temperature=temperature, top_p=None, top_k=None) if temperature > 0 else \
+        dict(do_sample=False, temperature=None, top_p=None, top_k=None)
 
     tok, eos = target.tokenizer, set(eos_ids(target.tokenizer, target.model))
     out: list[list[int]] = []
@@ -123,9 +132,8 @@ def greedy(target, rows: list[list[int]], n: int, batch_size: int) -> list[list[
         mask = torch.zeros_like(ids)
         for i, r in enumerate(chunk):
             ids[i, T - len(r) :], mask[i, T - len(r) :] = torch.tensor(r), 1
-        res = target.model.generate(input_ids=ids.to(target.device), attention_mask=mask.to(target.device), do_sample=False,
-                                    max_new_tokens=n, pad_token_id=pad_id(tok), eos_token_id=sorted(eos),
-                                    temperature=None, top_p=None, top_k=None)
+        res = target.model.generate(input_ids=ids.to(target.device), attention_mask=mask.to(target.device),
+                                    max_new_tokens=n, pad_token_id=pad_id(tok), eos_token_id=sorted(eos), **sampling)
         for r in res[:, T:].tolist():
             cut = next((i for i, t in enumerate(r) if t in eos), len(r))
             out.append(r[:cut])
@@ -197,7 +205,10 @@ def run(cfg: HorizonConfig, progress: Progress | None = None, *, target=None, nl
     tok, layer, arch = target.tokenizer, nla.layer, Arch(target.model)
     # 1. prompts and the target's own continuations
     rows = prompts(target, cfg)
-    conts = greedy(target, rows, cfg.continuation_tokens, cfg.batch_size)
+    if cfg.continuation_temperature > 0:
+        conts = greedy(target, rows, cfg.continuation_tokens, cfg.batch_size, cfg.continuation_temperature, cfg.seed)
+    else:
+        conts = greedy(target, rows, cfg.continuation_tokens, cfg.batch_size)
     seqs = [p + c for p, c in zip(rows, conts)]
     tick("continuations", len(seqs), len(seqs))
     # 2. next sentences and the positions k tokens before them
@@ -300,15 +311,15 @@ def _at(values: list[float], samples: list[Sample], k: int, keep: list[bool] | N
 def _greedy_reader(target, seqs, samples: list[Sample], cfg: HorizonConfig, tok) -> list[str]:
     """The model's greedy continuation from each sampled position, k + the sentence's length in tokens.
 
-    Inside the continuation it *is* the actual sequence (the continuation is greedy), so only positions inside the
-    prompt are generated afresh.
+    Inside a greedy continuation it *is* the actual sequence, so only positions inside the prompt are generated
+    afresh; with sampled continuations every position is.
     """
     out: list[str | None] = [None] * len(samples)
     todo = []
     for j, s in enumerate(samples):
         p = s.start - s.k
         n = s.k + len(tok(s.sentence, add_special_tokens=False)["input_ids"]) + 2
-        if p + 1 >= cfg.prompt_tokens:
+        if p + 1 >= cfg.prompt_tokens and cfg.continuation_temperature == 0:
             out[j] = tok.decode(seqs[s.seq][p + 1 : p + 1 + n], skip_special_tokens=True)
         else:
             todo.append((j, p, n))
