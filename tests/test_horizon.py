@@ -61,7 +61,7 @@ def test_end_to_end_on_a_tiny_model(tiny_llama, make_nla, heldout, tmp_path, mon
     tok = tiny_llama.tokenizer
     calls = {"n": 0}
 
-    def planted(target, rows, n, batch_size):  # a target that writes sentences: each prompt gets its own continuation
+    def planted(target, rows, n, batch_size, temperature=0.0, seed=0):  # a target that writes sentences: each prompt gets its own continuation
         calls["n"] += 1
         if calls["n"] > 1:  # the greedy reader's fresh generations (positions inside the prompt)
             return [[] for _ in rows]

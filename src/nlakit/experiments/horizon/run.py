@@ -120,8 +120,7 @@ def greedy(target, rows: list[list[int]], n: int, batch_size: int, temperature: 
 
     if temperature > 0:
         torch.manual_seed(seed)
-    sampling = dict(do_sample=True, temperature=temperature, top_p=None, top_k=None) if temperature > 0 else \
-        dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+    sampling = {"do_sample": temperature > 0, "temperature": temperature or None, "top_p": None, "top_k": None}
 
     tok, eos = target.tokenizer, set(eos_ids(target.tokenizer, target.model))
     out: list[list[int]] = []
@@ -205,10 +204,7 @@ def run(cfg: HorizonConfig, progress: Progress | None = None, *, target=None, nl
     tok, layer, arch = target.tokenizer, nla.layer, Arch(target.model)
     # 1. prompts and the target's own continuations
     rows = prompts(target, cfg)
-    if cfg.continuation_temperature > 0:
-        conts = greedy(target, rows, cfg.continuation_tokens, cfg.batch_size, cfg.continuation_temperature, cfg.seed)
-    else:
-        conts = greedy(target, rows, cfg.continuation_tokens, cfg.batch_size)
+    conts = greedy(target, rows, cfg.continuation_tokens, cfg.batch_size, cfg.continuation_temperature, cfg.seed)
     seqs = [p + c for p, c in zip(rows, conts)]
     tick("continuations", len(seqs), len(seqs))
     # 2. next sentences and the positions k tokens before them
