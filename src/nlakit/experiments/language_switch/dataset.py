@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from nlakit.errors import NlakitError
-from nlakit.io import read_jsonl, write_jsonl
+from nlakit.io import read_jsonl, write_jsonl, write_text
 
 DATA_DIR = Path(__file__).parents[2] / "data" / "language_switch"  # nlakit/data/language_switch (package data)
 SHIPPED_DATASET = DATA_DIR / "language_switch.jsonl.gz"
@@ -240,8 +240,6 @@ def generate_dataset(cfg: LanguageSwitchConfig = LanguageSwitchConfig(), corpus:
 def write_dataset(examples: Iterable[SwitchExample], path: str | Path) -> Path:
     """Write examples as JSONL (`.gz`: gzipped with mtime 0, so the bytes are reproducible) and ATTRIBUTION.md beside it."""
     path = write_jsonl(path, (e.to_dict() for e in examples))
-    from nlakit.io import write_text
-
     write_text(path.parent / "ATTRIBUTION.md", ATTRIBUTION)
     return path
 
