@@ -26,9 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from nlakit.io import write_json  # noqa: E402
-from nlakit.train.config import load_config  # noqa: E402
+from nlakit.train.config import build, load_config, parse_settings  # noqa: E402
 from nlakit.train.pipeline import train_all  # noqa: E402
-from nlakit.train.rl import RLConfig  # noqa: E402
 
 SUPERVISED = ("data", "meta", "ar_sft.pt", "ar_sft.done.json", "av_sft.pt", "av_sft.done.json", "timings.json")
 
@@ -37,16 +36,9 @@ def parse_variant(text: str) -> tuple[str, dict]:
     """'base' -> ('base', {}); 'lr=1e-4,kl_coef=0.05' -> (the text, {'lr': 1e-4, 'kl_coef': 0.05}), typed by RLConfig."""
     if text == "base":
         return text, {}
-    types = {f.name: f.type for f in dataclasses.fields(RLConfig)}
-    out = {}
-    for part in text.split(","):
-        key, _, value = part.partition("=")
-        if key not in types:
-            raise SystemExit(f"unknown RL setting {key!r} in --variant {text!r} (known: {', '.join(sorted(types))})")
-        kind = str(types[key]).replace(" | None", "")  # annotations are strings here (from __future__ import annotations)
-        out[key] = None if value == "none" and "None" in str(types[key]) else {
-            "int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true", "yes")}.get(kind, str)(value)
-    return text, out
+    settings = parse_settings(text.split(","), prefix="rl.", flag="--variant")
+    build({"out": "-", "rl": {k.removeprefix("rl."): v for k, v in settings.items()}})  # unknown keys, bad values: one error
+    return text, {k.removeprefix("rl."): v for k, v in settings.items()}
 
 
 def run_variant(name: str, changes: dict, run: Path, out: Path, cfg, target, minutes: float) -> dict:
@@ -72,6 +64,7 @@ def _score(final: dict) -> dict:
     hist = final.get("rl_history", [])
     steady = hist[5:] or hist  # the first steps include compilation
     return {"rl_steps": final["rl"]["steps_done"], "rl_minutes": sum(h["sec"] for h in hist) / 60,
+            "first_step_sec": hist[0]["sec"] if hist else None,  # the process's first variant also pays the compile
             "sec_per_step": sum(h["sec"] for h in steady) / max(1, len(steady)),
             "fve_nrm": (fe.get("fve_nrm") or {}).get("mean"), "fve_nrm_ci95": (fe.get("fve_nrm") or {}).get("ci95"),
             "cos": (fe.get("cos") or {}).get("mean"), "parse_rate": fe.get("parse_rate"), "n": fe.get("n"),
@@ -82,10 +75,12 @@ def table(path: Path) -> str:
     d = json.loads(path.read_text())
     lines = [f"GRPO variants, {d['minutes']} RL-minutes each from the same supervised checkpoints ({d['gpu']}); held-out "
              f"fve_nrm on {d['rows'][0]['n'] if d['rows'] else '?'} positions, co-trained AR.", "",
-             "| variant | steps | s/step | fve_nrm | 95% CI | frozen-SFT-AR fve_nrm | parse rate |", "|---|---:|---:|---:|---|---:|---:|"]
+             "| variant | steps | first step s | s/step | fve_nrm | 95% CI | frozen-SFT-AR fve_nrm | parse rate |",
+             "|---|---:|---:|---:|---:|---|---:|---:|"]
     for r in d["rows"]:
         ci = r["fve_nrm_ci95"] or [float("nan")] * 2
-        lines.append(f"| `{r['name']}` | {r['rl_steps']} | {r['sec_per_step']:.2f} | {r['fve_nrm']:.3f} | [{ci[0]:.3f}, {ci[1]:.3f}] | "
+        first = f"{r['first_step_sec']:.1f}" if r.get("first_step_sec") is not None else "—"
+        lines.append(f"| `{r['name']}` | {r['rl_steps']} | {first} | {r['sec_per_step']:.2f} | {r['fve_nrm']:.3f} | [{ci[0]:.3f}, {ci[1]:.3f}] | "
                      f"{r['frozen_ar_fve_nrm']:.3f} | {r['parse_rate']:.2f} |")
     return "\n".join(lines) + "\n"
 
@@ -94,6 +89,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", help="a run directory whose supervised stages are done")
     ap.add_argument("--config", default=str(ROOT / "configs" / "smollm2-l20.yaml"))
+    ap.add_argument("--set", action="append", default=[], dest="settings", help="KEY=VALUE over the config, e.g. av.epochs=3")
     ap.add_argument("--target", default=None)
     ap.add_argument("--out", default=None)
     ap.add_argument("--minutes", type=float, default=2.5, help="RL wall minutes per variant")
@@ -109,7 +105,7 @@ def main() -> None:
     from nlakit.targets import load_target
 
     run, out = Path(args.run), Path(args.out)
-    cfg = load_config(args.config, {"out": str(run), "target": args.target})
+    cfg = load_config(args.config, {"out": str(run), "target": args.target}, parse_settings(args.settings))
     target = load_target(cfg.target, device=cfg.device)
     rows = []
     for text in args.variant or ["base"]:

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from nlakit.io import write_json  # noqa: E402
-from nlakit.train.config import load_config  # noqa: E402
+from nlakit.train.config import load_config, parse_settings  # noqa: E402
 from nlakit.train.pipeline import train_all  # noqa: E402
 
 CONFIG = ROOT / "configs" / "smollm2-l20.yaml"
@@ -183,6 +183,7 @@ def render(results: Path, docs: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default=str(CONFIG))
+    ap.add_argument("--set", action="append", default=[], dest="settings", help="KEY=VALUE over the config, e.g. av.epochs=3")
     ap.add_argument("--target", default=None)
     ap.add_argument("--out", default=None)
     ap.add_argument("--data", default=None)
@@ -201,7 +202,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     cfg = load_config(args.config, {"out": args.out, "target": args.target, "data": args.data, "eval_data": args.eval_data,
                                     "time_budget": f"{args.budget}s", "rl.steps": args.rl_steps,
-                                    "rl.max_minutes": args.rl_minutes})
+                                    "rl.max_minutes": args.rl_minutes}, parse_settings(args.settings))
     t0 = time.time()
 
     def show(rec: dict) -> None:

@@ -47,3 +47,33 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path):
     bad.write_text("rl:\n  stepz: 3\n")
     r = CliRunner().invoke(app, ["train", "all", "--config", str(bad), "--out", str(tmp_path / "run")])
     assert isinstance(r.exception, NlakitError) and "unknown key 'rl.stepz'" in str(r.exception)  # main() prints it as one line
+
+
+def test_set_overrides_any_key_typed_by_the_config(tmp_path):
+    from nlakit.train.config import parse_settings
+
+    s = parse_settings(["av.epochs=3", "rl.lr=1e-4", "rl.micro_batch=256", "rl.max_minutes=none", "describe=false",
+                        "baselines=mean,ridge_token"])
+    assert s == {"av.epochs": 3.0, "rl.lr": 1e-4, "rl.micro_batch": 256, "rl.max_minutes": None, "describe": False,
+                 "baselines": ("mean", "ridge_token")}
+    cfg = load_config(SHIPPED, {"out": str(tmp_path), "rl.max_minutes": 5.0}, s)
+    assert cfg.av.epochs == 3.0 and cfg.rl.micro_batch == 256 and cfg.rl.max_minutes is None  # --set wins over flags
+    assert cfg.av.rank == 24 and cfg.rl.group == 8  # the rest is the file's
+    assert parse_settings(["lr=2e-4"], prefix="rl.") == {"rl.lr": 2e-4}
+
+
+def test_bad_set_items_are_reported_with_the_file_problems(tmp_path):
+    from nlakit.train.config import parse_settings
+
+    with pytest.raises(NlakitError, match="is not KEY=VALUE"):
+        parse_settings(["av.epochs"])
+    with pytest.raises(NlakitError) as e:
+        load_config(SHIPPED, {"out": str(tmp_path)}, parse_settings(["av.epochz=3", "rl.lr=fast"]))
+    assert "unknown key 'av.epochz'" in str(e.value) and "rl.lr = 'fast' should be float" in str(e.value)
+
+
+def test_cli_set_reaches_the_resolved_config(tmp_path):
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", "ar", "--config", str(SHIPPED), "--out", str(out), "--target", "tiny:llama",
+                                 "--set", "n_docs=oops"])
+    assert isinstance(r.exception, NlakitError) and "n_docs = 'oops' should be int" in str(r.exception)

@@ -41,14 +41,14 @@ def _printer():
     return console, show
 
 
-def _config(config: Optional[Path], **flags):
-    """Defaults < --config FILE < the flags that were given (None = not given)."""
-    from nlakit.train.config import load_config
+def _config(config: Optional[Path], settings: Optional[list[str]] = None, **flags):
+    """Defaults < --config FILE < the flags that were given (None = not given) < --set KEY=VALUE."""
+    from nlakit.train.config import load_config, parse_settings
 
     rl_steps, rl_minutes = flags.pop("rl_steps", None), flags.pop("rl_minutes", None)
     out = flags.pop("out", None)
     return load_config(config, {**flags, "out": str(out) if out is not None else None, "rl.steps": rl_steps,
-                                "rl.max_minutes": rl_minutes})
+                                "rl.max_minutes": rl_minutes}, parse_settings(settings))
 
 
 _OPTS = dict(
@@ -68,6 +68,8 @@ _OPTS = dict(
     rl_minutes=typer.Option(None, help="Also end GRPO (as finished) once its steps have taken this many minutes."),
     describe=typer.Option(None, help="Also generate the `self` source (one short generation per document). [default: on]"),
     injection_scale=typer.Option(None, help="Injection norm (default: a round number above the mean norm)."),
+    settings=typer.Option(None, "--set", help="Override any config key, repeatable: --set av.epochs=3 --set rl.micro_batch=256 "
+                                              "(section keys dotted; the keys are those of configs/smollm2-l20.yaml)."),
 )
 
 
@@ -79,6 +81,7 @@ def train_all_cmd(out: Optional[Path] = _OPTS["out"], config: Optional[Path] = _
                   n_docs: Optional[int] = _OPTS["n_docs"], rl_steps: Optional[int] = _OPTS["rl_steps"],
                   rl_minutes: Optional[float] = _OPTS["rl_minutes"],
                   describe: Optional[bool] = _OPTS["describe"], injection_scale: Optional[float] = _OPTS["injection_scale"],
+                  settings: Optional[list[str]] = _OPTS["settings"],
                   resume: bool = typer.Option(True, help="Continue a run found in --out (the default); --no-resume refuses to."),
                   ) -> None:
     """Datagen -> AR -> AV -> RL -> held-out eval -> bundle, resumable, under --time-budget."""
@@ -87,7 +90,7 @@ def train_all_cmd(out: Optional[Path] = _OPTS["out"], config: Optional[Path] = _
 
     cfg = _config(config, out=out, target=target, layer=layer, data=data, eval_data=eval_data, source=source,
                   time_budget=time_budget, device=device, n_docs=n_docs, rl_steps=rl_steps, rl_minutes=rl_minutes,
-                  describe=describe, injection_scale=injection_scale)
+                  describe=describe, injection_scale=injection_scale, settings=settings)
     held = (Path(cfg.out) / "log.jsonl").exists()
     distributed.barrier()  # every rank looks before rank 0 starts writing
     if not resume and held:
@@ -107,12 +110,12 @@ def train_all_cmd(out: Optional[Path] = _OPTS["out"], config: Optional[Path] = _
         console.print(f"[yellow]time budget reached in {where}[/]; run again with the same --out to continue")
 
 
-def _single_stage(stop_after: str, config: Optional[Path], **flags) -> None:
+def _single_stage(stop_after: str, config: Optional[Path], settings: Optional[list[str]] = None, **flags) -> None:
     """Run the pipeline up to one stage (earlier stages are reused when done)."""
     from nlakit.train.pipeline import train_all
 
     console, show = _printer()
-    cfg = _config(config, **flags, rl_steps=0)
+    cfg = _config(config, [*(settings or []), "rl.steps=0"], **flags)
     res = train_all(cfg, callback=show)
     if not distributed.is_main():
         return
@@ -123,29 +126,32 @@ def _single_stage(stop_after: str, config: Optional[Path], **flags) -> None:
 def train_ar_cmd(out: Optional[Path] = _OPTS["out"], config: Optional[Path] = _OPTS["config"], target: Optional[str] = _OPTS["target"],
                  layer: Optional[int] = _OPTS["layer"], data: Optional[str] = _OPTS["data"],
                  eval_data: Optional[str] = _OPTS["eval_data"], source: Optional[str] = _OPTS["source"],
-                 device: Optional[str] = _OPTS["device"]) -> None:
+                 device: Optional[str] = _OPTS["device"], settings: Optional[list[str]] = _OPTS["settings"]) -> None:
     """AR supervised (runs datagen first if --out has none). Stops before RL."""
-    _single_stage("ar", config, out=out, target=target, layer=layer, data=data, eval_data=eval_data, source=source, device=device)
+    _single_stage("ar", config, settings, out=out, target=target, layer=layer, data=data, eval_data=eval_data, source=source,
+                  device=device)
 
 
 @train_app.command("av")
 def train_av_cmd(out: Optional[Path] = _OPTS["out"], config: Optional[Path] = _OPTS["config"], target: Optional[str] = _OPTS["target"],
                  layer: Optional[int] = _OPTS["layer"], data: Optional[str] = _OPTS["data"],
                  eval_data: Optional[str] = _OPTS["eval_data"], source: Optional[str] = _OPTS["source"],
-                 device: Optional[str] = _OPTS["device"]) -> None:
+                 device: Optional[str] = _OPTS["device"], settings: Optional[list[str]] = _OPTS["settings"]) -> None:
     """AV supervised (after the AR; earlier stages are reused). Stops before RL."""
-    _single_stage("av", config, out=out, target=target, layer=layer, data=data, eval_data=eval_data, source=source, device=device)
+    _single_stage("av", config, settings, out=out, target=target, layer=layer, data=data, eval_data=eval_data, source=source,
+                  device=device)
 
 
 @train_app.command("rl")
 def train_rl_cmd(out: Optional[Path] = _OPTS["out"], config: Optional[Path] = _OPTS["config"], target: Optional[str] = _OPTS["target"],
                  layer: Optional[int] = _OPTS["layer"], source: Optional[str] = _OPTS["source"],
                  device: Optional[str] = _OPTS["device"], rl_steps: Optional[int] = _OPTS["rl_steps"],
-                 rl_minutes: Optional[float] = _OPTS["rl_minutes"], time_budget: Optional[str] = _OPTS["time_budget"]) -> None:
+                 rl_minutes: Optional[float] = _OPTS["rl_minutes"], time_budget: Optional[str] = _OPTS["time_budget"],
+                 settings: Optional[list[str]] = _OPTS["settings"]) -> None:
     """GRPO on the AV (after both supervised stages), resumable."""
     train_all_cmd(out=out, config=config, target=target, layer=layer, data=None, eval_data=None, source=source,
                   time_budget=time_budget, device=device, n_docs=None, rl_steps=rl_steps, rl_minutes=rl_minutes, describe=None,
-                  injection_scale=None, resume=True)
+                  injection_scale=None, settings=settings, resume=True)
 
 
 def datagen_cmd(out: Path = typer.Option(..., help="Output directory of the pairs."),

@@ -1,8 +1,9 @@
 """Run configs as YAML files: `nlakit train all --config configs/smollm2-l20.yaml [--flag value ...]`.
 
 A config file holds any subset of `TrainConfig`'s fields; the stage sections ``ar:``, ``av:`` and ``rl:`` hold
-fields of `ARConfig`, `AVConfig` and `RLConfig`. Defaults < file < command-line flags. Every problem in a file
-(unknown keys, wrong types) is reported at once, each with its fix. The resolved config is written into the run
+fields of `ARConfig`, `AVConfig` and `RLConfig`. Defaults < file < command-line flags; `--set KEY=VALUE` (repeatable,
+``av.epochs=3``) overrides any key, section keys dotted. Every problem in a file or a `--set` (unknown keys, wrong
+types) is reported at once, each with its fix. The resolved config is written into the run
 directory as ``config.yaml``, so a run can be repeated with ``--config RUN/config.yaml``.
 """
 
@@ -74,6 +75,51 @@ def _type_name(tp) -> str:
     return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
+def _annotation(key: str):
+    """The type annotation of a dotted config key, or None for a key no config has."""
+    section, _, field = key.rpartition(".")
+    cls = SECTIONS.get(section) if section else TrainConfig
+    return typing.get_type_hints(cls).get(field) if cls is not None else None
+
+
+def _typed(text: str, tp):
+    """`text` as a value of annotation `tp` where it reads as one; else the text itself (`build` then names the problem)."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) in (typing.Union, types.UnionType) else [tp]
+    if text.lower() in ("none", "null") and len(args) < len(typing.get_args(tp) or [tp]):
+        return None
+    for a in args:
+        if a is bool and text.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return text.lower() in ("true", "yes", "1")
+        if a in (int, float):
+            try:
+                return a(text)
+            except ValueError:
+                continue
+        if typing.get_origin(a) is tuple:
+            return tuple(x.strip() for x in text.split(",") if x.strip())
+        if a is str:
+            return text
+    return text
+
+
+def parse_settings(items: list[str] | tuple[str, ...] | None, prefix: str = "", flag: str = "--set") -> dict:
+    """``["av.epochs=3", "rl.lr=1e-4"]`` -> ``{"av.epochs": 3.0, "rl.lr": 0.0001}``, typed by the config dataclasses.
+
+    `prefix` (e.g. ``"rl."``) is put before keys given without a section; `flag` is the option named in errors. A text without ``=`` raises at once; an
+    unknown key or a value of the wrong type is kept as given, so `load_config` reports it with every other problem."""
+    out = {}
+    for item in items or ():
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise NlakitError(f"{flag} {item!r} is not KEY=VALUE", f"write it as {flag} {prefix or 'av.'}epochs=3 (dotted keys for the "
+                                                                   "ar/av/rl sections)")
+        key = key if "." in key or not prefix else prefix + key
+        tp = _annotation(key)
+        out[key] = _typed(value.strip(), tp) if tp is not None else value.strip()
+    return out
+
+
 def build(values: dict) -> TrainConfig:
     """A TrainConfig from checked values (sections as dicts); raises NlakitError listing every problem."""
     problems: list[str] = []
@@ -89,8 +135,9 @@ def build(values: dict) -> TrainConfig:
     return TrainConfig(**kw)
 
 
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
-    """Defaults < the YAML file at `path` < `overrides` (flat TrainConfig keys, or ``"rl.steps"``-style keys)."""
+def load_config(path: str | Path | None = None, overrides: dict | None = None, settings: dict | None = None) -> TrainConfig:
+    """Defaults < the YAML file at `path` < `overrides` (flat TrainConfig keys, or ``"rl.steps"``-style keys; None means
+    not given) < `settings` (the same keys from `parse_settings`, where None is a value)."""
     values: dict = {}
     if path is not None:
         path = Path(path)
@@ -102,9 +149,8 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
             raise NlakitError(f"{path} is not valid YAML ({str(e).splitlines()[0]})", "fix the YAML syntax at the line named") from e
         if not isinstance(values, dict):
             raise NlakitError(f"{path} holds a {type(values).__name__}, not a mapping of settings", "write one `key: value` per line")
-    for key, value in (overrides or {}).items():
-        if value is None:
-            continue
+    given = [(k, v) for k, v in (overrides or {}).items() if v is not None] + list((settings or {}).items())
+    for key, value in given:
         section, _, field = key.rpartition(".")
         if section:
             sub = values.get(section)
