@@ -9,7 +9,8 @@
 A variant is a name and `key=value` pairs of `RLConfig` fields (several joined by commas: `lr=1e-4,kl_coef=0.05`);
 `base` is the run's own RL settings. Each variant copies the run's supervised stages into its own directory, trains
 GRPO for `--minutes` of its steps' own time (`rl.max_minutes`; model load happens once, before), and is scored on the
-same held-out positions (`final_eval_positions`) with the co-trained AR.
+same held-out positions (`final_eval_positions`) with the co-trained AR. Two throwaway steps first pay the engine's
+one-time compile (`--no-warmup` skips them), so no variant's minutes include it.
 """
 
 from __future__ import annotations
@@ -59,6 +60,13 @@ def run_variant(name: str, changes: dict, run: Path, out: Path, cfg, target, min
     return {"name": name, "changes": changes, **res}
 
 
+def warm_up(run: Path, out: Path, cfg, target) -> None:
+    """Two throwaway GRPO steps (scored on 8 positions, not reported), so that the engine's one-time compile is paid
+    here and not inside the first variant's minutes."""
+    run_variant("warm-up", {"steps": 2, "max_minutes": None}, run, out, dataclasses.replace(cfg, final_eval_positions=8),
+                target, minutes=0)
+
+
 def _score(final: dict) -> dict:
     fe = final.get("final_eval") or {}
     hist = final.get("rl_history", [])
@@ -95,6 +103,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=2.5, help="RL wall minutes per variant")
     ap.add_argument("--variant", action="append", default=[])
     ap.add_argument("--export", default=None)
+    ap.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True,
+                    help="first compile the engine with two throwaway steps (--no-warmup: the first variant pays it)")
     ap.add_argument("--table", default=None, help="print the markdown table of an ablation JSON")
     args = ap.parse_args()
     if args.table:
@@ -107,9 +117,11 @@ def main() -> None:
     run, out = Path(args.run), Path(args.out)
     cfg = load_config(args.config, {"out": str(run), "target": args.target}, parse_settings(args.settings))
     target = load_target(cfg.target, device=cfg.device)
+    variants = [parse_variant(text) for text in args.variant or ["base"]]  # every bad --variant before any work
+    if args.warmup:
+        warm_up(run, out, cfg, target)
     rows = []
-    for text in args.variant or ["base"]:
-        name, changes = parse_variant(text)
+    for name, changes in variants:
         rows.append(run_variant(name, changes, run, out, cfg, target, args.minutes))
         print(json.dumps(rows[-1]), flush=True)
         result = {"command": "python benchmarks/rl_ablation.py " + " ".join(sys.argv[1:]), "minutes": args.minutes,

@@ -146,3 +146,32 @@ def test_rl_max_minutes_ends_rl_as_finished_and_resume_keeps_it_ended(tmp_path, 
     assert "final_eval" in res  # a time-capped RL stage is finished: the final eval runs
     again = train_all(cfg)  # resuming does not train further
     assert again["rl"]["steps_done"] == 1
+
+
+def test_rl_ablation_runs_every_variant_from_the_same_warm_start(tmp_path, corpus, monkeypatch):
+    """benchmarks/rl_ablation.py: a compile warm-up first, then each variant from copies of one supervised run, for
+    its minutes of steps, scored on the same held-out positions."""
+    import importlib.util
+
+    from nlakit.train.config import save_config
+
+    spec = importlib.util.spec_from_file_location("rl_ablation", Path(__file__).resolve().parents[1] / "benchmarks" / "rl_ablation.py")
+    abl = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(abl)
+    run, out = tmp_path / "run", tmp_path / "abl"
+    cfg = tiny_config(run, corpus)
+    train_all(tiny_config(run, corpus, rl=RLConfig(steps=0)))  # the supervised stages only
+    config = save_config(cfg, tmp_path / "cfg")
+    monkeypatch.setattr("sys.argv", ["rl_ablation.py", "--run", str(run), "--config", str(config), "--target", "tiny:llama",
+                                     "--minutes", "0.002", "--out", str(out), "--variant", "base", "--variant", "lr=1e-4,kl_coef=0"])
+    abl.main()
+    d = json.loads((out / "rl_ablation.json").read_text())
+    assert [r["name"] for r in d["rows"]] == ["base", "lr=1e-4,kl_coef=0"] and (out / "warm-up" / "results.json").exists()
+    assert d["rows"][1]["changes"] == {"lr": 1e-4, "kl_coef": 0.0}
+    for r, vdir in zip(d["rows"], ("base", "lr_1e-4+kl_coef_0")):
+        assert r["rl_steps"] >= 1 and r["rl_minutes"] >= 0.002 and r["n"] == cfg.final_eval_positions
+        assert (out / vdir / "av_sft.pt").read_bytes() == (run / "av_sft.pt").read_bytes()  # the same warm start
+    assert load_config(out / "lr_1e-4+kl_coef_0" / "config.yaml").rl.lr == 1e-4  # the variant's resolved settings
+    assert "`lr=1e-4,kl_coef=0`" in abl.table(out / "rl_ablation.json")
+    with pytest.raises(NlakitError, match="unknown key 'rl.stepz'"):
+        abl.parse_variant("stepz=1")
