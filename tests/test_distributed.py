@@ -170,7 +170,7 @@ def rl_update(out: str | None = None) -> dict:
     ok = torch.tensor([True, False, True, True, False, True])
     rewards = torch.randn(P * G, generator=g)
     lo, hi = (lambda r: (r.start * G, r.stop * G))(distributed.shard(range(P)))
-    ro = Rollout(vectors[lo:hi], responses[lo:hi], texts[lo:hi], ok[lo:hi], rewards[lo:hi],
+    ro = Rollout(vectors[lo:hi], responses[lo:hi], texts[lo:hi], ok[lo:hi], -rewards[lo:hi], rewards[lo:hi],
                  group_advantages(rewards, G)[lo:hi], torch.ones(hi - lo))
     cfg = RLConfig(group=G, micro_batch=2, ppo_epochs=2, kl_coef=0.1, clip=0.05)
     # plain SGD: the weights move by lr x gradient, so they compare the gradients themselves (AdamW's first step,

@@ -71,7 +71,7 @@ def _rollout(av: Verbalizer, n: int = 4) -> Rollout:
     responses = [torch.randint(3, 40, (k,), generator=g).tolist() + [2] for k in (3, 5, 2, 4)][:n]
     adv = torch.tensor([1.0, -1.0, 0.5, -0.5])[:n]
     return Rollout(torch.randn(n, av.meta.d_model, generator=g), responses, ["x"] * n, torch.ones(n, dtype=torch.bool),
-                   torch.zeros(n), adv, torch.tensor([float(len(r)) for r in responses]))
+                   torch.zeros(n), torch.zeros(n), adv, torch.tensor([float(len(r)) for r in responses]))
 
 
 def test_first_pass_is_the_on_policy_loss_and_later_passes_clip(lora_av):

@@ -120,6 +120,25 @@ def test_group_advantages_are_centred_per_group():
     assert a[2] > a[1] > a[0]
 
 
+def test_log_reward_orders_like_mse_and_fails_below_every_better_than_orthogonal_sample(tmp_path, corpus):
+    from nlakit.train.rl import FAIL_MSE, to_reward
+
+    mse = torch.tensor([0.1, 0.5, 1.9, FAIL_MSE, 3.0])
+    for kind in ("mse", "log_mse"):
+        r = to_reward(mse, kind)
+        assert (r[:-1] > r[1:]).all()  # lower mse, higher reward, the failure in its orthogonal place
+    assert torch.allclose(to_reward(mse, "log_mse"), -torch.log(mse)) and torch.equal(to_reward(mse, "mse"), -mse)
+    # the log keeps relative gains: 0.1 -> 0.05 is worth as much as 1.0 -> 0.5
+    lr = to_reward(torch.tensor([0.1, 0.05, 1.0, 0.5]), "log_mse")
+    assert torch.isclose(lr[1] - lr[0], lr[3] - lr[2])
+    out = tmp_path / "run"
+    with pytest.raises(NlakitError, match="rl.reward = 'cosine'"):
+        train_all(tiny_config(out, corpus, rl=RLConfig(steps=1, n_prompts=2, group=2, max_new_tokens=8, reward="cosine")))
+    res = train_all(tiny_config(out, corpus, rl=RLConfig(steps=2, n_prompts=2, group=2, max_new_tokens=8, reward="log_mse",
+                                                         eval_every=0)))
+    assert res["finished"] and all(0 <= h["ok_rate"] <= 1 for h in res["rl_history"])
+
+
 def test_helpers():
     assert parse_duration("9m") == 540 and parse_duration("90s") == 90 and parse_duration(None) is None
     with pytest.raises(NlakitError):

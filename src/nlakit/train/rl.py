@@ -1,12 +1,13 @@
-"""Stage 3 — RL: GRPO on the AV with reward = -mse_nrm from the (co-trained) AR.
+"""Stage 3 — RL: GRPO on the AV with reward = -mse_nrm (or -log mse_nrm) from the (co-trained) AR.
 
     nlakit train rl --data runs/smol/data --out runs/smol --steps 300
 
 The variant, exactly:
 - each step samples `n_prompts` activations from the ``rl`` split and `group` explanations per activation at
   temperature `temperature`, capped at `max_new_tokens`;
-- reward = -mse_nrm(AR(explanation), v) = -2 (1 - cos); a failed parse or a capped (truncated) sample gets the
-  fixed penalty -2.0 (orthogonal-equivalent, `nla-checkpoint-format.md` §7);
+- reward = -m with `reward: mse` (the default), or -log(max(m, 1e-6)) with `reward: log_mse` (the paper's transform),
+  where m = mse_nrm(AR(explanation), v) = 2 (1 - cos); a failed parse or a capped (truncated) sample is scored as
+  m = 2.0 (orthogonal-equivalent, `nla-checkpoint-format.md` §7), so its reward is -2.0 or -log 2;
 - advantages are normalised within each group: (r - mean_g) / (std_g + 1e-4); no value function;
 - `ppo_epochs` updates per batch of rollouts (default 1). Per token t of sample i, with the ratio
   rho_it = p_it / p_it^old against the log-probs at the first pass: loss = -mean_i(mean_t min(rho_it A_i,
@@ -56,7 +57,9 @@ from nlakit.verbalizer import Verbalizer
 
 log = logging.getLogger(__name__)
 
-FAIL_REWARD = -2.0
+FAIL_MSE = 2.0  # what a failed or truncated sample is scored as: an orthogonal reconstruction
+FAIL_REWARD = -FAIL_MSE  # its reward under the default `reward: mse`
+REWARDS = ("mse", "log_mse")
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class RLConfig:
     max_new_tokens: int = 96
     lr: float = 2e-5  # AV LoRA
     kl_coef: float = 0.02
+    reward: str = "mse"  # "mse": -mse_nrm; "log_mse": -log mse_nrm (the paper's; see the module docstring)
     ppo_epochs: int = 1  # updates per batch of rollouts (1 = on-policy, no clipping in effect)
     clip: float = 0.2  # ratio clipping, used from the second pass on
     ar_lr: float = 5e-5  # AR LoRA, online
@@ -89,19 +93,25 @@ class Rollout(NamedTuple):
     responses: list[list[int]]  # (P*G) sampled token ids, EOS appended when the sample finished
     texts: list[str]  # (P*G) parsed payloads (raw text when the parse failed)
     ok: torch.Tensor  # (P*G,) bool: parsed and not truncated
+    mse: torch.Tensor  # (P*G,) mse_nrm of the AR's reconstruction, FAIL_MSE where not ok
     rewards: torch.Tensor  # (P*G,)
     advantages: torch.Tensor  # (P*G,)
     lengths: torch.Tensor  # (P*G,) generated tokens
 
 
-def reward_fn(ar: Reconstructor, texts: list[str], vectors: torch.Tensor, ok: torch.Tensor, dtype=None) -> torch.Tensor:
-    """-mse_nrm of the AR's reconstruction; FAIL_REWARD where `ok` is False. (N,)"""
-    r = torch.full((len(texts),), FAIL_REWARD)
+def reconstruction_mse(ar: Reconstructor, texts: list[str], vectors: torch.Tensor, ok: torch.Tensor, dtype=None) -> torch.Tensor:
+    """mse_nrm of the AR's reconstruction from each text; FAIL_MSE where `ok` is False. (N,)"""
+    m = torch.full((len(texts),), FAIL_MSE)
     idx = ok.nonzero().flatten().tolist()
     if idx:
         pred = ar.reconstruct([texts[i] for i in idx], dtype=dtype, batch_size=256)
-        r[idx] = -mse_nrm(pred, vectors[idx])
-    return r
+        m[idx] = mse_nrm(pred, vectors[idx]).float().cpu()
+    return m
+
+
+def to_reward(mse: torch.Tensor, kind: str) -> torch.Tensor:
+    """The GRPO reward of each sample's mse_nrm: -mse (`mse`) or -log mse (`log_mse`)."""
+    return -mse if kind == "mse" else -torch.log(mse.clamp_min(1e-6))
 
 
 def group_advantages(rewards: torch.Tensor, group: int) -> torch.Tensor:
@@ -130,13 +140,14 @@ def rollout(av: Verbalizer, ar: Reconstructor, vectors: torch.Tensor, cfg: RLCon
     t1 = _sync(av.device)
     exps = av.decode(rows)
     ok = torch.tensor([e.ok and not e.truncated for e in exps])
-    rewards = reward_fn(ar, [e.text for e in exps], rep, ok, dtype)
+    mse = reconstruction_mse(ar, [e.text for e in exps], rep, ok, dtype)
+    rewards = to_reward(mse, cfg.reward)
     end = av.end_id
     responses = [[t for t in r if t >= 0] + ([] if (r and r[-1] == -1) else [end]) for r in rows]
     responses = [r if r else [end] for r in responses]
     if timing is not None:
         timing["gen_sec"], timing["reward_sec"] = t1 - t0, _sync(av.device) - t1
-    return Rollout(rep, responses, [e.text for e in exps], ok, rewards, group_advantages(rewards, cfg.group),
+    return Rollout(rep, responses, [e.text for e in exps], ok, mse, rewards, group_advantages(rewards, cfg.group),
                    torch.tensor([e.n_tokens for e in exps], dtype=torch.float))
 
 
@@ -226,6 +237,8 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
         raise NlakitError(f"the training pairs have no `rl` split ({len(pairs)} pairs in all), so GRPO has nothing to explain",
                           "sample more documents (--n-docs), or run only the supervised stages (--rl-steps 0)")
     distributed.require_shares({"rl.n_prompts": cfg.n_prompts} if cfg.steps > 0 else {})
+    if cfg.reward not in REWARDS:
+        raise NlakitError(f"rl.reward = {cfg.reward!r} is not a known reward", f"set rl.reward to one of {', '.join(REWARDS)}")
     ref_av = MergedAV(av, dtype).verbalizer  # frozen supervised AV (KL anchor), merged: a plain forward
     av_params = [p for p in av.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(av_params, lr=cfg.lr, weight_decay=0.0)
@@ -289,10 +302,9 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
         timing["sync_sec"] = _sync(av.device) - t_s
         ctx = [data.rows[i]["text"] if "text" in data.rows[i] else "" for i in idx.repeat_interleave(cfg.group).tolist()]
         copies = [copy_rate(t, c) for t, c in zip(ro.texts, ctx)]
-        rewards, ok, lengths, copies = _whole_batch(ro, copies)
-        okr = rewards[ok]
+        rewards, mse, ok, lengths, copies = _whole_batch(ro, copies)
         rec = {"step": step + 1, "reward": rewards.mean().item(),
-               "fve_nrm": (1 + okr / B).mean().item() if len(okr) else None,  # 1 - mse/B on parsed samples
+               "fve_nrm": (1 - mse[ok] / B).mean().item() if ok.any() else None,  # on parsed samples
                "ok_rate": ok.float().mean().item(), "kl": stats["kl"], "clip_frac": stats["clip_frac"],
                "length": lengths.mean().item(),
                "copy_rate_4gram": sum(copies) / len(copies),
@@ -324,10 +336,9 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
     return summary
 
 
-def _whole_batch(ro: Rollout, copies: list[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[float]]:
-    """The step's rewards, ok flags, lengths and copy rates over every rank's samples, in batch order (for the log)."""
+def _whole_batch(ro: Rollout, copies: list[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[float]]:
+    """The step's rewards, mse, ok flags, lengths and copy rates over every rank's samples, in batch order (for the log)."""
     if distributed.world() == 1:
-        return ro.rewards, ro.ok, ro.lengths, copies
-    parts = distributed.all_gather((ro.rewards, ro.ok, ro.lengths, copies))
-    return (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts]),
-            [c for p in parts for c in p[3]])
+        return ro.rewards, ro.mse, ro.ok, ro.lengths, copies
+    parts = distributed.all_gather((ro.rewards, ro.mse, ro.ok, ro.lengths, copies))
+    return (*(torch.cat([p[k] for p in parts]) for k in range(4)), [c for p in parts for c in p[4]])
