@@ -216,7 +216,7 @@ def ar_step(ar: Reconstructor, opt, ro: Rollout, max_length: int = 256, dtype=No
     loss_value = 0.0
     if idx:  # a rank without parsed samples still joins the gradient sum, with zeros
         loss = ar_loss(ar, [ro.texts[i] for i in idx], ro.vectors[idx], max_length, dtype)
-        (loss * (len(idx) / n_all) if distributed.world() > 1 else loss).backward()
+        (loss * (len(idx) / n_all)).backward()  # this rank's share of the mean over every rank's samples (1 alone)
         loss_value = loss.item()
     distributed.all_reduce_grads(params)
     torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -276,8 +276,9 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
     step = start
     time_cap = math.inf if cfg.max_minutes is None else cfg.max_minutes * 60
     capped = False
+    spent = sum(h["sec"] for h in history)  # the steps' own time so far (resumed runs included)
     for step in range(start, cfg.steps):
-        if distributed.any_rank(sum(h["sec"] for h in history) >= time_cap):  # ranks agree on when to stop
+        if distributed.any_rank(spent >= time_cap):  # ranks agree on when to stop
             log.info("RL reached max_minutes=%s at step %d/%d", cfg.max_minutes, step, cfg.steps)
             capped = True
             break
@@ -312,6 +313,7 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
         if step == start:
             rec["engine_mode"] = engine.mode_of(decoder.verbalizer)
         history.append(rec)
+        spent += rec["sec"]
         if log_fn:
             log_fn({"stage": "rl", **rec})
         if eval_pairs is not None and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and distributed.is_main():
