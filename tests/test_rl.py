@@ -96,6 +96,21 @@ def test_first_pass_is_the_on_policy_loss_and_later_passes_clip(lora_av):
     assert not all(torch.equal(a, b) for a, b in zip(before, params))
 
 
+def test_the_micro_batch_size_only_splits_the_sum(lora_av):
+    """One pass of 4 sequences or four passes of 1: the same gradient, KL and loss (what lets rl.micro_batch be
+    chosen for speed alone)."""
+    ro = _rollout(lora_av)
+    ref = MergedAV(lora_av).verbalizer
+    params = [p for p in lora_av.model.parameters() if p.requires_grad]
+    got = []
+    for mb in (1, 4):
+        stats = policy_step(lora_av, ref, ro, torch.optim.SGD(params, lr=0.0), RLConfig(kl_coef=0.1, micro_batch=mb))
+        got.append((torch.cat([p.grad.flatten() for p in params]), stats))
+    (g1, s1), (g4, s4) = got
+    assert torch.allclose(g1, g4, atol=1e-6, rtol=1e-4)
+    assert abs(s1["kl"] - s4["kl"]) < 1e-6 and abs(s1["loss"] - s4["loss"]) < 1e-6
+
+
 def test_merged_copy_of_a_full_fine_tune_copies_the_weights(tiny_llama):
     nla = tiny_nla("llama", 2, target=tiny_llama)
     model = copy.deepcopy(tiny_llama.model).requires_grad_(True)  # a full fine-tune trains every weight
