@@ -37,9 +37,9 @@ def parse_variant(text: str) -> tuple[str, dict]:
     """'base' -> ('base', {}); 'lr=1e-4,kl_coef=0.05' -> (the text, {'lr': 1e-4, 'kl_coef': 0.05}), typed by RLConfig."""
     if text == "base":
         return text, {}
-    settings = parse_settings(text.split(","), prefix="rl.", flag="--variant")
-    build({"out": "-", "rl": {k.removeprefix("rl."): v for k, v in settings.items()}})  # unknown keys, bad values: one error
-    return text, {k.removeprefix("rl."): v for k, v in settings.items()}
+    changes = {k.removeprefix("rl."): v for k, v in parse_settings(text.split(","), prefix="rl.", flag="--variant").items()}
+    build({"out": "-", "rl": changes})  # unknown keys, bad values: one error
+    return text, changes
 
 
 def run_variant(name: str, changes: dict, run: Path, out: Path, cfg, target, minutes: float) -> dict:

@@ -84,8 +84,9 @@ def _annotation(key: str):
 
 def _typed(text: str, tp):
     """`text` as a value of annotation `tp` where it reads as one; else the text itself (`build` then names the problem)."""
-    args = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) in (typing.Union, types.UnionType) else [tp]
-    if text.lower() in ("none", "null") and len(args) < len(typing.get_args(tp) or [tp]):
+    union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+    args = [a for a in typing.get_args(tp) if a is not type(None)] if union else [tp]
+    if text.lower() in ("none", "null") and union and type(None) in typing.get_args(tp):
         return None
     for a in args:
         if a is bool and text.lower() in ("true", "false", "yes", "no", "1", "0"):

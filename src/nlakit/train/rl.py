@@ -303,8 +303,8 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
         timing["sync_sec"] = _sync(av.device) - t_s
         ctx = [data.rows[i]["text"] if "text" in data.rows[i] else "" for i in idx.repeat_interleave(cfg.group).tolist()]
         copies = [copy_rate(t, c) for t, c in zip(ro.texts, ctx)]
-        rewards, mse, ok, lengths, copies = _whole_batch(ro, copies)
-        rec = {"step": step + 1, "reward": rewards.mean().item(),
+        mse, ok, lengths, copies = _whole_batch(ro, copies)
+        rec = {"step": step + 1, "reward": to_reward(mse, cfg.reward).mean().item(),
                "fve_nrm": (1 - mse[ok] / B).mean().item() if ok.any() else None,  # on parsed samples
                "ok_rate": ok.float().mean().item(), "kl": stats["kl"], "clip_frac": stats["clip_frac"],
                "length": lengths.mean().item(),
@@ -331,16 +331,14 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
     finished = done_steps >= cfg.steps or capped
     summary = {"config": asdict(cfg), "steps_done": done_steps, "finished": finished,
                "stopped_by": "steps" if done_steps >= cfg.steps else "max_minutes" if capped else "budget",
-               "seconds": sum(h["sec"] for h in history), "history": history}
+               "seconds": spent, "history": history}
     if finished and distributed.is_main():
         write_stage_done(out, "rl", {k: v for k, v in summary.items() if k != "history"})
     distributed.barrier()
     return summary
 
 
-def _whole_batch(ro: Rollout, copies: list[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[float]]:
-    """The step's rewards, mse, ok flags, lengths and copy rates over every rank's samples, in batch order (for the log)."""
-    if distributed.world() == 1:
-        return ro.rewards, ro.mse, ro.ok, ro.lengths, copies
-    parts = distributed.all_gather((ro.rewards, ro.mse, ro.ok, ro.lengths, copies))
-    return (*(torch.cat([p[k] for p in parts]) for k in range(4)), [c for p in parts for c in p[4]])
+def _whole_batch(ro: Rollout, copies: list[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[float]]:
+    """The step's mse, ok flags, lengths and copy rates over every rank's samples, in batch order (for the log)."""
+    parts = distributed.all_gather((ro.mse, ro.ok, ro.lengths, copies))
+    return (*(torch.cat([p[k] for p in parts]) for k in range(3)), [c for p in parts for c in p[3]])
