@@ -88,3 +88,26 @@ def test_reference_tensor_roundtrip(data):
     back = Reference.from_tensors(ref.tensors())
     torch.testing.assert_close(back.mu_nrm, ref.mu_nrm)
     assert (back.var_raw, back.norm_mean, back.n) == pytest.approx((ref.var_raw, ref.norm_mean, ref.n))
+
+
+def test_paired_eval_differences_only_the_shared_positions():
+    """benchmarks/paired_eval.py: the per-position difference over the positions both results scored, and one clear
+    error when they share none."""
+    import importlib.util
+    from pathlib import Path
+
+    import pytest
+
+    from nlakit.errors import NlakitError
+
+    spec = importlib.util.spec_from_file_location("paired_eval", Path(__file__).resolve().parents[1] / "benchmarks" / "paired_eval.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    a = {"rows": [{"doc": 0, "pos": 40, "fve_nrm": 0.6}, {"doc": 0, "pos": 50, "fve_nrm": 0.2}, {"doc": 1, "pos": 40, "fve_nrm": 0.9}]}
+    b = {"rows": [{"doc": 0, "pos": 40, "fve_nrm": 0.5}, {"doc": 0, "pos": 50, "fve_nrm": 0.4}, {"doc": 2, "pos": 40, "fve_nrm": 0.0}]}
+    res = mod.paired(a, b)
+    assert res["n"] == 2 and res["a_better"] == 1
+    assert res["a_minus_b"]["mean"] == pytest.approx((0.1 - 0.2) / 2)
+    assert res["a"]["mean"] == pytest.approx(0.4) and res["b"]["mean"] == pytest.approx(0.45)
+    with pytest.raises(NlakitError, match="share no positions"):
+        mod.paired(a, {"rows": [{"doc": 5, "pos": 1, "fve_nrm": 0.0}]})
