@@ -2,12 +2,14 @@
 
     # after a run has finished its supervised stages (RUN holds data/, ar_sft.pt, av_sft.pt, meta/):
     python benchmarks/rl_ablation.py --run /root/run --target /root/m/smol.gguf --minutes 2.5 --out /root/abl \
-        --variant base --variant lr=1e-4 --variant ppo_epochs=2 --variant n_prompts=64 --export $OUT
+        --variant base --variant lr=1e-4 --variant ppo_epochs=2 --ar-variant epochs=4 --export $OUT
     # here: the markdown table from the exported JSON
     python benchmarks/rl_ablation.py --table docs/benchmarks/rl_ablation.json
 
 A variant is a name and `key=value` pairs of `RLConfig` fields (several joined by commas: `lr=1e-4,kl_coef=0.05`);
-`base` is the run's own RL settings. Each variant copies the run's supervised stages into its own directory, trains
+`base` is the run's own RL settings. An `--ar-variant` (`ARConfig` fields: `epochs=4`, `rank=64,lr=1e-3`) retrains the
+AR warm start in a copy of the run, with the same data, sidecar and AV warm start, and then runs the base GRPO settings
+from it; its row also says what the new AR reads from the gold template text. Each variant copies the run's supervised stages into its own directory, trains
 GRPO for `--minutes` of its steps' own time (`rl.max_minutes`; model load happens once, before), and is scored on the
 same held-out positions (`final_eval_positions`) with the co-trained AR. Two throwaway steps first pay the engine's
 one-time compile (`--no-warmup` skips them), so no variant's minutes include it.
@@ -33,17 +35,23 @@ from nlakit.train.pipeline import train_all  # noqa: E402
 SUPERVISED = ("data", "meta", "ar_sft.pt", "ar_sft.done.json", "av_sft.pt", "av_sft.done.json", "timings.json")
 
 
-def parse_variant(text: str) -> tuple[str, dict]:
-    """'base' -> ('base', {}); 'lr=1e-4,kl_coef=0.05' -> (the text, {'lr': 1e-4, 'kl_coef': 0.05}), typed by RLConfig."""
-    if text == "base":
+def parse_variant(text: str, section: str = "rl") -> tuple[str, dict]:
+    """'base' -> ('base', {}); 'lr=1e-4,kl_coef=0.05' -> (the text, {'lr': 1e-4, 'kl_coef': 0.05}), typed by RLConfig
+    (`section` "ar": ARConfig, and the name says so: 'ar.epochs=4')."""
+    if text == "base" and section == "rl":
         return text, {}
-    changes = {k.removeprefix("rl."): v for k, v in parse_settings(text.split(","), prefix="rl.", flag="--variant").items()}
-    build({"out": "-", "rl": changes})  # unknown keys, bad values: one error
-    return text, changes
+    flag = "--variant" if section == "rl" else f"--{section}-variant"
+    changes = {k.removeprefix(f"{section}."): v for k, v in parse_settings(text.split(","), prefix=f"{section}.", flag=flag).items()}
+    build({"out": "-", section: changes})  # unknown keys, bad values: one error
+    return (text if section == "rl" else f"{section}.{text}"), changes
+
+
+def dir_name(name: str) -> str:
+    return name.replace("=", "_").replace(",", "+")
 
 
 def run_variant(name: str, changes: dict, run: Path, out: Path, cfg, target, minutes: float) -> dict:
-    vdir = out / name.replace("=", "_").replace(",", "+")
+    vdir = out / dir_name(name)
     if not (vdir / "results.json").exists():
         vdir.mkdir(parents=True, exist_ok=True)
         for item in SUPERVISED:
@@ -58,6 +66,23 @@ def run_variant(name: str, changes: dict, run: Path, out: Path, cfg, target, min
     res = _score(train_all(vcfg, target=target))  # RL ends (finished) after `minutes` of its steps, then the final eval
     res["wall_sec"] = time.monotonic() - t0
     return {"name": name, "changes": changes, **res}
+
+
+def retrain_ar(name: str, run: Path, out: Path, cfg, target) -> Path:
+    """A copy of `run`'s data, sidecar and AV warm start with the AR warm start trained again under `cfg.ar`. Returns
+    the copy, a run directory whose supervised stages are done (its GRPO settings are the base ones)."""
+    sup = out / dir_name(name) / "supervised"
+    if not (sup / "ar_sft.done.json").exists():
+        sup.mkdir(parents=True, exist_ok=True)
+        for item in ("data", "meta", "av_sft.pt", "av_sft.done.json"):
+            src, dst = run / item, sup / item
+            if src.is_dir() and not dst.exists():
+                shutil.copytree(src, dst)
+            elif src.is_file():
+                shutil.copy(src, dst)
+        train_all(dataclasses.replace(cfg, out=str(sup), rl=dataclasses.replace(cfg.rl, steps=0), time_budget=None, baselines=(),
+                                      final_eval_positions=8), target=target)  # only the AR stage is not done
+    return sup
 
 
 def warm_up(run: Path, out: Path, cfg, target) -> None:
@@ -76,20 +101,28 @@ def _score(final: dict) -> dict:
             "sec_per_step": sum(h["sec"] for h in steady) / max(1, len(steady)),
             "fve_nrm": (fe.get("fve_nrm") or {}).get("mean"), "fve_nrm_ci95": (fe.get("fve_nrm") or {}).get("ci95"),
             "cos": (fe.get("cos") or {}).get("mean"), "parse_rate": fe.get("parse_rate"), "n": fe.get("n"),
-            "frozen_ar_fve_nrm": ((final.get("final_eval_frozen_ar") or {}).get("fve_nrm") or {}).get("mean")}
+            "frozen_ar_fve_nrm": ((final.get("final_eval_frozen_ar") or {}).get("fve_nrm") or {}).get("mean"),
+            "ar_sft_minutes": (final.get("timings_sec") or {}).get("ar_sft", 0.0) / 60,
+            "ar_gold_fve_nrm_sft": ((final.get("ar_sft") or {}).get("eval_gold_fve_nrm") or {}).get("mean"),
+            "ar_gold_fve_nrm_rl": (((final.get("final_eval_gold_ceiling") or {}).get("eval_gold_fve_nrm") or {}).get("mean"))}
 
 
 def table(path: Path) -> str:
     d = json.loads(path.read_text())
     lines = [f"GRPO variants, {d['minutes']} RL-minutes each from the same supervised checkpoints ({d['gpu']}); held-out "
              f"fve_nrm on {d['rows'][0]['n'] if d['rows'] else '?'} positions, co-trained AR.", "",
-             "| variant | steps | first step s | s/step | fve_nrm | 95% CI | frozen-SFT-AR fve_nrm | parse rate |",
-             "|---|---:|---:|---:|---:|---|---:|---:|"]
+             "| variant | steps | first step s | s/step | fve_nrm | 95% CI | frozen-SFT-AR fve_nrm | AR on gold text, SFT → RL | parse rate |",
+             "|---|---:|---:|---:|---:|---|---:|---|---:|"]
+
+    def num(v) -> str:
+        return "—" if v is None else f"{v:.3f}"
+
     for r in d["rows"]:
         ci = r["fve_nrm_ci95"] or [float("nan")] * 2
         first = f"{r['first_step_sec']:.1f}" if r.get("first_step_sec") is not None else "—"
+        gold = f"{num(r.get('ar_gold_fve_nrm_sft'))} → {num(r.get('ar_gold_fve_nrm_rl'))}"
         lines.append(f"| `{r['name']}` | {r['rl_steps']} | {first} | {r['sec_per_step']:.2f} | {r['fve_nrm']:.3f} | [{ci[0]:.3f}, {ci[1]:.3f}] | "
-                     f"{r['frozen_ar_fve_nrm']:.3f} | {r['parse_rate']:.2f} |")
+                     f"{num(r['frozen_ar_fve_nrm'])} | {gold} | {r['parse_rate']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -101,7 +134,9 @@ def main() -> None:
     ap.add_argument("--target", default=None)
     ap.add_argument("--out", default=None)
     ap.add_argument("--minutes", type=float, default=2.5, help="RL wall minutes per variant")
-    ap.add_argument("--variant", action="append", default=[])
+    ap.add_argument("--variant", action="append", default=[], help="RLConfig changes, e.g. lr=1e-4,kl_coef=0.05 (or base)")
+    ap.add_argument("--ar-variant", action="append", default=[],
+                    help="ARConfig changes, e.g. epochs=4: the AR warm start trained again, then base GRPO from it")
     ap.add_argument("--export", default=None)
     ap.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True,
                     help="first compile the engine with two throwaway steps (--no-warmup: the first variant pays it)")
@@ -117,12 +152,16 @@ def main() -> None:
     run, out = Path(args.run), Path(args.out)
     cfg = load_config(args.config, {"out": str(run), "target": args.target}, parse_settings(args.settings))
     target = load_target(cfg.target, device=cfg.device)
-    variants = [parse_variant(text) for text in args.variant or ["base"]]  # every bad --variant before any work
+    variants = [parse_variant(text) for text in args.variant or ([] if args.ar_variant else ["base"])]  # bad ones: before any work
+    ar_variants = [parse_variant(text, "ar") for text in args.ar_variant]
     if args.warmup:
         warm_up(run, out, cfg, target)
     rows = []
-    for name, changes in variants:
-        rows.append(run_variant(name, changes, run, out, cfg, target, args.minutes))
+    runs = [(name, changes, {}) for name, changes in variants] + [(name, {}, changes) for name, changes in ar_variants]
+    for name, changes, ar_changes in runs:
+        vcfg = dataclasses.replace(cfg, ar=dataclasses.replace(cfg.ar, **ar_changes))
+        vrun = retrain_ar(name, run, out, vcfg, target) if ar_changes else run  # an AR variant's own supervised stages
+        rows.append({**run_variant(name, changes, vrun, out, vcfg, target, args.minutes), "ar_changes": ar_changes})
         print(json.dumps(rows[-1]), flush=True)
         result = {"command": "python benchmarks/rl_ablation.py " + " ".join(sys.argv[1:]), "minutes": args.minutes,
                   "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU", "rows": rows}

@@ -182,15 +182,23 @@ def test_rl_ablation_runs_every_variant_from_the_same_warm_start(tmp_path, corpu
     train_all(tiny_config(run, corpus, rl=RLConfig(steps=0)))  # the supervised stages only
     config = save_config(cfg, tmp_path / "cfg")
     monkeypatch.setattr("sys.argv", ["rl_ablation.py", "--run", str(run), "--config", str(config), "--target", "tiny:llama",
-                                     "--minutes", "0.002", "--out", str(out), "--variant", "base", "--variant", "lr=1e-4,kl_coef=0"])
+                                     "--minutes", "0.002", "--out", str(out), "--variant", "base", "--variant", "lr=1e-4,kl_coef=0",
+                                     "--ar-variant", "lr=2e-3"])
     abl.main()
     d = json.loads((out / "rl_ablation.json").read_text())
-    assert [r["name"] for r in d["rows"]] == ["base", "lr=1e-4,kl_coef=0"] and (out / "warm-up" / "results.json").exists()
+    assert [r["name"] for r in d["rows"]] == ["base", "lr=1e-4,kl_coef=0", "ar.lr=2e-3"] and (out / "warm-up" / "results.json").exists()
+    ar_dir = out / "ar.lr_2e-3"  # the AR warm start trained again; the data and the AV warm start are the run's
+    assert (ar_dir / "av_sft.pt").read_bytes() == (run / "av_sft.pt").read_bytes()
+    assert (ar_dir / "ar_sft.pt").read_bytes() != (run / "ar_sft.pt").read_bytes()
+    assert load_config(ar_dir / "config.yaml").ar.lr == 2e-3 and d["rows"][2]["ar_changes"] == {"lr": 2e-3}
+    assert d["rows"][2]["ar_gold_fve_nrm_sft"] is not None and d["rows"][2]["ar_sft_minutes"] > 0
     assert d["rows"][1]["changes"] == {"lr": 1e-4, "kl_coef": 0.0}
-    for r, vdir in zip(d["rows"], ("base", "lr_1e-4+kl_coef_0")):
+    for r, vdir in zip(d["rows"], ("base", "lr_1e-4+kl_coef_0", "ar.lr_2e-3")):
         assert r["rl_steps"] >= 1 and r["rl_minutes"] >= 0.002 and r["n"] == cfg.final_eval_positions
         assert (out / vdir / "av_sft.pt").read_bytes() == (run / "av_sft.pt").read_bytes()  # the same warm start
     assert load_config(out / "lr_1e-4+kl_coef_0" / "config.yaml").rl.lr == 1e-4  # the variant's resolved settings
     assert "`lr=1e-4,kl_coef=0`" in abl.table(out / "rl_ablation.json")
     with pytest.raises(NlakitError, match="unknown key 'rl.stepz'"):
         abl.parse_variant("stepz=1")
+    with pytest.raises(NlakitError, match="unknown key 'ar.epochz'"):
+        abl.parse_variant("epochz=1", "ar")
