@@ -5,6 +5,8 @@
 #   TARGET=/root/m/smol.gguf DATA=/root/corpus/train.jsonl.gz EVAL_DATA=/root/corpus/heldout.jsonl.gz \
 #     WORK=/root/abl_job EXPORT=/root/exp bash benchmarks/gpu_ablation.sh
 #
+# The export gets rl_ablation.json, rl_profile.json (one compiled GRPO step, phase by phase), the supervised stages'
+# summaries and variants.tgz (each variant's results, log and config).
 # On a machine that drops commands after 10 minutes, start it with `setsid nohup ... &` and poll the pid it writes to
 # $WORK/job.pid. Then, here: `python benchmarks/rl_ablation.py --table rl_ablation.json` for the table.
 # CONFIG, MINUTES, VARIANTS and AR_VARIANTS override the defaults below (a space-separated list each).

@@ -12,7 +12,8 @@ AR warm start in a copy of the run, with the same data, sidecar and AV warm star
 from it; its row also says what the new AR reads from the gold template text. Each variant copies the run's supervised stages into its own directory, trains
 GRPO for `--minutes` of its steps' own time (`rl.max_minutes`; model load happens once, before), and is scored on the
 same held-out positions (`final_eval_positions`) with the co-trained AR. Two throwaway steps first pay the engine's
-one-time compile (`--no-warmup` skips them), so no variant's minutes include it.
+one-time compile (`--no-warmup` skips them), so no variant's minutes include it; the second of them is profiled
+phase by phase into `OUT/warm-up/rl_profile.json` (and copied to the export).
 """
 
 from __future__ import annotations
@@ -87,9 +88,10 @@ def retrain_ar(name: str, run: Path, out: Path, cfg, target) -> Path:
 
 def warm_up(run: Path, out: Path, cfg, target) -> None:
     """Two throwaway GRPO steps (scored on 8 positions, not reported), so that the engine's one-time compile is paid
-    here and not inside the first variant's minutes."""
-    run_variant("warm-up", {"steps": 2, "max_minutes": None}, run, out, dataclasses.replace(cfg, final_eval_positions=8),
-                target, minutes=0)
+    here and not inside the first variant's minutes. The second step, compiled, is profiled phase by phase
+    (warm-up/rl_profile.json)."""
+    run_variant("warm-up", {"steps": 2, "max_minutes": None, "profile_step": 2}, run, out,
+                dataclasses.replace(cfg, final_eval_positions=8), target, minutes=0)
 
 
 def _score(final: dict) -> dict:
@@ -156,6 +158,9 @@ def main() -> None:
     ar_variants = [parse_variant(text, "ar") for text in args.ar_variant]
     if args.warmup:
         warm_up(run, out, cfg, target)
+        if args.export and (out / "warm-up" / "rl_profile.json").exists():
+            Path(args.export).mkdir(parents=True, exist_ok=True)
+            shutil.copy(out / "warm-up" / "rl_profile.json", Path(args.export) / "rl_profile.json")
     rows = []
     runs = [(name, changes, {}) for name, changes in variants] + [(name, {}, changes) for name, changes in ar_variants]
     for name, changes, ar_changes in runs:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -157,6 +158,19 @@ def test_rl_options_merged_reward_sparse_ar_and_ppo_epochs(tmp_path, corpus):
     assert all(0.0 <= h["clip_frac"] <= 1.0 for h in res["rl_history"])
 
 
+def test_profiling_a_step_writes_its_phases_and_trains_the_same(tmp_path, corpus):
+    rl = RLConfig(steps=2, n_prompts=2, group=2, max_new_tokens=8, save_every=1, eval_every=0)
+    plain = train_all(tiny_config(tmp_path / "plain", corpus, rl=rl))
+    profiled = train_all(tiny_config(tmp_path / "prof", corpus, rl=replace(rl, profile_step=2)))
+    prof = json.loads((tmp_path / "prof" / "rl_profile.json").read_text())
+    assert prof["step"] == 2 and list(prof["phases"]) == ["rollout", "reference_and_policy", "ar_update", "weight_sync"]
+    assert all(ph["wall_ms_profiled"] > 0 for ph in prof["phases"].values())
+    assert [h.get("profiled", False) for h in profiled["rl_history"]] == [False, True]
+    assert not (tmp_path / "plain" / "rl_profile.json").exists()
+    for a, b in zip(plain["rl_history"], profiled["rl_history"]):  # the profiler only watches
+        assert a["reward"] == b["reward"] and a["kl"] == b["kl"]
+
+
 def test_rl_max_minutes_ends_rl_as_finished_and_resume_keeps_it_ended(tmp_path, corpus):
     rl = RLConfig(steps=50, n_prompts=2, group=2, max_new_tokens=8, save_every=1, eval_every=0, max_minutes=1e-9)
     cfg = tiny_config(tmp_path / "run", corpus, rl=rl)
@@ -187,6 +201,8 @@ def test_rl_ablation_runs_every_variant_from_the_same_warm_start(tmp_path, corpu
     abl.main()
     d = json.loads((out / "rl_ablation.json").read_text())
     assert [r["name"] for r in d["rows"]] == ["base", "lr=1e-4,kl_coef=0", "ar.lr=2e-3"] and (out / "warm-up" / "results.json").exists()
+    prof = json.loads((out / "warm-up" / "rl_profile.json").read_text())  # the warm-up's second, compiled step
+    assert prof["step"] == 2 and {"rollout", "reference_and_policy", "weight_sync"} <= set(prof["phases"])
     ar_dir = out / "ar.lr_2e-3"  # the AR warm start trained again; the data and the AV warm start are the run's
     assert (ar_dir / "av_sft.pt").read_bytes() == (run / "av_sft.pt").read_bytes()
     assert (ar_dir / "ar_sft.pt").read_bytes() != (run / "ar_sft.pt").read_bytes()

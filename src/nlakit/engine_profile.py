@@ -1,4 +1,5 @@
-"""Measurement tools for the engine benchmark (`nlakit.engine_bench`): timers, roofline ceilings, a kernel profile.
+"""Measurement tools for the engine benchmark (`nlakit.engine_bench`): timers, roofline ceilings, a kernel profile;
+and `PhaseProfiler`, the kernel time per phase of one GRPO step (`rl.profile_step`).
 
 The ceilings use assumed peak numbers of the GPU (`PEAKS`, vendor sheets); they are stated in the results JSON.
 """
@@ -94,6 +95,11 @@ def _profile(fn: Callable[[], None], device, n_steps: int) -> list[dict]:
         for _ in range(n_steps):
             fn()
         _sync(device)
+    return _kernel_rows(prof, n_steps)
+
+
+def _kernel_rows(prof, n_steps: int) -> list[dict]:
+    """Device kernels of a finished profile, per step: name, ms and calls, the longest first."""
     rows = []
     for e in prof.key_averages():
         dev = getattr(e, "self_device_time_total", None)
@@ -102,6 +108,45 @@ def _profile(fn: Callable[[], None], device, n_steps: int) -> list[dict]:
         if dev > 0 and not name.startswith(("aten::", "cuda", "Torch-Compiled", "CompiledFunction", "## ", "Memcpy", "Memset")):
             rows.append({"name": name[:90], "ms_per_step": dev / 1e3 / n_steps, "calls_per_step": e.count / n_steps})
     return sorted(rows, key=lambda r: -r["ms_per_step"])
+
+
+class PhaseProfiler:
+    """Kernel time and kernel launches per phase of one step, one torch.profiler session a phase.
+
+    `phase(name, fn)` runs `fn()` and returns its result; when not `enabled` it only calls it. A phase whose wall
+    time (measured on an unprofiled step) is far above its kernel time is bound by launches and the host, not by the
+    GPU. Kernels replayed from CUDA graphs may be invisible to the profiler (then the phase shows little device time)."""
+
+    def __init__(self, device, enabled: bool = True, top: int = 8):
+        self.device, self.enabled, self.top = device, enabled, top
+        self.phases: dict[str, dict] = {}
+
+    def phase(self, name: str, fn: Callable[[], Any]) -> Any:
+        if not self.enabled:
+            return fn()
+        from torch.profiler import ProfilerActivity, profile
+
+        cuda = torch.device(self.device).type == "cuda"
+        _sync(self.device)
+        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+            t0 = time.perf_counter()
+            out = fn()
+            _sync(self.device)
+            wall = time.perf_counter() - t0
+        rows = _kernel_rows(prof, 1)
+        groups: dict[str, float] = {}
+        for r in rows:
+            groups[_group(r["name"])] = groups.get(_group(r["name"]), 0.0) + r["ms_per_step"]
+        self.phases[name] = {"wall_ms_profiled": wall * 1e3, "device_ms": sum(r["ms_per_step"] for r in rows),
+                             "kernels": sum(r["calls_per_step"] for r in rows),
+                             "groups_ms": {k: round(v, 4) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])},
+                             "top": rows[: self.top]}
+        return out
+
+    def result(self) -> dict:
+        return {"device": gpu_name(self.device), "phases": self.phases,
+                "note": "wall_ms_profiled includes the profiler's own overhead; compare device_ms with the phase's wall "
+                        "time on unprofiled steps (the run's log)"}
 
 
 def _group(name: str) -> str:

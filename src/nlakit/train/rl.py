@@ -46,7 +46,9 @@ from typing import Callable, NamedTuple
 import torch
 
 from nlakit import distributed
+from nlakit.engine_profile import PhaseProfiler
 from nlakit.errors import NlakitError
+from nlakit.io import write_json
 from nlakit.metrics import Reference, fve_baseline, mse_nrm
 from nlakit.reconstructor import Reconstructor
 from nlakit.train.ar_sft import ar_loss, ar_optimizer
@@ -81,6 +83,7 @@ class RLConfig:
     ar_every: int = 1  # the online AR step runs every `ar_every` RL steps
     merged_reward: bool = False  # score rewards with a merged copy of the AR in the autocast dtype (re-synced after AR steps)
     micro_batch: int = 128  # sequences per backward pass
+    profile_step: int = 0  # profile this step (1-based) phase by phase into out/rl_profile.json; 0: never
     save_every: int = 25
     eval_every: int = 50
     eval_n: int = 256
@@ -290,17 +293,20 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
         idx = torch.randint(0, len(data), (cfg.n_prompts,), generator=g)  # the same on every rank
         mine = distributed.shard(range(cfg.n_prompts))  # this rank's prompts, a contiguous share
         idx = idx[mine.start : mine.stop]
-        ro = rollout(decoder.verbalizer, scorer.reconstructor if scorer else ar, data.vectors[idx], cfg,
-                     seed=cfg.seed * 100003 + step, dtype=dtype, timing=timing, first_row=mine.start * cfg.group)
-        stats = policy_step(av, ref_av, ro, opt, cfg, dtype, timing=timing)
+        prof = PhaseProfiler(av.device, enabled=cfg.profile_step == step + 1)  # off: each phase is a plain call
+        ro = prof.phase("rollout", lambda: rollout(decoder.verbalizer, scorer.reconstructor if scorer else ar, data.vectors[idx], cfg,
+                                                   seed=cfg.seed * 100003 + step, dtype=dtype, timing=timing,
+                                                   first_row=mine.start * cfg.group))
+        stats = prof.phase("reference_and_policy", lambda: policy_step(av, ref_av, ro, opt, cfg, dtype, timing=timing))
         t_ar = _sync(av.device)
-        ar_l = ar_step(ar, ar_opt, ro, dtype=dtype) if cfg.co_train_ar and step % cfg.ar_every == 0 else None
+        ar_l = (prof.phase("ar_update", lambda: ar_step(ar, ar_opt, ro, dtype=dtype))
+                if cfg.co_train_ar and step % cfg.ar_every == 0 else None)
         timing["ar_sec"] = _sync(av.device) - t_ar
         t_s = time.monotonic()
-        decoder.sync()
-        if scorer is not None and ar_l is not None:
-            scorer.sync()
+        prof.phase("weight_sync", lambda: (decoder.sync(), scorer.sync() if scorer is not None and ar_l is not None else None))
         timing["sync_sec"] = _sync(av.device) - t_s
+        if prof.enabled and distributed.is_main():
+            write_json(out / "rl_profile.json", {"step": step + 1, **prof.result()})
         ctx = [data.rows[i]["text"] if "text" in data.rows[i] else "" for i in idx.repeat_interleave(cfg.group).tolist()]
         copies = [copy_rate(t, c) for t, c in zip(ro.texts, ctx)]
         mse, ok, lengths, copies = _whole_batch(ro, copies)
@@ -312,6 +318,8 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
                "ar_loss": ar_l, "sec": time.monotonic() - t0, **timing}
         if step == start:
             rec["engine_mode"] = engine.mode_of(decoder.verbalizer)
+        if prof.enabled:
+            rec["profiled"] = True  # its times include the profiler's overhead
         history.append(rec)
         spent += rec["sec"]
         if log_fn:
