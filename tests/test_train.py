@@ -105,6 +105,16 @@ def test_train_all_end_to_end_and_bundle_loads(tmp_path, corpus):
     assert again["rl"]["steps_done"] == 2
 
 
+def test_the_bundle_names_bundle_target_when_given(tmp_path, corpus):
+    """A run on a copied model file can name the model users load it with (the shipped default names `smollm2`)."""
+    from nlakit.meta import NLAMeta
+
+    train_all(tiny_config(tmp_path / "run", corpus, bundle_target="tiny:gemma3", rl=RLConfig(steps=0)))
+    assert NLAMeta.load(tmp_path / "run" / "meta").nlakit["target"] == "tiny:gemma3"
+    train_all(tiny_config(tmp_path / "plain", corpus, rl=RLConfig(steps=0)))
+    assert NLAMeta.load(tmp_path / "plain" / "meta").nlakit["target"] == "tiny:llama"  # the target as given
+
+
 def test_budget_stop_then_resume(tmp_path, corpus):
     out = tmp_path / "run"
     first = train_all(tiny_config(out, corpus, time_budget="1s"))

@@ -61,6 +61,7 @@ def default_corpus(name: str) -> str:
 class TrainConfig:
     out: str
     target: str = "smollm2"
+    bundle_target: str | None = None  # the target the bundle names (default: `target` as given), e.g. smollm2 for a copied GGUF
     layer: int = 20
     data: str | None = None  # training JSONL; default: the shared corpus
     eval_data: str | None = None  # held-out JSONL for evaluation only; default: the shared corpus's heldout file
@@ -158,7 +159,7 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
                             injection_scale=cfg.injection_scale or auto_injection_scale(ref.norm_mean), base_checkpoint=target.name)
         tok = target.tokenizer
         end = tok.eos_token_id if tok.eos_token_id is not None else eos_ids(tok, target.model)[0]  # what SFT targets end with
-        meta = meta.with_(nlakit={"target": cfg.target, "source": cfg.source, "stop_ids": sorted(set(eos_ids(tok, target.model)) | {int(end)}),
+        meta = meta.with_(nlakit={"target": cfg.bundle_target or cfg.target, "source": cfg.source, "stop_ids": sorted(set(eos_ids(tok, target.model)) | {int(end)}),
                                   "sft_end_token": tok.convert_ids_to_tokens(int(end))})
         if distributed.is_main():
             meta.save(meta_dir)
