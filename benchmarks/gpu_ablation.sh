@@ -15,7 +15,7 @@ set -euo pipefail
 : "${WORK:?set WORK to an empty folder for the run}"
 CONFIG=${CONFIG:-configs/smollm2-l20.yaml}
 MINUTES=${MINUTES:-2.5}
-VARIANTS=${VARIANTS:-"base reward=log_mse ar_lr=3e-4,ar_head_lr=6e-4"}
+VARIANTS=${VARIANTS:-"base frozen_dtype=bfloat16 reward=log_mse"}
 AR_VARIANTS=${AR_VARIANTS:-"epochs=4"}
 EXPORT=${EXPORT:-$WORK/export}
 export PYTHONUNBUFFERED=1 PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"

@@ -101,6 +101,8 @@ def _score(final: dict) -> dict:
     return {"rl_steps": final["rl"]["steps_done"], "rl_minutes": sum(h["sec"] for h in hist) / 60,
             "first_step_sec": hist[0]["sec"] if hist else None,  # the process's first variant also pays the compile
             "sec_per_step": sum(h["sec"] for h in steady) / max(1, len(steady)),
+            "split_sec": {k: sum(h.get(k) or 0.0 for h in steady) / max(1, len(steady))
+                          for k in ("gen_sec", "reward_sec", "ref_sec", "policy_sec", "ar_sec", "sync_sec")},
             "fve_nrm": (fe.get("fve_nrm") or {}).get("mean"), "fve_nrm_ci95": (fe.get("fve_nrm") or {}).get("ci95"),
             "cos": (fe.get("cos") or {}).get("mean"), "parse_rate": fe.get("parse_rate"), "n": fe.get("n"),
             "frozen_ar_fve_nrm": ((final.get("final_eval_frozen_ar") or {}).get("fve_nrm") or {}).get("mean"),

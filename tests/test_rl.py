@@ -138,3 +138,24 @@ def test_merged_ar_reads_like_the_lora_ar_and_follows_updates(tiny_llama):
     assert not torch.allclose(merged.reconstructor.reconstruct(texts), ar.reconstruct(texts), atol=1e-4)
     merged.sync()
     assert torch.allclose(merged.reconstructor.reconstruct(texts), ar.reconstruct(texts), atol=1e-4)
+
+
+def test_freeze_to_keeps_the_adapters_trainable_in_fp32_on_bf16_activations(lora_av):
+    """Frozen weights in bf16, LoRA in fp32; under bf16 autocast the log-probs stay close to the fp32-weight ones and
+    the gradient reaches the adapters in fp32."""
+    from nlakit.train.common import freeze_to
+
+    v = torch.randn(3, lora_av.meta.d_model, generator=torch.Generator().manual_seed(2))
+    responses = [[5, 6, 7], [8, 9], [10, 11, 12, 13]]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        before, mask = lora_av.token_logprobs(v, responses)
+    freeze_to(lora_av.model, torch.bfloat16)
+    params = dict(lora_av.model.named_parameters())
+    assert all(p.dtype == torch.float32 for n, p in params.items() if "lora_" in n)
+    assert all(p.dtype == torch.bfloat16 for n, p in params.items() if "lora_" not in n)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        after, _ = lora_av.token_logprobs(v, responses)
+    assert (after - before).abs().max() < 0.1 * before.abs().max() + 0.05
+    after.sum().backward()
+    grads = [p.grad for n, p in params.items() if "lora_" in n]
+    assert all(g is not None and g.dtype == torch.float32 for g in grads) and any(g.abs().sum() > 0 for g in grads)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -181,6 +182,20 @@ def test_profiling_a_step_writes_its_phases_and_trains_the_same(tmp_path, corpus
         assert a["reward"] == b["reward"] and a["kl"] == b["kl"]
 
 
+def test_rl_frozen_bf16_weights_train_the_adapters_and_need_bf16_autocast(tmp_path, corpus):
+    rl = RLConfig(steps=2, n_prompts=2, group=2, max_new_tokens=8, save_every=1, eval_every=0, frozen_dtype="bfloat16")
+    with pytest.raises(NlakitError, match="needs bfloat16 autocast"):  # this CPU run has no autocast dtype: refused at once
+        train_all(tiny_config(tmp_path / "fp32", corpus, rl=rl))
+    assert not (tmp_path / "fp32" / "data").exists()
+    res = train_all(tiny_config(tmp_path / "run", corpus, rl=rl, dtype="bfloat16"))  # CPU bf16 autocast
+    assert res["finished"] and len(res["rl_history"]) == 2 and all(math.isfinite(h["kl"]) for h in res["rl_history"])
+    sft, rl_state = (torch.load(tmp_path / "run" / f, map_location="cpu", weights_only=False) for f in ("av_sft.pt", "rl_state.pt"))
+    assert all(v.dtype == torch.float32 for v in rl_state["av_lora"].values())  # the adapters kept fp32 and moved
+    assert any(not torch.equal(v, sft["lora"][k]) for k, v in rl_state["av_lora"].items())
+    nla = load_nla(tmp_path / "run" / "bundle")
+    assert len(nla.explain(torch.randn(1, nla.d_model), max_new_tokens=4)) == 1
+
+
 def test_rl_max_minutes_ends_rl_as_finished_and_resume_keeps_it_ended(tmp_path, corpus):
     rl = RLConfig(steps=50, n_prompts=2, group=2, max_new_tokens=8, save_every=1, eval_every=0, max_minutes=1e-9)
     cfg = tiny_config(tmp_path / "run", corpus, rl=rl)
@@ -219,6 +234,7 @@ def test_rl_ablation_runs_every_variant_from_the_same_warm_start(tmp_path, corpu
     assert load_config(ar_dir / "config.yaml").ar.lr == 2e-3 and d["rows"][2]["ar_changes"] == {"lr": 2e-3}
     assert d["rows"][2]["ar_gold_fve_nrm_sft"] is not None and d["rows"][2]["ar_sft_minutes"] > 0
     assert d["rows"][1]["changes"] == {"lr": 1e-4, "kl_coef": 0.0}
+    assert {"gen_sec", "ref_sec", "policy_sec", "ar_sec"} <= set(d["rows"][0]["split_sec"])
     for r, vdir in zip(d["rows"], ("base", "lr_1e-4+kl_coef_0", "ar.lr_2e-3")):
         assert r["rl_steps"] >= 1 and r["rl_minutes"] >= 0.002 and r["n"] == cfg.final_eval_positions
         assert (out / vdir / "av_sft.pt").read_bytes() == (run / "av_sft.pt").read_bytes()  # the same warm start

@@ -71,6 +71,19 @@ class MergedCopy:
         return self
 
 
+def freeze_to(module: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Cast the frozen floating-point parameters of `module` to `dtype` in place; trainable ones (LoRA adapters, a head)
+    stay as they are. PEFT's cast of each adapter's input to the adapter's dtype is turned off, so that under autocast
+    the activations stay in `dtype` from the embeddings on: no activation-sized copy per adapted projection, forward or
+    backward (what bounds a LoRA pass of a small model on a GPU). Checkpoints hold only the trainable parameters."""
+    for p in module.parameters():
+        if not p.requires_grad and p.is_floating_point():
+            p.data = p.data.to(dtype)
+    for m in module.modules():
+        if hasattr(m, "cast_input_dtype_enabled"):  # a PEFT tuner layer (peft.helpers.disable_input_dtype_casting)
+            m.cast_input_dtype_enabled = False
+
+
 class MergedAV:
     """An AV's merged copy (`MergedCopy`) as a Verbalizer, for fast decoding: ``MergedAV(av, torch.bfloat16).sync()``."""
 

@@ -36,7 +36,7 @@ from nlakit.train.common import (Budget, MergedAV, Pairs, load_lora_state, load_
                                  stage_done)
 from nlakit.train.datagen import DatagenConfig, datagen
 from nlakit.train.heldout import baseline_rows, evaluate_heldout, pair_samples
-from nlakit.train.rl import RLConfig, train_rl
+from nlakit.train.rl import RLConfig, check_frozen_dtype, train_rl
 from nlakit.verbalizer import new_meta_for
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,7 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
     dtype = cfg.dtype or ("bfloat16" if target.device.startswith("cuda") else None)
     ar_cfg, av_cfg, rl_cfg = (replace(cfg.ar, source=cfg.source, dtype=dtype), replace(cfg.av, source=cfg.source, dtype=dtype),
                               replace(cfg.rl, dtype=dtype))
+    check_frozen_dtype(rl_cfg)  # before any work
     timings: dict[str, float] = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else {}
 
     def timed(name: str, t_start: float) -> None:

@@ -52,7 +52,7 @@ from nlakit.io import write_json
 from nlakit.metrics import Reference, fve_baseline, mse_nrm
 from nlakit.reconstructor import Reconstructor
 from nlakit.train.ar_sft import ar_loss, ar_optimizer
-from nlakit.train.common import (Budget, MergedAR, MergedAV, Pairs, load_lora_state, load_state, lora_state, rng_state, save_state,
+from nlakit.train.common import (Budget, MergedAR, MergedAV, Pairs, freeze_to, load_lora_state, load_state, lora_state, rng_state, save_state,
                                  seed_everything, set_rng_state, write_stage_done)
 from nlakit.train.heldout import copy_rate, evaluate_heldout, generate
 from nlakit.verbalizer import Verbalizer
@@ -84,6 +84,7 @@ class RLConfig:
     merged_reward: bool = False  # score rewards with a merged copy of the AR in the autocast dtype (re-synced after AR steps)
     micro_batch: int = 128  # sequences per backward pass
     profile_step: int = 0  # profile this step (1-based) phase by phase into out/rl_profile.json; 0: never
+    frozen_dtype: str | None = None  # "bfloat16": the AV's and AR's frozen weights in bf16 for GRPO (LoRA stays fp32); needs dtype
     save_every: int = 25
     eval_every: int = 50
     eval_n: int = 256
@@ -228,6 +229,13 @@ def ar_step(ar: Reconstructor, opt, ro: Rollout, max_length: int = 256, dtype=No
     return distributed.batch_mean(loss_value, len(idx), n_all)
 
 
+def check_frozen_dtype(cfg: RLConfig) -> None:
+    """`frozen_dtype` is bfloat16 under bfloat16 autocast, or unset."""
+    if cfg.frozen_dtype is not None and (cfg.frozen_dtype != "bfloat16" or cfg.dtype != "bfloat16"):
+        raise NlakitError(f"rl.frozen_dtype = {cfg.frozen_dtype!r} needs bfloat16 autocast, and this run's dtype is {cfg.dtype}",
+                          "set rl.frozen_dtype to bfloat16 on a GPU run (bf16 autocast is its default), or leave it unset")
+
+
 def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eval_pairs: Pairs | None, ref: Reference,
              out: Path, budget: Budget | None = None, log_fn: Callable[[dict], None] | None = None,
              on_checkpoint: Callable[[int], None] | None = None) -> dict:
@@ -242,7 +250,11 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
     distributed.require_shares({"rl.n_prompts": cfg.n_prompts} if cfg.steps > 0 else {})
     if cfg.reward not in REWARDS:
         raise NlakitError(f"rl.reward = {cfg.reward!r} is not a known reward", f"set rl.reward to one of {', '.join(REWARDS)}")
+    check_frozen_dtype(cfg)
     ref_av = MergedAV(av, dtype).verbalizer  # frozen supervised AV (KL anchor), merged: a plain forward
+    if cfg.frozen_dtype is not None:  # after the reference copy; the LoRA adapters train in fp32 on bf16 activations
+        freeze_to(av.model, dtype)
+        freeze_to(ar.backbone, dtype)
     av_params = [p for p in av.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(av_params, lr=cfg.lr, weight_decay=0.0)
     ar_opt = ar_optimizer(ar, cfg.ar_lr, cfg.ar_head_lr)
