@@ -194,6 +194,12 @@ def test_rl_frozen_bf16_weights_train_the_adapters_and_need_bf16_autocast(tmp_pa
     assert any(not torch.equal(v, sft["lora"][k]) for k, v in rl_state["av_lora"].items())
     nla = load_nla(tmp_path / "run" / "bundle")
     assert len(nla.explain(torch.randn(1, nla.d_model), max_new_tokens=4)) == 1
+    with pytest.raises(NlakitError, match=r"av\.frozen_dtype = 'float16' needs bfloat16 autocast"):
+        train_all(tiny_config(tmp_path / "f16", corpus, av=replace(tiny_config(tmp_path, corpus).av, frozen_dtype="float16"),
+                              dtype="bfloat16"))
+    every = tiny_config(tmp_path / "all", corpus, rl=rl, dtype="bfloat16")  # the two SFT stages on bf16 weights too
+    every = replace(every, ar=replace(every.ar, frozen_dtype="bfloat16"), av=replace(every.av, frozen_dtype="bfloat16"))
+    assert train_all(every)["finished"]
 
 
 def test_rl_max_minutes_ends_rl_as_finished_and_resume_keeps_it_ended(tmp_path, corpus):

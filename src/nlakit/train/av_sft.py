@@ -20,8 +20,8 @@ import torch
 from nlakit import distributed
 from nlakit.metrics import Reference
 from nlakit.reconstructor import Reconstructor
-from nlakit.train.common import (Budget, MergedAV, Pairs, add_lora, batches, cosine_lr, load_lora_state, lora_state, save_state,
-                                 seed_everything, stage_done, write_stage_done)
+from nlakit.train.common import (Budget, MergedAV, Pairs, add_lora, batches, check_frozen_dtype, cosine_lr, freeze_to, load_lora_state,
+                                 lora_state, save_state, seed_everything, stage_done, write_stage_done)
 from nlakit.train.heldout import evaluate_heldout
 from nlakit.verbalizer import Verbalizer
 
@@ -37,6 +37,7 @@ class AVConfig:
     epochs: float = 2.0
     seed: int = 0
     dtype: str | None = None
+    frozen_dtype: str | None = None  # "bfloat16": the frozen weights in bf16 for this stage (LoRA stays fp32); needs dtype
     eval_max_new_tokens: int = 96
     save_every: int = 50  # steps between partial checkpoints (a killed run resumes from the last one)
 
@@ -72,6 +73,9 @@ def train_av(cfg: AVConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
         load_lora_state(av.model, torch.load(ckpt, map_location="cpu", weights_only=False)["lora"])
         return av
     dtype = {"bfloat16": torch.bfloat16}.get(cfg.dtype or "")
+    if cfg.frozen_dtype is not None:  # LoRA (and the head) train in fp32 on bf16 activations; see rl.frozen_dtype
+        check_frozen_dtype("av.frozen_dtype", cfg.frozen_dtype, cfg.dtype)
+        freeze_to(av.model, dtype)
     data = pairs.split("av")
     responses = av.response_ids(data.texts(cfg.source))
     params = [p for p in av.model.parameters() if p.requires_grad]

@@ -71,6 +71,13 @@ class MergedCopy:
         return self
 
 
+def check_frozen_dtype(key: str, frozen_dtype: str | None, dtype: str | None) -> None:
+    """A stage's `frozen_dtype` (config key `key`) is bfloat16 under bfloat16 autocast, or unset."""
+    if frozen_dtype is not None and (frozen_dtype != "bfloat16" or dtype != "bfloat16"):
+        raise NlakitError(f"{key} = {frozen_dtype!r} needs bfloat16 autocast, and this run's dtype is {dtype}",
+                          f"set {key} to bfloat16 on a GPU run (bf16 autocast is its default), or leave it unset")
+
+
 def freeze_to(module: torch.nn.Module, dtype: torch.dtype) -> None:
     """Cast the frozen floating-point parameters of `module` to `dtype` in place; trainable ones (LoRA adapters, a head)
     stay as they are. PEFT's cast of each adapter's input to the adapter's dtype is turned off, so that under autocast

@@ -32,11 +32,11 @@ from nlakit.meta import NLAMeta
 from nlakit.targets import Target, eos_ids, load_target
 from nlakit.train.ar_sft import ARConfig, gold_ceiling, new_ar, train_ar
 from nlakit.train.av_sft import AVConfig, train_av
-from nlakit.train.common import (Budget, MergedAV, Pairs, load_lora_state, load_pairs, load_reference_file, parse_duration,
+from nlakit.train.common import (Budget, MergedAV, Pairs, check_frozen_dtype, load_lora_state, load_pairs, load_reference_file, parse_duration,
                                  stage_done)
 from nlakit.train.datagen import DatagenConfig, datagen
 from nlakit.train.heldout import baseline_rows, evaluate_heldout, pair_samples
-from nlakit.train.rl import RLConfig, check_frozen_dtype, train_rl
+from nlakit.train.rl import RLConfig, train_rl
 from nlakit.verbalizer import new_meta_for
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,8 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
     dtype = cfg.dtype or ("bfloat16" if target.device.startswith("cuda") else None)
     ar_cfg, av_cfg, rl_cfg = (replace(cfg.ar, source=cfg.source, dtype=dtype), replace(cfg.av, source=cfg.source, dtype=dtype),
                               replace(cfg.rl, dtype=dtype))
-    check_frozen_dtype(rl_cfg)  # before any work
+    for key, stage in (("ar", ar_cfg), ("av", av_cfg), ("rl", rl_cfg)):  # before any work
+        check_frozen_dtype(f"{key}.frozen_dtype", stage.frozen_dtype, stage.dtype)
     timings: dict[str, float] = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else {}
 
     def timed(name: str, t_start: float) -> None:

@@ -52,7 +52,7 @@ from nlakit.io import write_json
 from nlakit.metrics import Reference, fve_baseline, mse_nrm
 from nlakit.reconstructor import Reconstructor
 from nlakit.train.ar_sft import ar_loss, ar_optimizer
-from nlakit.train.common import (Budget, MergedAR, MergedAV, Pairs, freeze_to, load_lora_state, load_state, lora_state, rng_state, save_state,
+from nlakit.train.common import (Budget, MergedAR, MergedAV, Pairs, check_frozen_dtype, freeze_to, load_lora_state, load_state, lora_state, rng_state, save_state,
                                  seed_everything, set_rng_state, write_stage_done)
 from nlakit.train.heldout import copy_rate, evaluate_heldout, generate
 from nlakit.verbalizer import Verbalizer
@@ -229,13 +229,6 @@ def ar_step(ar: Reconstructor, opt, ro: Rollout, max_length: int = 256, dtype=No
     return distributed.batch_mean(loss_value, len(idx), n_all)
 
 
-def check_frozen_dtype(cfg: RLConfig) -> None:
-    """`frozen_dtype` is bfloat16 under bfloat16 autocast, or unset."""
-    if cfg.frozen_dtype is not None and (cfg.frozen_dtype != "bfloat16" or cfg.dtype != "bfloat16"):
-        raise NlakitError(f"rl.frozen_dtype = {cfg.frozen_dtype!r} needs bfloat16 autocast, and this run's dtype is {cfg.dtype}",
-                          "set rl.frozen_dtype to bfloat16 on a GPU run (bf16 autocast is its default), or leave it unset")
-
-
 def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eval_pairs: Pairs | None, ref: Reference,
              out: Path, budget: Budget | None = None, log_fn: Callable[[dict], None] | None = None,
              on_checkpoint: Callable[[int], None] | None = None) -> dict:
@@ -250,7 +243,7 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
     distributed.require_shares({"rl.n_prompts": cfg.n_prompts} if cfg.steps > 0 else {})
     if cfg.reward not in REWARDS:
         raise NlakitError(f"rl.reward = {cfg.reward!r} is not a known reward", f"set rl.reward to one of {', '.join(REWARDS)}")
-    check_frozen_dtype(cfg)
+    check_frozen_dtype("rl.frozen_dtype", cfg.frozen_dtype, cfg.dtype)
     ref_av = MergedAV(av, dtype).verbalizer  # frozen supervised AV (KL anchor), merged: a plain forward
     if cfg.frozen_dtype is not None:  # after the reference copy; the LoRA adapters train in fp32 on bf16 activations
         freeze_to(av.model, dtype)
