@@ -29,7 +29,10 @@ Speed: rollouts are decoded by `nlakit.engine` from a plain copy of the AV (LoRA
 whose weights are refreshed in place after every update (`MergedAV.sync`), so the engine's compiled step and CUDA
 graph are built once and reused for the whole run. The KL anchor is a merged copy of the supervised AV in the same
 dtype. Log-probs are computed only on response positions, in micro-batches of similar length. Each step's record
-splits its time into generation / reward / reference / policy / AR.
+splits its time into generation / reward / reference / policy / AR; `profile_step` profiles one step's kernels phase
+by phase. With `frozen_dtype: bfloat16` the frozen weights of the AV and AR are cast to bf16 for this stage, so the
+policy and AR passes run on bf16 activations while the adapters, their gradients and AdamW stay fp32 (the variant
+above is unchanged; only the precision of the forward passes differs).
 Checkpoints (`rl_state.pt`: adapters, heads, optimisers, RNG, step, log) are written every `save_every` steps and
 when the time budget runs out; the next call resumes from them.
 """
