@@ -51,16 +51,21 @@ def dir_name(name: str) -> str:
     return name.replace("=", "_").replace(",", "+")
 
 
+def copy_stages(run: Path, dest: Path, items: tuple[str, ...]) -> None:
+    """The named files and folders of `run` copied into `dest` (a folder already there is kept)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in items:
+        src, dst = run / item, dest / item
+        if src.is_dir() and not dst.exists():
+            shutil.copytree(src, dst)
+        elif src.is_file():
+            shutil.copy(src, dst)
+
+
 def run_variant(name: str, changes: dict, run: Path, out: Path, cfg, target, minutes: float) -> dict:
     vdir = out / dir_name(name)
     if not (vdir / "results.json").exists():
-        vdir.mkdir(parents=True, exist_ok=True)
-        for item in SUPERVISED:
-            src, dst = run / item, vdir / item
-            if src.is_dir() and not dst.exists():
-                shutil.copytree(src, dst)
-            elif src.is_file():
-                shutil.copy(src, dst)
+        copy_stages(run, vdir, SUPERVISED)
     rl = dataclasses.replace(dataclasses.replace(cfg.rl, steps=100000, eval_every=0, max_minutes=minutes), **changes)
     vcfg = dataclasses.replace(cfg, out=str(vdir), rl=rl, time_budget=None, baselines=())
     t0 = time.monotonic()
@@ -74,13 +79,7 @@ def retrain_ar(name: str, run: Path, out: Path, cfg, target) -> Path:
     the copy, a run directory whose supervised stages are done (its GRPO settings are the base ones)."""
     sup = out / dir_name(name) / "supervised"
     if not (sup / "ar_sft.done.json").exists():
-        sup.mkdir(parents=True, exist_ok=True)
-        for item in ("data", "meta", "av_sft.pt", "av_sft.done.json"):
-            src, dst = run / item, sup / item
-            if src.is_dir() and not dst.exists():
-                shutil.copytree(src, dst)
-            elif src.is_file():
-                shutil.copy(src, dst)
+        copy_stages(run, sup, ("data", "meta", "av_sft.pt", "av_sft.done.json"))
         train_all(dataclasses.replace(cfg, out=str(sup), rl=dataclasses.replace(cfg.rl, steps=0), time_budget=None, baselines=(),
                                       final_eval_positions=8), target=target)  # only the AR stage is not done
     return sup
@@ -161,8 +160,7 @@ def main() -> None:
     if args.warmup:
         warm_up(run, out, cfg, target)
         if args.export and (out / "warm-up" / "rl_profile.json").exists():
-            Path(args.export).mkdir(parents=True, exist_ok=True)
-            shutil.copy(out / "warm-up" / "rl_profile.json", Path(args.export) / "rl_profile.json")
+            copy_stages(out / "warm-up", Path(args.export), ("rl_profile.json",))
     rows = []
     runs = [(name, changes, {}) for name, changes in variants] + [(name, {}, changes) for name, changes in ar_variants]
     for name, changes, ar_changes in runs:
@@ -174,8 +172,7 @@ def main() -> None:
                   "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU", "rows": rows}
         write_json(out / "rl_ablation.json", result)
         if args.export:
-            Path(args.export).mkdir(parents=True, exist_ok=True)
-            shutil.copy(out / "rl_ablation.json", Path(args.export) / "rl_ablation.json")
+            copy_stages(out, Path(args.export), ("rl_ablation.json",))
     print(table(out / "rl_ablation.json"))
 
 

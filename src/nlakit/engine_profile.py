@@ -134,12 +134,8 @@ class PhaseProfiler:
             _sync(self.device)
             wall = time.perf_counter() - t0
         rows = _kernel_rows(prof, 1)
-        groups: dict[str, float] = {}
-        for r in rows:
-            groups[_group(r["name"])] = groups.get(_group(r["name"]), 0.0) + r["ms_per_step"]
         self.phases[name] = {"wall_ms_profiled": wall * 1e3, "device_ms": sum(r["ms_per_step"] for r in rows),
-                             "kernels": sum(r["calls_per_step"] for r in rows),
-                             "groups_ms": {k: round(v, 4) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])},
+                             "kernels": sum(r["calls_per_step"] for r in rows), "groups_ms": _groups_ms(rows),
                              "top": rows[: self.top]}
         return out
 
@@ -162,6 +158,14 @@ def _group(name: str) -> str:
     return "other"
 
 
+def _groups_ms(rows: list[dict]) -> dict[str, float]:
+    """Kernel rows' ms per step summed by kind of kernel (`_group`), the largest first."""
+    groups: dict[str, float] = {}
+    for r in rows:
+        groups[_group(r["name"])] = groups.get(_group(r["name"]), 0.0) + r["ms_per_step"]
+    return {k: round(v, 4) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])}
+
+
 def profile_step(eng: engine.Engine, n_steps: int = 10, top: int = 15) -> dict:
     """Device time per decode step by kernel (torch.profiler; over CUDA graph replays when the profiler sees
     their kernels, else over the same step launched op by op), grouped, plus the top-N kernels."""
@@ -171,12 +175,8 @@ def profile_step(eng: engine.Engine, n_steps: int = 10, top: int = 15) -> dict:
         source = "step launched without the graph (same kernels, launch overhead not included)"
         rows = _profile(eng._step, eng.device, n_steps)
     total = sum(r["ms_per_step"] for r in rows) or 1.0
-    groups: dict[str, float] = {}
-    for r in rows:
-        groups[_group(r["name"])] = groups.get(_group(r["name"]), 0.0) + r["ms_per_step"]
     return {"source": source, "kernels_per_step": sum(r["calls_per_step"] for r in rows), "device_ms_per_step": total,
-            "groups_ms": {k: round(v, 4) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])},
-            "top": [{**r, "share": r["ms_per_step"] / total} for r in rows[:top]]}
+            "groups_ms": _groups_ms(rows), "top": [{**r, "share": r["ms_per_step"] / total} for r in rows[:top]]}
 
 
 def step_ms(eng: engine.Engine, n: int = 50) -> float:

@@ -20,7 +20,7 @@ import torch
 from nlakit import distributed
 from nlakit.metrics import Reference, fve_nrm, mse_nrm, summarize
 from nlakit.reconstructor import Reconstructor
-from nlakit.train.common import (Budget, Pairs, add_lora, batches, check_frozen_dtype, cosine_lr, freeze_to, load_lora_state,
+from nlakit.train.common import (Budget, Pairs, add_lora, batches, cast_frozen, cosine_lr, load_lora_state,
                                  lora_state, save_state, seed_everything, stage_done, write_stage_done)
 
 log = logging.getLogger(__name__)
@@ -78,9 +78,7 @@ def train_ar(cfg: ARConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
         ar.value_head.load_state_dict(state["head"])
         return ar
     dtype = {"bfloat16": torch.bfloat16}.get(cfg.dtype or "")
-    if cfg.frozen_dtype is not None:  # LoRA (and the head) train in fp32 on bf16 activations; see rl.frozen_dtype
-        check_frozen_dtype("ar.frozen_dtype", cfg.frozen_dtype, cfg.dtype)
-        freeze_to(ar.backbone, dtype)
+    cast_frozen("ar.frozen_dtype", cfg.frozen_dtype, cfg.dtype, ar.backbone)  # LoRA (and a head) stay fp32; see rl.frozen_dtype
     data = pairs.split("ar")
     texts = data.texts(cfg.source)
     opt = ar_optimizer(ar, cfg.lr, cfg.head_lr)

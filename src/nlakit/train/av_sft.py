@@ -20,7 +20,7 @@ import torch
 from nlakit import distributed
 from nlakit.metrics import Reference
 from nlakit.reconstructor import Reconstructor
-from nlakit.train.common import (Budget, MergedAV, Pairs, add_lora, batches, check_frozen_dtype, cosine_lr, freeze_to, load_lora_state,
+from nlakit.train.common import (Budget, MergedAV, Pairs, add_lora, batches, cast_frozen, cosine_lr, load_lora_state,
                                  lora_state, save_state, seed_everything, stage_done, write_stage_done)
 from nlakit.train.heldout import evaluate_heldout
 from nlakit.verbalizer import Verbalizer
@@ -73,9 +73,7 @@ def train_av(cfg: AVConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
         load_lora_state(av.model, torch.load(ckpt, map_location="cpu", weights_only=False)["lora"])
         return av
     dtype = {"bfloat16": torch.bfloat16}.get(cfg.dtype or "")
-    if cfg.frozen_dtype is not None:  # LoRA (and the head) train in fp32 on bf16 activations; see rl.frozen_dtype
-        check_frozen_dtype("av.frozen_dtype", cfg.frozen_dtype, cfg.dtype)
-        freeze_to(av.model, dtype)
+    cast_frozen("av.frozen_dtype", cfg.frozen_dtype, cfg.dtype, av.model)  # LoRA (and a head) stay fp32; see rl.frozen_dtype
     data = pairs.split("av")
     responses = av.response_ids(data.texts(cfg.source))
     params = [p for p in av.model.parameters() if p.requires_grad]

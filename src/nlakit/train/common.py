@@ -91,6 +91,15 @@ def freeze_to(module: torch.nn.Module, dtype: torch.dtype) -> None:
             m.cast_input_dtype_enabled = False
 
 
+def cast_frozen(key: str, frozen_dtype: str | None, dtype: str | None, *modules: torch.nn.Module) -> None:
+    """A stage's `frozen_dtype` setting (config key `key`): checked, and when set, each module's frozen weights cast
+    (`freeze_to`)."""
+    check_frozen_dtype(key, frozen_dtype, dtype)
+    if frozen_dtype is not None:
+        for module in modules:
+            freeze_to(module, getattr(torch, frozen_dtype))
+
+
 class MergedAV:
     """An AV's merged copy (`MergedCopy`) as a Verbalizer, for fast decoding: ``MergedAV(av, torch.bfloat16).sync()``."""
 

@@ -55,7 +55,7 @@ from nlakit.io import write_json
 from nlakit.metrics import Reference, fve_baseline, mse_nrm
 from nlakit.reconstructor import Reconstructor
 from nlakit.train.ar_sft import ar_loss, ar_optimizer
-from nlakit.train.common import (Budget, MergedAR, MergedAV, Pairs, check_frozen_dtype, freeze_to, load_lora_state, load_state, lora_state, rng_state, save_state,
+from nlakit.train.common import (Budget, MergedAR, MergedAV, Pairs, cast_frozen, load_lora_state, load_state, lora_state, rng_state, save_state,
                                  seed_everything, set_rng_state, write_stage_done)
 from nlakit.train.heldout import copy_rate, evaluate_heldout, generate
 from nlakit.verbalizer import Verbalizer
@@ -246,11 +246,8 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
     distributed.require_shares({"rl.n_prompts": cfg.n_prompts} if cfg.steps > 0 else {})
     if cfg.reward not in REWARDS:
         raise NlakitError(f"rl.reward = {cfg.reward!r} is not a known reward", f"set rl.reward to one of {', '.join(REWARDS)}")
-    check_frozen_dtype("rl.frozen_dtype", cfg.frozen_dtype, cfg.dtype)
     ref_av = MergedAV(av, dtype).verbalizer  # frozen supervised AV (KL anchor), merged: a plain forward
-    if cfg.frozen_dtype is not None:  # after the reference copy; the LoRA adapters train in fp32 on bf16 activations
-        freeze_to(av.model, dtype)
-        freeze_to(ar.backbone, dtype)
+    cast_frozen("rl.frozen_dtype", cfg.frozen_dtype, cfg.dtype, av.model, ar.backbone)  # after the reference copy
     av_params = [p for p in av.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(av_params, lr=cfg.lr, weight_decay=0.0)
     ar_opt = ar_optimizer(ar, cfg.ar_lr, cfg.ar_head_lr)
