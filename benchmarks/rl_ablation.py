@@ -67,7 +67,7 @@ def run_variant(name: str, changes: dict, run: Path, out: Path, cfg, target, min
     if not (vdir / "results.json").exists():
         copy_stages(run, vdir, SUPERVISED)
     rl = dataclasses.replace(dataclasses.replace(cfg.rl, steps=100000, eval_every=0, max_minutes=minutes), **changes)
-    vcfg = dataclasses.replace(cfg, out=str(vdir), rl=rl, time_budget=None, baselines=())
+    vcfg = dataclasses.replace(cfg, out=str(vdir), rl=rl, time_budget=None, total_minutes=None, baselines=())  # `minutes` alone ends RL
     t0 = time.monotonic()
     res = _score(train_all(vcfg, target=target))  # RL ends (finished) after `minutes` of its steps, then the final eval
     res["wall_sec"] = time.monotonic() - t0

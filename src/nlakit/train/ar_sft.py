@@ -5,12 +5,14 @@
 The AR is the target's blocks 0..K (LoRA adapters) plus an identity-initialised value head (trained in full).
 Loss = mse_nrm = mean_d (n(AR(e)) - n(v))^2 = 2 (1 - cos), on the ``ar`` split. Saves ``ar_sft.pt``
 (adapter + head), and reports held-out fve_nrm of the AR fed the gold explanation text (the ceiling of the
-warm-start source) and fed shuffled text (a control that must be far below zero).
+warm-start source) and fed shuffled text (a control that must be far below zero). With held-out pairs it also records
+that ceiling on the first ``curve_positions`` of them after every whole epoch (``gold_curve``: is the AR still learning?).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -37,8 +39,9 @@ class ARConfig:
     max_length: int = 256
     seed: int = 0
     dtype: str | None = None  # autocast on GPU
-    frozen_dtype: str | None = None  # "bfloat16": the frozen weights in bf16 for this stage (LoRA stays fp32); needs dtype
+    frozen_dtype: str | None = None  # "bfloat16": the frozen weights in bf16 for this stage (LoRA stays fp32); needs dtype (train_all drops it on fp32 runs)
     save_every: int = 50  # steps between partial checkpoints (a killed run resumes from the last one)
+    curve_positions: int = 256  # held-out positions for the gold-text ceiling after each whole epoch (0: the final one only)
 
 
 def new_ar(target, meta, rank: int) -> Reconstructor:
@@ -83,22 +86,24 @@ def train_ar(cfg: ARConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
     texts = data.texts(cfg.source)
     opt = ar_optimizer(ar, cfg.lr, cfg.head_lr)
     partial = out / "ar_sft.partial.pt"
-    start, losses = 0, []
+    start, losses, curve = 0, [], []
     if partial.exists():  # a budget-stopped or killed run: continue from its last checkpoint
         st = torch.load(partial, map_location="cpu", weights_only=False)
         load_lora_state(ar.backbone, st["lora"])
         ar.value_head.load_state_dict(st["head"])
         opt.load_state_dict(st["opt"])
-        start, losses = st["step"], st["losses"]
+        start, losses, curve = st["step"], st["losses"], st.get("curve", [])
 
     def save_partial(done: int) -> None:
         if distributed.is_main():
             save_state(partial, {"lora": lora_state(ar.backbone), "head": ar.value_head.state_dict(), "opt": opt.state_dict(),
-                                 "step": done, "losses": losses})
+                                 "step": done, "losses": losses, "curve": curve})
         distributed.barrier()
 
     distributed.require_shares({"ar.batch_size": cfg.batch_size})
     model = distributed.data_parallel(ar)  # gradients averaged over ranks; `ar` itself in one process
+    epoch_ends = epoch_last_steps(len(data), cfg.batch_size, cfg.epochs)
+    curve_pairs = eval_pairs.head(cfg.curve_positions) if eval_pairs is not None and cfg.curve_positions > 0 else None
     ar.train()
     for step, total, idx in batches(len(data), cfg.batch_size, seed=cfg.seed, epochs=cfg.epochs):
         if step < start:
@@ -114,6 +119,15 @@ def train_ar(cfg: ARConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
         losses.append(distributed.batch_mean(loss.item(), len(mine), len(idx)))
         if log_fn and (step % 20 == 0 or step == total - 1):
             log_fn({"stage": "ar_sft", "step": step, "of": total, "loss": sum(losses[-20:]) / len(losses[-20:])})
+        if step in epoch_ends and curve_pairs is not None:
+            if distributed.is_main():
+                point = {"epoch": epoch_ends[step], "step": step + 1,
+                         "gold_fve_nrm": gold_ceiling(ar.eval(), curve_pairs, ref, cfg.source, dtype)["eval_gold_fve_nrm"]["mean"]}
+                curve.append(point)
+                ar.train()
+                if log_fn:
+                    log_fn({"stage": "ar_sft_curve", **point})
+            distributed.barrier()
         if budget is not None and distributed.any_rank(budget.out(margin=30)) and step + 1 < total:
             log.warning("AR stage stopped by the time budget at step %d/%d; the next call continues it", step + 1, total)
             save_partial(step + 1)
@@ -122,6 +136,8 @@ def train_ar(cfg: ARConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
             save_partial(step + 1)
     ar.eval()
     summary = {"config": asdict(cfg), "steps": len(losses), "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:]))}
+    if curve:
+        summary["gold_curve"] = {"positions": len(curve_pairs), "points": curve}
     if eval_pairs is not None and distributed.is_main():
         summary.update(gold_ceiling(ar, eval_pairs, ref, cfg.source, dtype))
     if distributed.is_main():
@@ -130,6 +146,14 @@ def train_ar(cfg: ARConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
         partial.unlink(missing_ok=True)
     distributed.barrier()
     return ar
+
+
+def epoch_last_steps(n: int, batch_size: int, epochs: float) -> dict[int, int]:
+    """{step index: epoch number} for the last step of each whole epoch of `batches(n, batch_size, epochs=epochs)`, which
+    takes n // batch_size full batches a pass (the remainder starts the next shuffle)."""
+    total = math.ceil(n * epochs / batch_size)
+    per_epoch = max(1, n // batch_size)
+    return {min(total, k * per_epoch) - 1: k for k in range(1, int(epochs) + 1)}
 
 
 @torch.no_grad()

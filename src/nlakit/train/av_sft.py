@@ -37,7 +37,7 @@ class AVConfig:
     epochs: float = 2.0
     seed: int = 0
     dtype: str | None = None
-    frozen_dtype: str | None = None  # "bfloat16": the frozen weights in bf16 for this stage (LoRA stays fp32); needs dtype
+    frozen_dtype: str | None = None  # "bfloat16": the frozen weights in bf16 for this stage (LoRA stays fp32); needs dtype (train_all drops it on fp32 runs)
     eval_max_new_tokens: int = 96
     save_every: int = 50  # steps between partial checkpoints (a killed run resumes from the last one)
 

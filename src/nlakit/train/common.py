@@ -193,6 +193,10 @@ class Pairs:
         idx = [i for i, r in enumerate(self.rows) if r["split"] == name]
         return Pairs(self.vectors[idx], [self.rows[i] for i in idx])
 
+    def head(self, n: int | None) -> "Pairs":
+        """The first `n` pairs (all of them for None or 0)."""
+        return self if not n else Pairs(self.vectors[:n], self.rows[:n])
+
     def texts(self, source: str) -> list[str]:
         try:
             return [r["explanations"][source] for r in self.rows]

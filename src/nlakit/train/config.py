@@ -127,6 +127,10 @@ def build(values: dict) -> TrainConfig:
     checked = _check_section(TrainConfig, values, "", problems)
     if "out" not in checked:
         problems.append("no run directory: set `out:` in the file or pass --out DIR")
+    for key in ("total_minutes", "reserve_minutes"):
+        value = checked.get(key)
+        if value is not None and value < 0 or key == "total_minutes" and value == 0:
+            problems.append(f"{key} = {value!r} should be a positive number of minutes")
     if problems:
         raise NlakitError("bad training config: " + "; ".join(problems),
                           "fix the keys named above (see configs/smollm2-l20.yaml for every key)")

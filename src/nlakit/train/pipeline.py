@@ -70,6 +70,8 @@ class TrainConfig:
     device: str | None = "auto"
     dtype: str | None = None  # autocast dtype; default bfloat16 on CUDA, none on CPU
     time_budget: str | None = None
+    total_minutes: float | None = None  # the pipeline's GPU-minutes (its stages' own times): RL's steps end (finished) at this
+    reserve_minutes: float = 1.5  # ... less the stages before RL and this reserve (RL's setup and evals, final eval, baselines)
     n_docs: int = 6000
     positions_per_doc: int = 6
     describe: bool = True
@@ -124,6 +126,9 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
     dtype = cfg.dtype or ("bfloat16" if target.device.startswith("cuda") else None)
     ar_cfg, av_cfg, rl_cfg = (replace(cfg.ar, source=cfg.source, dtype=dtype), replace(cfg.av, source=cfg.source, dtype=dtype),
                               replace(cfg.rl, dtype=dtype))
+    if dtype is None and "bfloat16" in (ar_cfg.frozen_dtype, av_cfg.frozen_dtype, rl_cfg.frozen_dtype):
+        log.info("frozen_dtype: bfloat16 applies under bf16 autocast; this run is fp32, so its frozen weights stay fp32")
+        ar_cfg, av_cfg, rl_cfg = (s if s.frozen_dtype != "bfloat16" else replace(s, frozen_dtype=None) for s in (ar_cfg, av_cfg, rl_cfg))
     for key, stage in (("ar", ar_cfg), ("av", av_cfg), ("rl", rl_cfg)):  # before any work
         check_frozen_dtype(f"{key}.frozen_dtype", stage.frozen_dtype, stage.dtype)
     timings: dict[str, float] = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else {}
@@ -188,6 +193,7 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
         save_bundle(NLA(av=av, ar=ar, meta=meta.with_(stage="rl", nlakit={**meta.nlakit, "rl_steps": step}), reference=ref,
                         baselines=stored), out / "bundle")
 
+    rl_cfg = _rl_time_cap(rl_cfg, cfg, timings)
     rl_summary = train_rl(rl_cfg, av, ar, pairs, eval_pairs, ref, out, budget, runlog, on_checkpoint=write_bundle)
     timed("rl", t)
     results = {"config": asdict(cfg), "target": target.name, "layer": cfg.layer, "device": _device_name(target.device),
@@ -212,7 +218,7 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
         timed("final_eval", t)
         if cfg.baselines and baseline_train is not None:  # every baseline on the same held-out positions
             t = time.monotonic()
-            results["baselines"] = baseline_rows(target, cfg.layer, ref, baseline_train, _head(eval_pairs, n), tuple(cfg.baselines),
+            results["baselines"] = baseline_rows(target, cfg.layer, ref, baseline_train, eval_pairs.head(n), tuple(cfg.baselines),
                                                  ar=ar)
             results["n_train_positions_baselines"] = len(baseline_train)
             timed("baselines", t)
@@ -223,16 +229,25 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
     return results
 
 
+def _rl_time_cap(rl_cfg: RLConfig, cfg: TrainConfig, timings: dict[str, float]) -> RLConfig:
+    """`rl_cfg` with max_minutes lowered so that the stages before RL plus RL's steps end `reserve_minutes` before
+    `total_minutes` (unchanged without a total)."""
+    if cfg.total_minutes is None:
+        return rl_cfg
+    before = sum(timings.get(k, 0.0) for k in ("datagen", "ar_sft", "av_sft")) / 60
+    cap = max(0.0, cfg.total_minutes - before - cfg.reserve_minutes)
+    if cap == 0.0:
+        log.warning("the stages before RL took %.1f of total_minutes=%s (reserve %s): RL takes no steps", before,
+                    cfg.total_minutes, cfg.reserve_minutes)
+    return replace(rl_cfg, max_minutes=cap if rl_cfg.max_minutes is None else min(rl_cfg.max_minutes, cap))
+
+
 def _baseline_train(pairs: Pairs, n: int) -> Pairs | None:
     """A seeded sample of `n` training pairs (all splits) for the ridge baselines; None for data without token windows."""
     if n <= 0 or not pairs.rows or "window_ids" not in pairs.rows[0]:
         return None
     idx = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(0))[:n].sort().values.tolist()
     return Pairs(pairs.vectors[idx], [pairs.rows[i] for i in idx])
-
-
-def _head(pairs: Pairs, n: int | None) -> Pairs:
-    return pairs if not n else Pairs(pairs.vectors[:n], pairs.rows[:n])
 
 
 def _stopped(cfg: TrainConfig, out: Path, stage: str, timings: dict) -> dict:

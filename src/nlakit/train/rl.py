@@ -87,7 +87,7 @@ class RLConfig:
     merged_reward: bool = False  # score rewards with a merged copy of the AR in the autocast dtype (re-synced after AR steps)
     micro_batch: int = 128  # sequences per backward pass
     profile_step: int = 0  # profile this step (1-based) phase by phase into out/rl_profile.json; 0: never
-    frozen_dtype: str | None = None  # "bfloat16": the AV's and AR's frozen weights in bf16 for GRPO (LoRA stays fp32); needs dtype
+    frozen_dtype: str | None = None  # "bfloat16": the AV's and AR's frozen weights in bf16 for GRPO (LoRA stays fp32); needs dtype (train_all drops it on fp32 runs)
     save_every: int = 25
     eval_every: int = 50
     eval_n: int = 256
