@@ -205,10 +205,10 @@ def ridge_token_bag(target: Target, train: Samples, test: Samples, bag: int = 8)
     return ridge_predict(token_bag_features(target, train, bag), train.vectors, token_bag_features(target, test, bag))
 
 
-def echo_ar(ar, tokenizer, test: Samples, k: int, *, batch_size: int = 64) -> Prediction:
-    """(c) The AR fed the decoded last `k` context tokens as its explanation."""
+def echo_ar(ar, tokenizer, test: Samples, k: int, *, batch_size: int = 64, dtype: torch.dtype | None = None) -> Prediction:
+    """(c) The AR fed the decoded last `k` context tokens as its explanation (under `dtype` autocast when given)."""
     texts = [tokenizer.decode(test.window(i, k), skip_special_tokens=True) for i in range(len(test))]
-    return Prediction(ar.reconstruct(texts, batch_size=batch_size), direction_only=True)
+    return Prediction(ar.reconstruct(texts, batch_size=batch_size, dtype=dtype), direction_only=True)
 
 
 @torch.no_grad()
@@ -250,7 +250,7 @@ ALL_BASELINES = ("mean", "ridge_token", "ridge_token_bag8", "echo_ar8", "echo_ar
 
 def compute(names: tuple[str, ...], *, target: Target, ar, layer: int, ref: Reference, train: Samples | None, test: Samples,
             batch_size: int = 64, progress: Callable[[str], None] | None = None,
-            stored: dict[str, LinearMap] | None = None) -> dict[str, Prediction]:
+            stored: dict[str, LinearMap] | None = None, ar_dtype: torch.dtype | None = None) -> dict[str, Prediction]:
     """Predictions of the named baselines for `test`. Without `train`, a fitted baseline uses its `stored` map (the
     one the NLA bundle carries) when there is one, and is skipped (with a log line) otherwise.
 
@@ -264,13 +264,14 @@ def compute(names: tuple[str, ...], *, target: Target, ar, layer: int, ref: Refe
         test: the held-out positions.
         progress: called with each baseline's name when it is done.
         stored: fitted maps shipped with the NLA (`load_stored`), used when `train` is None.
+        ar_dtype: autocast dtype for the AR (a training run's AR with bf16 frozen weights needs its bf16 autocast).
     """
     makers: dict[str, Callable[[], Prediction]] = {
         "mean": lambda: mean_vector(ref, test),
         "ridge_token": lambda: ridge_token(target, train, test),
         "ridge_token_bag8": lambda: ridge_token_bag(target, train, test, bag=8),
-        "echo_ar8": lambda: echo_ar(ar, target.tokenizer, test, 8, batch_size=batch_size),
-        "echo_ar32": lambda: echo_ar(ar, target.tokenizer, test, 32, batch_size=batch_size),
+        "echo_ar8": lambda: echo_ar(ar, target.tokenizer, test, 8, batch_size=batch_size, dtype=ar_dtype),
+        "echo_ar32": lambda: echo_ar(ar, target.tokenizer, test, 32, batch_size=batch_size, dtype=ar_dtype),
         "oracle_echo4": lambda: oracle_echo(target, layer, train, test, 4, batch_size=batch_size),
         "oracle_echo8": lambda: oracle_echo(target, layer, train, test, 8, batch_size=batch_size),
         "oracle_echo32": lambda: oracle_echo(target, layer, train, test, 32, batch_size=batch_size),

@@ -95,7 +95,7 @@ def pair_samples(pairs) -> Samples:
 
 
 def baseline_rows(target, layer: int, ref: Reference, train_pairs, eval_pairs, names: tuple[str, ...], *, ar=None,
-                  batch_size: int = 256) -> list[dict]:
+                  batch_size: int = 256, ar_dtype: torch.dtype | None = None) -> list[dict]:
     """Every named baseline scored on exactly the held-out pairs, fitted on `train_pairs`, through `metrics.score`.
 
     Returns the table rows: {name, fve_nrm, fve_nrm_ci95, fve_raw, cos, n, by_kind}.
@@ -103,7 +103,8 @@ def baseline_rows(target, layer: int, ref: Reference, train_pairs, eval_pairs, n
     from nlakit import baselines as B
 
     train, test = pair_samples(train_pairs), pair_samples(eval_pairs)
-    preds = B.compute(names, target=target, ar=ar, layer=layer, ref=ref, train=train, test=test, batch_size=batch_size)
+    preds = B.compute(names, target=target, ar=ar, layer=layer, ref=ref, train=train, test=test, batch_size=batch_size,
+                      ar_dtype=ar_dtype)
     rows = []
     for name in names:
         if name not in preds:

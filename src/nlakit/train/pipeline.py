@@ -219,7 +219,7 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
         if cfg.baselines and baseline_train is not None:  # every baseline on the same held-out positions
             t = time.monotonic()
             results["baselines"] = baseline_rows(target, cfg.layer, ref, baseline_train, eval_pairs.head(n), tuple(cfg.baselines),
-                                                 ar=ar)
+                                                 ar=ar, ar_dtype=_dt(dtype))
             results["n_train_positions_baselines"] = len(baseline_train)
             timed("baselines", t)
     results["wall_sec_this_call"] = time.monotonic() - t0
