@@ -77,3 +77,15 @@ def test_cli_set_reaches_the_resolved_config(tmp_path):
     r = CliRunner().invoke(app, ["train", "ar", "--config", str(SHIPPED), "--out", str(out), "--target", "tiny:llama",
                                  "--set", "n_docs=oops"])
     assert isinstance(r.exception, NlakitError) and "n_docs = 'oops' should be int" in str(r.exception)
+
+
+def test_document_split_and_time_keys_are_checked(tmp_path):
+    from nlakit.train.config import parse_settings
+
+    cfg = load_config(None, {"out": str(tmp_path)}, parse_settings(["split=0.2,0.6,0.2", "total_minutes=24"]))
+    assert cfg.split == (0.2, 0.6, 0.2) and cfg.total_minutes == 24.0
+    assert load_config(save_config(cfg, tmp_path)) == cfg  # the resolved file round-trips
+    with pytest.raises(NlakitError) as e:
+        load_config(None, {"out": str(tmp_path)}, parse_settings(["split=0.5,0.5,0.5", "total_minutes=-1", "reserve_minutes=-2"]))
+    msg = str(e.value)
+    assert "split = [0.5, 0.5, 0.5] should be three shares" in msg and "total_minutes = -1.0" in msg and "reserve_minutes = -2.0" in msg

@@ -253,24 +253,15 @@ def test_rl_ablation_runs_every_variant_from_the_same_warm_start(tmp_path, corpu
         abl.parse_variant("epochz=1", "ar")
 
 
-def test_ar_records_its_gold_ceiling_after_each_epoch(tmp_path, corpus):
-    from nlakit.train.common import batches
-
-    ar = ARConfig(rank=2, batch_size=8, epochs=2, curve_positions=4)
-    res = train_all(tiny_config(tmp_path / "run", corpus, ar=ar, rl=RLConfig(steps=0)))
-    curve = res["ar_sft"]["gold_curve"]
-    assert curve["positions"] == 4 and [p["epoch"] for p in curve["points"]] == [1, 2]
-    assert all(math.isfinite(p["gold_fve_nrm"]) for p in curve["points"])
-    assert curve["points"][-1]["step"] <= res["ar_sft"]["steps"]
-    # the curve's epoch ends are where `batches` starts a new shuffle
-    from nlakit.train.ar_sft import epoch_last_steps
-
-    for n, bs, epochs, expected in ((21, 4, 2.5, {4: 1, 9: 2}), (16, 4, 2.0, {3: 1, 7: 2})):
-        assert epoch_last_steps(n, bs, epochs) == expected
-        idx = [b.tolist() for _, _, b in batches(n, bs, seed=0, epochs=epochs)]
-        for start, end in zip([0, *(e + 1 for e in expected)], expected):  # one shuffle per epoch: no index twice
-            seen = sum(idx[start : end + 1], [])
-            assert len(seen) == len(set(seen)) == (n // bs) * bs
+def test_ar_records_its_gold_ceiling_during_training(tmp_path, corpus):
+    ar = ARConfig(rank=2, batch_size=8, epochs=2, curve_positions=4, curve_every=2)
+    res = train_all(tiny_config(tmp_path / "run", corpus, ar=ar, rl=RLConfig(steps=0), split=(0.3, 0.5, 0.2)))
+    assert list(res["datagen"]["config"]["split"]) == [0.3, 0.5, 0.2]  # the document split reaches datagen
+    curve, steps = res["ar_sft"]["gold_curve"], res["ar_sft"]["steps"]
+    assert curve["positions"] == 4
+    assert [p["step"] for p in curve["points"]] == sorted({*range(2, steps + 1, 2), steps})  # every 2 steps and the last
+    assert all(math.isfinite(p["gold_fve_nrm"]) and p["epochs"] > 0 for p in curve["points"])
+    assert curve["points"][-1]["epochs"] == pytest.approx(steps * 8 / res["datagen"]["splits"]["ar"])
     none = train_all(tiny_config(tmp_path / "off", corpus, ar=replace(ar, curve_positions=0), rl=RLConfig(steps=0)))
     assert "gold_curve" not in none["ar_sft"]
 

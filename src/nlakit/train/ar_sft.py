@@ -6,13 +6,13 @@ The AR is the target's blocks 0..K (LoRA adapters) plus an identity-initialised 
 Loss = mse_nrm = mean_d (n(AR(e)) - n(v))^2 = 2 (1 - cos), on the ``ar`` split. Saves ``ar_sft.pt``
 (adapter + head), and reports held-out fve_nrm of the AR fed the gold explanation text (the ceiling of the
 warm-start source) and fed shuffled text (a control that must be far below zero). With held-out pairs it also records
-that ceiling on the first ``curve_positions`` of them after every whole epoch (``gold_curve``: is the AR still learning?).
+that ceiling on the first ``curve_positions`` of them every ``curve_every`` steps and at the last (``gold_curve``: is the
+AR still learning?).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -41,7 +41,8 @@ class ARConfig:
     dtype: str | None = None  # autocast on GPU
     frozen_dtype: str | None = None  # "bfloat16": the frozen weights in bf16 for this stage (LoRA stays fp32); needs dtype (train_all drops it on fp32 runs)
     save_every: int = 50  # steps between partial checkpoints (a killed run resumes from the last one)
-    curve_positions: int = 256  # held-out positions for the gold-text ceiling after each whole epoch (0: the final one only)
+    curve_positions: int = 256  # held-out positions for the gold-text ceiling during training (0: the final one only)
+    curve_every: int = 200  # steps between those measurements (and one at the last step)
 
 
 def new_ar(target, meta, rank: int) -> Reconstructor:
@@ -102,7 +103,6 @@ def train_ar(cfg: ARConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
 
     distributed.require_shares({"ar.batch_size": cfg.batch_size})
     model = distributed.data_parallel(ar)  # gradients averaged over ranks; `ar` itself in one process
-    epoch_ends = epoch_last_steps(len(data), cfg.batch_size, cfg.epochs)
     curve_pairs = eval_pairs.head(cfg.curve_positions) if eval_pairs is not None and cfg.curve_positions > 0 else None
     ar.train()
     for step, total, idx in batches(len(data), cfg.batch_size, seed=cfg.seed, epochs=cfg.epochs):
@@ -119,9 +119,9 @@ def train_ar(cfg: ARConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
         losses.append(distributed.batch_mean(loss.item(), len(mine), len(idx)))
         if log_fn and (step % 20 == 0 or step == total - 1):
             log_fn({"stage": "ar_sft", "step": step, "of": total, "loss": sum(losses[-20:]) / len(losses[-20:])})
-        if step in epoch_ends and curve_pairs is not None:
+        if curve_pairs is not None and ((step + 1) % max(1, cfg.curve_every) == 0 or step == total - 1):
             if distributed.is_main():
-                point = {"epoch": epoch_ends[step], "step": step + 1,
+                point = {"step": step + 1, "epochs": (step + 1) * cfg.batch_size / len(data),
                          "gold_fve_nrm": gold_ceiling(ar.eval(), curve_pairs, ref, cfg.source, dtype)["eval_gold_fve_nrm"]["mean"]}
                 curve.append(point)
                 ar.train()
@@ -146,14 +146,6 @@ def train_ar(cfg: ARConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
         partial.unlink(missing_ok=True)
     distributed.barrier()
     return ar
-
-
-def epoch_last_steps(n: int, batch_size: int, epochs: float) -> dict[int, int]:
-    """{step index: epoch number} for the last step of each whole epoch of `batches(n, batch_size, epochs=epochs)`, which
-    takes n // batch_size full batches a pass (the remainder starts the next shuffle)."""
-    total = math.ceil(n * epochs / batch_size)
-    per_epoch = max(1, n // batch_size)
-    return {min(total, k * per_epoch) - 1: k for k in range(1, int(epochs) + 1)}
 
 
 @torch.no_grad()

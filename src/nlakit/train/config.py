@@ -96,8 +96,13 @@ def _typed(text: str, tp):
                 return a(text)
             except ValueError:
                 continue
-        if typing.get_origin(a) is tuple:
-            return tuple(x.strip() for x in text.split(",") if x.strip())
+        if typing.get_origin(a) is tuple:  # "0.2,0.6,0.2" -> (0.2, 0.6, 0.2) for a tuple of numbers
+            parts = tuple(x.strip() for x in text.split(",") if x.strip())
+            elem = (typing.get_args(a) or (str,))[0]
+            try:
+                return tuple(elem(x) for x in parts) if elem in (int, float) else parts
+            except ValueError:
+                return parts
         if a is str:
             return text
     return text
@@ -127,6 +132,10 @@ def build(values: dict) -> TrainConfig:
     checked = _check_section(TrainConfig, values, "", problems)
     if "out" not in checked:
         problems.append("no run directory: set `out:` in the file or pass --out DIR")
+    split = checked.get("split")
+    if split is not None and (len(split) != 3 or not all(_accepts(float, x) and x >= 0 for x in split) or abs(sum(split) - 1) > 1e-6):
+        problems.append(f"split = {list(split)!r} should be three shares of the documents (AV, AR, RL) that add up to 1, "
+                        "e.g. [0.4, 0.3, 0.3]")
     for key in ("total_minutes", "reserve_minutes"):
         value = checked.get(key)
         if value is not None and value < 0 or key == "total_minutes" and value == 0:

@@ -74,6 +74,7 @@ class TrainConfig:
     reserve_minutes: float = 1.5  # ... less the stages before RL and this reserve (RL's setup and evals, final eval, baselines)
     n_docs: int = 6000
     positions_per_doc: int = 6
+    split: tuple[float, float, float] = (0.4, 0.3, 0.3)  # shares of the documents for AV SFT / AR SFT / RL, by document
     describe: bool = True
     eval_positions: int = 512
     final_eval_positions: int = 1024
@@ -143,7 +144,7 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
     data_dir = out / "data"
     if not stage_done(data_dir, "datagen"):
         dg = DatagenConfig(data=cfg.data or default_corpus("train.jsonl.gz"), out=str(data_dir), layer=cfg.layer,
-                           n_docs=cfg.n_docs, positions_per_doc=cfg.positions_per_doc, describe=cfg.describe,
+                           n_docs=cfg.n_docs, positions_per_doc=cfg.positions_per_doc, split=tuple(cfg.split), describe=cfg.describe,
                            eval_data=cfg.eval_data or default_corpus("heldout.jsonl.gz"), eval_positions=cfg.eval_positions,
                            batch_size=cfg.datagen_batch, dtype=dtype)
         datagen(dg, target, progress=lambda stage, i, n: runlog({"stage": f"datagen/{stage}", "done": i, "of": n}))
