@@ -85,6 +85,7 @@ def benchmark_json(res: dict, command: str) -> dict:
         "rl_curve": [{"step": h["step"], "eval_fve_nrm": h["eval_fve_nrm"]} for h in hist if "eval_fve_nrm" in h],
         "rl_train_curve": [{"step": h["step"], "fve_nrm": h.get("fve_nrm"), "kl": h.get("kl"), "length": h.get("length")}
                            for h in hist[::10]],
+        "ar_gold_curve": (res.get("ar_sft") or {}).get("gold_curve"),  # {positions, points: [{step, epochs, gold_fve_nrm}]}
         "gold_template_ceiling": {"after_sft": ((res.get("ar_sft") or {}).get("eval_gold_fve_nrm") or {}).get("mean"),
                                   "after_rl": (gold.get("eval_gold_fve_nrm") or {}).get("mean")},
         "av_rl_parse_rate": fe.get("parse_rate"), "av_rl_mean_tokens": fe.get("mean_tokens"),
@@ -116,6 +117,14 @@ def markdown(bench: dict) -> str:
     t = bench["gpu_minutes_per_stage"]
     out += ["", f"**GPU-minutes per stage** (total {bench['gpu_minutes']:.1f}; compile and capture included): "
             + ", ".join(f"{k} {v:.2f}" for k, v in t.items()) + ".", ""]
+    gold, curve = bench.get("gold_template_ceiling") or {}, bench.get("ar_gold_curve")
+    if gold.get("after_sft") is not None:
+        line = (f"**The AR fed the gold template text** (held-out fve_nrm, all positions): {gold['after_sft']:.3f} after its SFT"
+                + (f", {gold['after_rl']:.3f} after RL" if gold.get("after_rl") is not None else "") + ".")
+        if curve:
+            line += (f" During its SFT (first {curve['positions']} positions): "
+                     + ", ".join(f"step {c['step']} ({c['epochs']:.2f} epochs): {c['gold_fve_nrm']:.3f}" for c in curve["points"]) + ".")
+        out += [line, ""]
     sp = bench["rl_step_split_sec"]
     out += [f"**GRPO step time** (mean over steps 6–{bench['rl_steps']}, {bench['config']['rl']['n_prompts']} activations × "
             f"{bench['config']['rl']['group']} samples, engine `{bench['rl_engine_mode']}`):", "",
@@ -209,7 +218,7 @@ def main() -> None:
         stage = rec.get("stage", "")
         if stage in ("rl", "rl_eval") and (stage == "rl_eval" or rec["step"] % 10 == 0 or rec["step"] <= 3):
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items() if k != "time"}), flush=True)
-        elif stage.endswith("sft") and rec.get("step", 1) % 100 == 0:
+        elif stage == "ar_sft_curve" or stage.endswith("sft") and rec.get("step", 1) % 100 == 0:
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items() if k != "time"}), flush=True)
         elif stage.startswith("datagen") and rec["done"] == rec["of"]:
             print(f"{stage} done {rec['of']} at {time.time() - t0:.0f}s", flush=True)

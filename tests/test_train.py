@@ -264,6 +264,14 @@ def test_ar_records_its_gold_ceiling_during_training(tmp_path, corpus):
     assert curve["points"][-1]["epochs"] == pytest.approx(steps * 8 / res["datagen"]["splits"]["ar"])
     none = train_all(tiny_config(tmp_path / "off", corpus, ar=replace(ar, curve_positions=0), rl=RLConfig(steps=0)))
     assert "gold_curve" not in none["ar_sft"]
+    # BENCHMARKS §1 renders the curve from the results alone
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_eval", Path(__file__).parents[1] / "benchmarks" / "train_eval.py")
+    train_eval = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_eval)
+    md = train_eval.markdown(train_eval.benchmark_json(res, "cmd"))
+    assert "During its SFT (first 4 positions): step 2 (" in md and f"step {steps} (" in md
 
 
 def test_total_minutes_caps_rl_so_the_pipeline_fits(tmp_path, corpus):

@@ -31,6 +31,8 @@ def _printer():
                 console.print(f"[cyan]{stage}[/] {rec['done']}/{rec['of']}")
         elif stage in ("ar_sft", "av_sft"):
             console.print(f"[cyan]{stage}[/] step {rec['step'] + 1}/{rec['of']} loss {rec['loss']:.4f}")
+        elif stage == "ar_sft_curve":
+            console.print(f"[bold cyan]AR on the gold text[/] (held-out fve_nrm) at step {rec['step']}: {rec['gold_fve_nrm']:.3f}")
         elif stage == "rl":
             fve = "—" if rec.get("fve_nrm") is None else f"{rec['fve_nrm']:.3f}"
             console.print(f"[magenta]rl[/] step {rec['step']} reward {rec['reward']:.3f} fve {fve} ok {rec['ok_rate']:.2f} "
