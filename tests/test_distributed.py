@@ -177,7 +177,7 @@ def rl_update(out: str | None = None) -> dict:
     # g / (|g| + eps), turns the rounding noise of near-zero gradient entries into differences of order lr)
     sgd = lambda params: torch.optim.SGD(params, lr=0.1)  # noqa: E731
     stats = policy_step(av, ref, ro, sgd([p for p in av.model.parameters() if p.requires_grad]), cfg)
-    ar_l = ar_step(ar, sgd([p for p in ar.parameters() if p.requires_grad]), ro)
+    ar_l, _ = ar_step(ar, sgd([p for p in ar.parameters() if p.requires_grad]), ro)
     res = {"stats": stats, "ar_loss": ar_l, "av": lora_state(av.model), "ar": lora_state(ar.backbone),
            "head": ar.value_head.state_dict()}
     if out is not None and distributed.is_main():

@@ -288,3 +288,19 @@ def test_total_minutes_caps_rl_so_the_pipeline_fits(tmp_path, corpus):
     assert "final_eval" in res
     with pytest.raises(NlakitError, match="total_minutes = 0"):
         load_config(None, {"out": str(tmp_path / "x")}, {"total_minutes": 0.0, "reserve_minutes": -1.0})
+
+
+def test_rewards_read_off_the_ar_update_match_a_separate_reward_pass(tmp_path, corpus):
+    """reward_from_ar_update runs the online AR step first and scores with its forward pass: the same rewards, the same
+    AR update and the same policy update as reading them in a pass of their own (fp32, up to rounding)."""
+    rl = RLConfig(steps=3, n_prompts=2, group=2, max_new_tokens=8, save_every=1, eval_every=0, profile_step=2)
+    plain = train_all(tiny_config(tmp_path / "plain", corpus, rl=rl))
+    fused = train_all(tiny_config(tmp_path / "fused", corpus, rl=replace(rl, reward_from_ar_update=True)))
+    for a, b in zip(plain["rl_history"], fused["rl_history"]):
+        assert a["reward"] == pytest.approx(b["reward"], abs=1e-4) and a["ar_loss"] == pytest.approx(b["ar_loss"], abs=1e-4)
+        assert b["reward_sec"] > 0 and b["ar_sec"] > 0
+    states = [torch.load(tmp_path / d / "rl_state.pt", map_location="cpu", weights_only=False) for d in ("plain", "fused")]
+    for key in ("av_lora", "ar_lora", "ar_head"):
+        for name, value in states[0][key].items():
+            torch.testing.assert_close(states[1][key][name], value, atol=1e-4, rtol=1e-3)
+    assert "reward_and_ar_update" in json.loads((tmp_path / "fused" / "rl_profile.json").read_text())["phases"]

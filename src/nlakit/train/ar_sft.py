@@ -53,12 +53,14 @@ def new_ar(target, meta, rank: int) -> Reconstructor:
 
 
 def ar_loss(ar: Reconstructor, texts: list[str], gold: torch.Tensor, max_length: int, dtype,
-            forward: torch.nn.Module | None = None) -> torch.Tensor:
-    """mse_nrm of the AR's predictions, averaged over the texts; `forward` runs the AR instead (its DDP wrapper)."""
+            forward: torch.nn.Module | None = None, per_sample: bool = False) -> torch.Tensor:
+    """mse_nrm of the AR's predictions, averaged over the texts (`per_sample`: one per text); `forward` runs the AR
+    instead (its DDP wrapper)."""
     ids, mask = ar.encode(texts, max_length=max_length)
     with torch.autocast(device_type=ar.device.type, dtype=dtype, enabled=dtype is not None):
         pred = (forward or ar)(ids, mask)
-    return mse_nrm(pred.float(), gold.to(ar.device)).mean()
+    per = mse_nrm(pred.float(), gold.to(ar.device))
+    return per if per_sample else per.mean()
 
 
 def ar_optimizer(ar: Reconstructor, lr: float, head_lr: float) -> torch.optim.Optimizer:

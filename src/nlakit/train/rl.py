@@ -16,7 +16,11 @@ The variant, exactly:
   and nothing is clipped, so with ``ppo_epochs=1`` the gradient is exactly that of the on-policy loss
   -mean_i(A_i * mean_t log p_it) + KL term; gradients are clipped to norm 1.0 before each AdamW step;
 - the AR keeps training online: one supervised step on the batch's fresh, parsed explanations (its gradient never
-  reaches the AV), every `ar_every` steps (default: every step).
+  reaches the AV), every `ar_every` steps (default: every step). By default it comes after the policy update and the
+  rewards are read by a separate forward pass (of the AR, or with `merged_reward` of its merged copy). With
+  `reward_from_ar_update` the AR step comes first and its own forward pass gives the rewards: the same AR weights, so
+  the same rewards up to rounding, with one AR forward a step instead of two. Neither order lets the AR step see the
+  policy update, or the policy update see the AR step.
 
 Under torchrun each rank draws the same `n_prompts` activations from the same seeded sampler and takes a contiguous
 share of them (`distributed.shard`); it decodes its rows with their row numbers in the whole batch (the engine's
@@ -85,6 +89,7 @@ class RLConfig:
     co_train_ar: bool = True
     ar_every: int = 1  # the online AR step runs every `ar_every` RL steps
     merged_reward: bool = False  # score rewards with a merged copy of the AR in the autocast dtype (re-synced after AR steps)
+    reward_from_ar_update: bool = False  # read the rewards off the online AR step's own forward pass (it then runs first)
     micro_batch: int = 128  # sequences per backward pass
     profile_step: int = 0  # profile this step (1-based) phase by phase into out/rl_profile.json; 0: never
     frozen_dtype: str | None = None  # "bfloat16": the AV's and AR's frozen weights in bf16 for GRPO (LoRA stays fp32); needs dtype (train_all drops it on fp32 runs)
@@ -133,9 +138,10 @@ def _sync(device: torch.device) -> float:
 
 
 @torch.no_grad()
-def rollout(av: Verbalizer, ar: Reconstructor, vectors: torch.Tensor, cfg: RLConfig, seed: int, dtype=None,
+def rollout(av: Verbalizer, ar: Reconstructor | None, vectors: torch.Tensor, cfg: RLConfig, seed: int, dtype=None,
             timing: dict | None = None, first_row: int = 0) -> Rollout:
-    """Sample `group` explanations per vector with `av` (a decoding copy: `MergedAV.verbalizer`) and score them.
+    """Sample `group` explanations per vector with `av` (a decoding copy: `MergedAV.verbalizer`) and score them with
+    `ar` (None: unscored, `scored` fills in the mse, rewards and advantages).
 
     `first_row`: the index of this rollout's first sample in the step's whole batch (a rank's share under torchrun)."""
     t0 = _sync(av.device)
@@ -147,7 +153,7 @@ def rollout(av: Verbalizer, ar: Reconstructor, vectors: torch.Tensor, cfg: RLCon
     t1 = _sync(av.device)
     exps = av.decode(rows)
     ok = torch.tensor([e.ok and not e.truncated for e in exps])
-    mse = reconstruction_mse(ar, [e.text for e in exps], rep, ok, dtype)
+    mse = reconstruction_mse(ar, [e.text for e in exps], rep, ok, dtype) if ar is not None else torch.full((len(exps),), FAIL_MSE)
     rewards = to_reward(mse, cfg.reward)
     end = av.end_id
     responses = [[t for t in r if t >= 0] + ([] if (r and r[-1] == -1) else [end]) for r in rows]
@@ -156,6 +162,12 @@ def rollout(av: Verbalizer, ar: Reconstructor, vectors: torch.Tensor, cfg: RLCon
         timing["gen_sec"], timing["reward_sec"] = t1 - t0, _sync(av.device) - t1
     return Rollout(rep, responses, [e.text for e in exps], ok, mse, rewards, group_advantages(rewards, cfg.group),
                    torch.tensor([e.n_tokens for e in exps], dtype=torch.float))
+
+
+def scored(ro: Rollout, mse: torch.Tensor, cfg: RLConfig) -> Rollout:
+    """`ro` with the samples' mse_nrm and the rewards and advantages that follow from it."""
+    rewards = to_reward(mse, cfg.reward)
+    return ro._replace(mse=mse, rewards=rewards, advantages=group_advantages(rewards, cfg.group))
 
 
 def length_batches(responses: list[list[int]], size: int) -> list[list[int]]:
@@ -211,25 +223,35 @@ def policy_step(av: Verbalizer, ref: Verbalizer, ro: Rollout, opt: torch.optim.O
     return stats
 
 
-def ar_step(ar: Reconstructor, opt, ro: Rollout, max_length: int = 256, dtype=None) -> float | None:
-    """One supervised AR step on the parsed samples (the mean over every rank's, gradients summed over ranks)."""
+def ar_step(ar: Reconstructor, opt, ro: Rollout, max_length: int = 256, dtype=None,
+            timing: dict | None = None) -> tuple[float | None, torch.Tensor]:
+    """One supervised AR step on the parsed samples (the mean over every rank's, gradients summed over ranks).
+
+    Returns the loss and each sample's mse_nrm as the step's forward pass read it, before the update (FAIL_MSE where
+    not parsed): the rewards with `reward_from_ar_update`. With `timing`, the forward's time goes to reward_sec."""
+    t0 = _sync(ar.device)
     idx = ro.ok.nonzero().flatten().tolist()
     n_all = int(distributed.total(len(idx)))
+    mse = torch.full((len(ro.texts),), FAIL_MSE)
     if not n_all:
-        return None
+        return None, mse
     params = [p for p in ar.parameters() if p.requires_grad]
     ar.train()
     opt.zero_grad(set_to_none=True)
     loss_value = 0.0
     if idx:  # a rank without parsed samples still joins the gradient sum, with zeros
-        loss = ar_loss(ar, [ro.texts[i] for i in idx], ro.vectors[idx], max_length, dtype)
+        per = ar_loss(ar, [ro.texts[i] for i in idx], ro.vectors[idx], max_length, dtype, per_sample=True)
+        mse[idx] = per.detach().float().cpu()
+        if timing is not None:  # added to the rollout's own share (decoding the texts)
+            timing["reward_sec"] = timing.get("reward_sec", 0.0) + _sync(ar.device) - t0
+        loss = per.mean()
         (loss * (len(idx) / n_all)).backward()  # this rank's share of the mean over every rank's samples (1 alone)
         loss_value = loss.item()
     distributed.all_reduce_grads(params)
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step()
     ar.eval()
-    return distributed.batch_mean(loss_value, len(idx), n_all)
+    return distributed.batch_mean(loss_value, len(idx), n_all), mse
 
 
 def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eval_pairs: Pairs | None, ref: Reference,
@@ -267,7 +289,8 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
         history, start = state["history"], state["step"]
         log.info("resuming RL at step %d", start)
     decoder = MergedAV(av, dtype).sync()  # what the engine decodes with; re-synced after every update
-    scorer = MergedAR(ar, dtype).sync() if cfg.merged_reward else None  # what rewards are read with (else the AR itself)
+    reads_every_step = cfg.reward_from_ar_update and cfg.co_train_ar and cfg.ar_every == 1  # no step reads a scorer
+    scorer = MergedAR(ar, dtype).sync() if cfg.merged_reward and not reads_every_step else None  # what rewards are read with (else the AR itself)
 
     def checkpoint(step: int) -> None:
         if not distributed.is_main():
@@ -299,14 +322,22 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
         mine = distributed.shard(range(cfg.n_prompts))  # this rank's prompts, a contiguous share
         idx = idx[mine.start : mine.stop]
         prof = PhaseProfiler(av.device, enabled=cfg.profile_step == step + 1)  # off: each phase is a plain call
-        ro = prof.phase("rollout", lambda: rollout(decoder.verbalizer, scorer.reconstructor if scorer else ar, data.vectors[idx], cfg,
-                                                   seed=cfg.seed * 100003 + step, dtype=dtype, timing=timing,
-                                                   first_row=mine.start * cfg.group))
+        ar_now = cfg.co_train_ar and step % cfg.ar_every == 0
+        fused = ar_now and cfg.reward_from_ar_update  # the AR step first, its forward pass gives the rewards
+        ro = prof.phase("rollout", lambda: rollout(decoder.verbalizer, None if fused else scorer.reconstructor if scorer else ar,
+                                                   data.vectors[idx], cfg, seed=cfg.seed * 100003 + step, dtype=dtype,
+                                                   timing=timing, first_row=mine.start * cfg.group))
+        ar_l = None
+        if fused:
+            t_ar, read_before = _sync(av.device), timing.get("reward_sec", 0.0)
+            ar_l, mse_read = prof.phase("reward_and_ar_update", lambda: ar_step(ar, ar_opt, ro, dtype=dtype, timing=timing))
+            ro = scored(ro, mse_read, cfg)
+            timing["ar_sec"] = _sync(av.device) - t_ar - (timing.get("reward_sec", 0.0) - read_before)  # the rest: backward + step
         stats = prof.phase("reference_and_policy", lambda: policy_step(av, ref_av, ro, opt, cfg, dtype, timing=timing))
-        t_ar = _sync(av.device)
-        ar_l = (prof.phase("ar_update", lambda: ar_step(ar, ar_opt, ro, dtype=dtype))
-                if cfg.co_train_ar and step % cfg.ar_every == 0 else None)
-        timing["ar_sec"] = _sync(av.device) - t_ar
+        if not fused:
+            t_ar = _sync(av.device)
+            ar_l = prof.phase("ar_update", lambda: ar_step(ar, ar_opt, ro, dtype=dtype)[0]) if ar_now else None
+            timing["ar_sec"] = _sync(av.device) - t_ar
         t_s = time.monotonic()
         prof.phase("weight_sync", lambda: (decoder.sync(), scorer.sync() if scorer is not None and ar_l is not None else None))
         timing["sync_sec"] = _sync(av.device) - t_s
