@@ -25,6 +25,14 @@ from nlakit.io import write_json  # noqa: E402
 from nlakit.metrics import summarize  # noqa: E402
 
 
+def _read(path: str) -> dict:
+    """An `nlakit eval` results file, plain or gzipped (.json.gz, as the reference results in docs/benchmarks/runs)."""
+    import gzip
+
+    raw = gzip.decompress(Path(path).read_bytes()) if path.endswith(".gz") else Path(path).read_bytes()
+    return json.loads(raw)
+
+
 def paired(a: dict, b: dict, metric: str = "fve_nrm") -> dict:
     """`a` minus `b` per position, over the positions both `nlakit eval` results scored (matched by document and
     token index). Raises when they share none."""
@@ -46,7 +54,7 @@ def main() -> None:
     ap.add_argument("--metric", default="fve_nrm", choices=("fve_nrm", "fve_raw", "cos"))
     ap.add_argument("--out", default=None, help="write the summary JSON here")
     args = ap.parse_args()
-    a, b = (json.loads(Path(p).read_text()) for p in (args.a, args.b))
+    a, b = (_read(p) for p in (args.a, args.b))
     res = {"results_a": args.a, "nla_a": a["nla"], "results_b": args.b, "nla_b": b["nla"], "config": a.get("config"),
            **paired(a, b, args.metric)}
     d = res["a_minus_b"]

@@ -111,3 +111,7 @@ def test_paired_eval_differences_only_the_shared_positions():
     assert res["a"]["mean"] == pytest.approx(0.4) and res["b"]["mean"] == pytest.approx(0.45)
     with pytest.raises(NlakitError, match="share no positions"):
         mod.paired(a, {"rows": [{"doc": 5, "pos": 1, "fve_nrm": 0.0}]})
+    # the stored reference results (docs/benchmarks/runs/*.json.gz) read as they are
+    ref = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "runs" / "default_nla_eval_heldout480_seed2.json.gz"
+    stored = mod._read(str(ref))
+    assert stored["config"]["seed"] == 2 and mod.paired(stored, stored)["a_minus_b"]["mean"] == 0.0
