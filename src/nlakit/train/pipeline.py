@@ -238,8 +238,8 @@ def _rl_time_cap(rl_cfg: RLConfig, cfg: TrainConfig, timings: dict[str, float]) 
     before = sum(timings.get(k, 0.0) for k in ("datagen", "ar_sft", "av_sft")) / 60
     cap = max(0.0, cfg.total_minutes - before - cfg.reserve_minutes)
     if cap == 0.0:
-        log.warning("the stages before RL took %.1f of total_minutes=%s (reserve %s): RL takes no steps", before,
-                    cfg.total_minutes, cfg.reserve_minutes)
+        log.warning("the stages before RL took %.1f of total_minutes=%s (reserve %s), so RL takes no steps; to train RL "
+                    "anyway, raise it or lift it (--set total_minutes=null)", before, cfg.total_minutes, cfg.reserve_minutes)
     return replace(rl_cfg, max_minutes=cap if rl_cfg.max_minutes is None else min(rl_cfg.max_minutes, cap))
 
 
