@@ -196,7 +196,8 @@ def test_rl_frozen_bf16_weights_train_the_adapters_under_bf16_autocast_only(tmp_
     with pytest.raises(NlakitError, match=r"av\.frozen_dtype = 'float16' needs bfloat16 autocast"):
         train_all(tiny_config(tmp_path / "f16", corpus, av=replace(tiny_config(tmp_path, corpus).av, frozen_dtype="float16"),
                               dtype="bfloat16"))
-    every = tiny_config(tmp_path / "all", corpus, rl=rl, dtype="bfloat16",  # the two SFT stages on bf16 weights too,
+    shipped = replace(rl, merged_reward=True, reward_from_ar_update=True)  # with the default config's reward settings
+    every = tiny_config(tmp_path / "all", corpus, rl=shipped, dtype="bfloat16",  # the two SFT stages on bf16 weights too,
                         baselines=("mean", "echo_ar8"))  # and a baseline read by that AR (under the run's autocast)
     every = replace(every, ar=replace(every.ar, frozen_dtype="bfloat16"), av=replace(every.av, frozen_dtype="bfloat16"))
     res = train_all(every)
