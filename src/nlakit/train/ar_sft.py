@@ -42,7 +42,7 @@ class ARConfig:
     frozen_dtype: str | None = None  # "bfloat16": the frozen weights in bf16 for this stage (LoRA stays fp32); needs dtype (train_all drops it on fp32 runs)
     save_every: int = 50  # steps between partial checkpoints (a killed run resumes from the last one)
     curve_positions: int = 256  # held-out positions for the gold-text ceiling during training (0: the final one only)
-    curve_every: int = 200  # steps between those measurements (and one at the last step)
+    curve_every: int = 200  # steps between those measurements, and one at the last step (0: the last step only)
 
 
 def new_ar(target, meta, rank: int) -> Reconstructor:
@@ -77,14 +77,14 @@ def train_ar(cfg: ARConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
     one process takes) and rank 0 writes the checkpoints."""
     seed_everything(cfg.seed)
     ar = new_ar(target, meta, cfg.rank)
+    cast_frozen("ar.frozen_dtype", cfg.frozen_dtype, cfg.dtype, ar.backbone)  # LoRA (and a head) stay fp32; see rl.frozen_dtype
     ckpt = out / "ar_sft.pt"
-    if stage_done(out, "ar_sft") and ckpt.exists():
+    if stage_done(out, "ar_sft") and ckpt.exists():  # reloaded at the precision it was trained at
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         load_lora_state(ar.backbone, state["lora"])
         ar.value_head.load_state_dict(state["head"])
         return ar
     dtype = {"bfloat16": torch.bfloat16}.get(cfg.dtype or "")
-    cast_frozen("ar.frozen_dtype", cfg.frozen_dtype, cfg.dtype, ar.backbone)  # LoRA (and a head) stay fp32; see rl.frozen_dtype
     data = pairs.split("ar")
     texts = data.texts(cfg.source)
     opt = ar_optimizer(ar, cfg.lr, cfg.head_lr)
@@ -121,7 +121,7 @@ def train_ar(cfg: ARConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
         losses.append(distributed.batch_mean(loss.item(), len(mine), len(idx)))
         if log_fn and (step % 20 == 0 or step == total - 1):
             log_fn({"stage": "ar_sft", "step": step, "of": total, "loss": sum(losses[-20:]) / len(losses[-20:])})
-        if curve_pairs is not None and ((step + 1) % max(1, cfg.curve_every) == 0 or step == total - 1):
+        if curve_pairs is not None and (cfg.curve_every > 0 and (step + 1) % cfg.curve_every == 0 or step == total - 1):
             if distributed.is_main():
                 point = {"step": step + 1, "epochs": (step + 1) * cfg.batch_size / len(data),
                          "gold_fve_nrm": gold_ceiling(ar.eval(), curve_pairs, ref, cfg.source, dtype)["eval_gold_fve_nrm"]["mean"]}
@@ -139,7 +139,8 @@ def train_ar(cfg: ARConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
     ar.eval()
     summary = {"config": asdict(cfg), "steps": len(losses), "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:]))}
     if curve:
-        summary["gold_curve"] = {"positions": len(curve_pairs), "points": curve}
+        summary["gold_curve"] = {"positions": min(cfg.curve_positions, len(eval_pairs)) if eval_pairs is not None else None,
+                                 "points": curve}
     if eval_pairs is not None and distributed.is_main():
         summary.update(gold_ceiling(ar, eval_pairs, ref, cfg.source, dtype))
     if distributed.is_main():

@@ -32,7 +32,7 @@ from nlakit.meta import NLAMeta
 from nlakit.targets import Target, eos_ids, load_target
 from nlakit.train.ar_sft import ARConfig, gold_ceiling, new_ar, train_ar
 from nlakit.train.av_sft import AVConfig, train_av
-from nlakit.train.common import (Budget, MergedAV, Pairs, check_frozen_dtype, load_lora_state, load_pairs, load_reference_file, parse_duration,
+from nlakit.train.common import (Budget, MergedAV, Pairs, cast_frozen, check_frozen_dtype, load_lora_state, load_pairs, load_reference_file, parse_duration,
                                  stage_done)
 from nlakit.train.datagen import DatagenConfig, datagen
 from nlakit.train.heldout import baseline_rows, evaluate_heldout, pair_samples
@@ -209,6 +209,7 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
         results["final_eval"] = evaluate_heldout(decoder, ar, eval_pairs, ref, max_new_tokens=rl_cfg.max_new_tokens,
                                                  dtype=_dt(dtype), n=n)
         sft_ar = new_ar(target, meta, ar_cfg.rank)
+        cast_frozen("ar.frozen_dtype", ar_cfg.frozen_dtype, ar_cfg.dtype, sft_ar.backbone)  # as it was trained
         state = torch.load(out / "ar_sft.pt", map_location="cpu", weights_only=False)
         load_lora_state(sft_ar.backbone, state["lora"])
         sft_ar.value_head.load_state_dict(state["head"])

@@ -18,9 +18,10 @@ The variant, exactly:
 - the AR keeps training online: one supervised step on the batch's fresh, parsed explanations (its gradient never
   reaches the AV), every `ar_every` steps (default: every step). By default it comes after the policy update and the
   rewards are read by a separate forward pass (of the AR, or with `merged_reward` of its merged copy). With
-  `reward_from_ar_update` the AR step comes first and its own forward pass gives the rewards: the same AR weights, so
-  the same rewards up to rounding, with one AR forward a step instead of two. Neither order lets the AR step see the
-  policy update, or the policy update see the AR step.
+  `reward_from_ar_update`, on the steps where the AR step runs it comes first and its own forward pass gives the
+  rewards: the same AR weights, so the same rewards up to rounding, and one AR forward on that step instead of two
+  (the other steps read them in a separate pass as before). Neither order lets the AR step see the policy update, or
+  the policy update see the AR step.
 
 Under torchrun each rank draws the same `n_prompts` activations from the same seeded sampler and takes a contiguous
 share of them (`distributed.shard`); it decodes its rows with their row numbers in the whole batch (the engine's
