@@ -323,3 +323,25 @@ def test_rewards_read_off_the_ar_update_match_a_separate_reward_pass(tmp_path, c
             for i, fuse in enumerate((False, True))]
     for a, b in zip(*(r["rl_history"] for r in runs)):
         assert a["reward"] == pytest.approx(b["reward"], abs=5e-3) and a["ar_loss"] == pytest.approx(b["ar_loss"], abs=5e-3)
+
+
+def test_a_call_killed_mid_stage_still_counts_its_minutes(tmp_path, corpus, monkeypatch):
+    """The running stage's time so far reaches timings.json as it runs, so total_minutes holds across a killed call."""
+    import nlakit.train.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "TIMINGS_EVERY_SEC", 0.0)
+
+    class Killed(Exception):
+        pass
+
+    def kill_in_av(rec):
+        if rec.get("stage") == "av_sft":
+            raise Killed
+
+    cfg = tiny_config(tmp_path / "run", corpus, rl=RLConfig(steps=0))
+    with pytest.raises(Killed):
+        train_all(cfg, callback=kill_in_av)
+    partial = json.loads((tmp_path / "run" / "timings.json").read_text())
+    assert partial["av_sft"] > 0 and partial["ar_sft"] > 0  # the killed stage's minutes so far, beside the finished one's
+    done = train_all(cfg)
+    assert done["finished"] and done["timings_sec"]["av_sft"] > partial["av_sft"]

@@ -41,6 +41,8 @@ from nlakit.verbalizer import new_meta_for
 
 log = logging.getLogger(__name__)
 
+TIMINGS_EVERY_SEC = 30.0  # how often a running stage's time so far is written to timings.json
+
 
 def default_corpus(name: str) -> str:
     """`$NLAKIT_CORPUS/<name>`, else `../shared/corpus/<name>` or `shared/corpus/<name>` from the working directory."""
@@ -134,20 +136,38 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
         check_frozen_dtype(f"{key}.frozen_dtype", stage.frozen_dtype, stage.dtype)
     timings: dict[str, float] = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else {}
 
+    running: dict = {}  # the stage now running: its name, start and when its time so far was last written
+
+    def start(name: str) -> float:
+        now = time.monotonic()
+        running.update(name=name, t=now, written=now)
+        return now
+
     def timed(name: str, t_start: float) -> None:
         timings[name] = timings.get(name, 0.0) + time.monotonic() - t_start
+        running.clear()
         if distributed.is_main():
             write_json(out / "timings.json", timings)
 
+    def progress(rec: dict) -> None:
+        """The run log, and every TIMINGS_EVERY_SEC the running stage's time so far into timings.json, so that a call
+        killed mid-stage still counts its minutes (total_minutes) when the next call resumes."""
+        now = time.monotonic()
+        if running and now - running["written"] >= TIMINGS_EVERY_SEC and distributed.is_main():
+            name = running["name"]
+            write_json(out / "timings.json", {**timings, name: timings.get(name, 0.0) + now - running["t"]})
+            running["written"] = now
+        runlog(rec)
+
     # 0. data
-    t = time.monotonic()
+    t = start("datagen")
     data_dir = out / "data"
     if not stage_done(data_dir, "datagen"):
         dg = DatagenConfig(data=cfg.data or default_corpus("train.jsonl.gz"), out=str(data_dir), layer=cfg.layer,
                            n_docs=cfg.n_docs, positions_per_doc=cfg.positions_per_doc, split=tuple(cfg.split), describe=cfg.describe,
                            eval_data=cfg.eval_data or default_corpus("heldout.jsonl.gz"), eval_positions=cfg.eval_positions,
                            batch_size=cfg.datagen_batch, dtype=dtype)
-        datagen(dg, target, progress=lambda stage, i, n: runlog({"stage": f"datagen/{stage}", "done": i, "of": n}))
+        datagen(dg, target, progress=lambda stage, i, n: progress({"stage": f"datagen/{stage}", "done": i, "of": n}))
         timed("datagen", t)
     pairs, ref = load_pairs(data_dir), load_reference_file(data_dir)
     eval_pairs = load_pairs(data_dir / "eval") if (data_dir / "eval" / "pairs.safetensors").exists() else None
@@ -174,19 +194,19 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
     distributed.barrier()
 
     # 1. AR supervised
-    t = time.monotonic()
-    ar = train_ar(ar_cfg, target, meta, pairs, eval_pairs, ref, out, budget, runlog)
+    t = start("ar_sft")
+    ar = train_ar(ar_cfg, target, meta, pairs, eval_pairs, ref, out, budget, progress)
     timed("ar_sft", t)
     if not stage_done(out, "ar_sft"):
         return _stopped(cfg, out, "ar_sft", timings)
     # 2. AV supervised
-    t = time.monotonic()
-    av = train_av(av_cfg, target, meta, pairs, eval_pairs, ar, ref, out, budget, runlog)
+    t = start("av_sft")
+    av = train_av(av_cfg, target, meta, pairs, eval_pairs, ar, ref, out, budget, progress)
     timed("av_sft", t)
     if not stage_done(out, "av_sft"):
         return _stopped(cfg, out, "av_sft", timings)
     # 3. RL (co-trains the AR)
-    t = time.monotonic()
+    t = start("rl")
 
     def write_bundle(step: int) -> None:
         if not distributed.is_main():
@@ -195,7 +215,7 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
                         baselines=stored), out / "bundle")
 
     rl_cfg = _rl_time_cap(rl_cfg, cfg, timings)
-    rl_summary = train_rl(rl_cfg, av, ar, pairs, eval_pairs, ref, out, budget, runlog, on_checkpoint=write_bundle)
+    rl_summary = train_rl(rl_cfg, av, ar, pairs, eval_pairs, ref, out, budget, progress, on_checkpoint=write_bundle)
     timed("rl", t)
     results = {"config": asdict(cfg), "target": target.name, "layer": cfg.layer, "device": _device_name(target.device),
                "datagen": stage_done(data_dir, "datagen"), "ar_sft": stage_done(out, "ar_sft"), "av_sft": stage_done(out, "av_sft"),
@@ -203,7 +223,7 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
                "timings_sec": timings, "finished": rl_summary["finished"]}
     # 4. final held-out evaluation: co-trained AR, and the frozen SFT-time AR (so the RL gain is attributed honestly)
     if rl_summary["finished"] and eval_pairs is not None and not budget.out(margin=20) and distributed.is_main():
-        t = time.monotonic()
+        t = start("final_eval")
         n = cfg.final_eval_positions
         decoder = MergedAV(av, _dt(dtype)).sync().verbalizer  # the same AV, LoRA merged: the engine's fast path
         results["final_eval"] = evaluate_heldout(decoder, ar, eval_pairs, ref, max_new_tokens=rl_cfg.max_new_tokens,
@@ -219,7 +239,7 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
         del decoder
         timed("final_eval", t)
         if cfg.baselines and baseline_train is not None:  # every baseline on the same held-out positions
-            t = time.monotonic()
+            t = start("baselines")
             results["baselines"] = baseline_rows(target, cfg.layer, ref, baseline_train, eval_pairs.head(n), tuple(cfg.baselines),
                                                  ar=ar, ar_dtype=_dt(dtype))
             results["n_train_positions_baselines"] = len(baseline_train)
