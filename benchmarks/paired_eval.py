@@ -13,7 +13,6 @@ one every table uses.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -21,16 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from nlakit.errors import NlakitError  # noqa: E402
-from nlakit.io import write_json  # noqa: E402
+from nlakit.io import read_json, write_json  # noqa: E402
 from nlakit.metrics import summarize  # noqa: E402
-
-
-def _read(path: str) -> dict:
-    """An `nlakit eval` results file, plain or gzipped (.json.gz, as the reference results in docs/benchmarks/runs)."""
-    import gzip
-
-    raw = gzip.decompress(Path(path).read_bytes()) if path.endswith(".gz") else Path(path).read_bytes()
-    return json.loads(raw)
 
 
 def paired(a: dict, b: dict, metric: str = "fve_nrm") -> dict:
@@ -54,7 +45,7 @@ def main() -> None:
     ap.add_argument("--metric", default="fve_nrm", choices=("fve_nrm", "fve_raw", "cos"))
     ap.add_argument("--out", default=None, help="write the summary JSON here")
     args = ap.parse_args()
-    a, b = (_read(p) for p in (args.a, args.b))
+    a, b = (read_json(p, "pass a results file written by `nlakit eval --out`") for p in (args.a, args.b))  # .json or .json.gz
     res = {"results_a": args.a, "nla_a": a["nla"], "results_b": args.b, "nla_b": b["nla"], "config": a.get("config"),
            **paired(a, b, args.metric)}
     d = res["a_minus_b"]

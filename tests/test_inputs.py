@@ -81,6 +81,8 @@ def test_truncated_model_dir_shard_json_jsonl_and_gguf(tmp_path, tiny_llama):
     write_json(tmp_path / "r.json", {"kind": "eval", "rows": [1, 2, 3]})
     with gzip.open(tmp_path / "d.jsonl.gz", "wt") as f:
         f.writelines('{"text": "hello %d"}\n' % i for i in range(3000))
+    with gzip.open(tmp_path / "r.json.gz", "wt") as f:
+        f.write('{"kind": "eval", "rows": [%s]}' % ", ".join(str(i) for i in range(3000)))
     w = GGUFWriter(str(tmp_path / "m.gguf"), "llama")
     w.add_block_count(2)
     w.add_tensor("token_embd.weight", np.zeros((800, 64), dtype=np.float32))
@@ -88,6 +90,7 @@ def test_truncated_model_dir_shard_json_jsonl_and_gguf(tmp_path, tiny_llama):
     cases = [("hf/model.safetensors", lambda: load_target(str(tmp_path / "hf")), "re-download or re-save the model directory"),
              ("a.safetensors", lambda: load_shard(tmp_path / "a.safetensors"), "re-run `nlakit extract`"),
              ("r.json", lambda: read_json(tmp_path / "r.json"), "re-run the stage that writes it"),
+             ("r.json.gz", lambda: read_json(tmp_path / "r.json.gz"), "re-run the stage that writes it"),
              ("d.jsonl.gz", lambda: read_jsonl(tmp_path / "d.jsonl.gz"), "re-create or re-download the file"),
              ("m.gguf", lambda: load_target(str(tmp_path / "m.gguf")), "pass a complete .gguf file")]
     for part, load, fix in cases:

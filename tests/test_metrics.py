@@ -99,6 +99,7 @@ def test_paired_eval_differences_only_the_shared_positions():
     import pytest
 
     from nlakit.errors import NlakitError
+    from nlakit.io import read_json
 
     spec = importlib.util.spec_from_file_location("paired_eval", Path(__file__).resolve().parents[1] / "benchmarks" / "paired_eval.py")
     mod = importlib.util.module_from_spec(spec)
@@ -113,5 +114,5 @@ def test_paired_eval_differences_only_the_shared_positions():
         mod.paired(a, {"rows": [{"doc": 5, "pos": 1, "fve_nrm": 0.0}]})
     # the stored reference results (docs/benchmarks/runs/*.json.gz) read as they are
     ref = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "runs" / "default_nla_eval_heldout480_seed2.json.gz"
-    stored = mod._read(str(ref))
+    stored = read_json(ref)
     assert stored["config"]["seed"] == 2 and mod.paired(stored, stored)["a_minus_b"]["mean"] == 0.0

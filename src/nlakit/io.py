@@ -62,11 +62,15 @@ def _json_default(o: Any) -> Any:
 
 
 def read_json(path: str | os.PathLike, fix: str = "re-run the stage that writes it") -> Any:
+    """A JSON file, plain or gzipped (`.gz`), with one clear error when it is missing or unreadable."""
     path = Path(path)
     if not path.is_file():
         raise NlakitError(f"{path} does not exist", "pass the path of a results JSON written by nlakit")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        return json.loads(raw.decode("utf-8"))
+    except (EOFError, OSError, zlib.error) as e:  # truncated or not-really-gzip files
+        raise NlakitError(f"{path} is corrupt or incomplete ({_reason(e)})", fix) from e
     except json.JSONDecodeError as e:
         raise NlakitError(f"{path} is not valid JSON, corrupt or incomplete ({e.msg}, line {e.lineno})", fix) from e
     except UnicodeDecodeError as e:
