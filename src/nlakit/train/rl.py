@@ -155,14 +155,14 @@ def rollout(av: Verbalizer, ar: Reconstructor | None, vectors: torch.Tensor, cfg
     exps = av.decode(rows)
     ok = torch.tensor([e.ok and not e.truncated for e in exps])
     mse = reconstruction_mse(ar, [e.text for e in exps], rep, ok, dtype) if ar is not None else torch.full((len(exps),), FAIL_MSE)
-    rewards = to_reward(mse, cfg.reward)
     end = av.end_id
     responses = [[t for t in r if t >= 0] + ([] if (r and r[-1] == -1) else [end]) for r in rows]
     responses = [r if r else [end] for r in responses]
     if timing is not None:
         timing["gen_sec"], timing["reward_sec"] = t1 - t0, _sync(av.device) - t1
-    return Rollout(rep, responses, [e.text for e in exps], ok, mse, rewards, group_advantages(rewards, cfg.group),
-                   torch.tensor([e.n_tokens for e in exps], dtype=torch.float))
+    unscored = Rollout(rep, responses, [e.text for e in exps], ok, mse=mse, rewards=None, advantages=None,
+                       lengths=torch.tensor([e.n_tokens for e in exps], dtype=torch.float))
+    return scored(unscored, mse, cfg)  # rewards and advantages from the mse
 
 
 def scored(ro: Rollout, mse: torch.Tensor, cfg: RLConfig) -> Rollout:
