@@ -23,6 +23,17 @@ TEXTS = [
 ]
 
 
+def load_benchmark(name: str):
+    """The script benchmarks/<name>.py as a module (the scripts are not part of the package)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def long_docs(n: int = 12) -> list[str]:
     """Documents of ~40-90 tokens for evaluation tests (recombined from TEXTS, deterministic)."""
     return [" ".join(TEXTS[(i + j) % len(TEXTS)] for j in range(1 + i % 3)) for i in range(n)]

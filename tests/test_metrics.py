@@ -93,17 +93,15 @@ def test_reference_tensor_roundtrip(data):
 def test_paired_eval_differences_only_the_shared_positions():
     """benchmarks/paired_eval.py: the per-position difference over the positions both results scored, and one clear
     error when they share none."""
-    import importlib.util
     from pathlib import Path
 
     import pytest
+    from conftest import load_benchmark
 
     from nlakit.errors import NlakitError
     from nlakit.io import read_json
 
-    spec = importlib.util.spec_from_file_location("paired_eval", Path(__file__).resolve().parents[1] / "benchmarks" / "paired_eval.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("paired_eval")
     a = {"rows": [{"doc": 0, "pos": 40, "fve_nrm": 0.6}, {"doc": 0, "pos": 50, "fve_nrm": 0.2}, {"doc": 1, "pos": 40, "fve_nrm": 0.9}]}
     b = {"rows": [{"doc": 0, "pos": 40, "fve_nrm": 0.5}, {"doc": 0, "pos": 50, "fve_nrm": 0.4}, {"doc": 2, "pos": 40, "fve_nrm": 0.0}]}
     res = mod.paired(a, b)

@@ -217,13 +217,11 @@ def test_rl_max_minutes_ends_rl_as_finished_and_resume_keeps_it_ended(tmp_path, 
 def test_rl_ablation_runs_every_variant_from_the_same_warm_start(tmp_path, corpus, monkeypatch):
     """benchmarks/rl_ablation.py: a compile warm-up first, then each variant from copies of one supervised run, for
     its minutes of steps, scored on the same held-out positions."""
-    import importlib.util
+    from conftest import load_benchmark
 
     from nlakit.train.config import save_config
 
-    spec = importlib.util.spec_from_file_location("rl_ablation", Path(__file__).resolve().parents[1] / "benchmarks" / "rl_ablation.py")
-    abl = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(abl)
+    abl = load_benchmark("rl_ablation")
     run, out = tmp_path / "run", tmp_path / "abl"
     cfg = tiny_config(run, corpus)
     train_all(tiny_config(run, corpus, rl=RLConfig(steps=0)))  # the supervised stages only
@@ -268,11 +266,9 @@ def test_ar_records_its_gold_ceiling_during_training(tmp_path, corpus):
     last = train_all(tiny_config(tmp_path / "last", corpus, ar=replace(ar, curve_every=0), rl=RLConfig(steps=0)))
     assert [p["step"] for p in last["ar_sft"]["gold_curve"]["points"]] == [last["ar_sft"]["steps"]]  # 0: the last step only
     # BENCHMARKS §1 renders the curve from the results alone
-    import importlib.util
+    from conftest import load_benchmark
 
-    spec = importlib.util.spec_from_file_location("train_eval", Path(__file__).parents[1] / "benchmarks" / "train_eval.py")
-    train_eval = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_eval)
+    train_eval = load_benchmark("train_eval")
     md = train_eval.markdown(train_eval.benchmark_json(res, "cmd"))
     assert "During its SFT (first 4 positions): step 2 (" in md and f"step {steps} (" in md
 
