@@ -43,6 +43,21 @@ def test_merged_copy_decodes_like_the_lora_model_and_follows_updates(lora_av):
     assert engine.mode_of(merged.verbalizer) == "eager"
 
 
+def test_sft_loss_scores_only_response_tokens_like_a_full_forward(lora_av):
+    from nlakit.train.av_sft import sft_loss
+
+    v = torch.randn(3, lora_av.meta.d_model)
+    responses = [[5, 6, 7, 2], [9, 2], [11, 12, 13, 14, 15, 2]]
+    loss = sft_loss(lora_av, v, responses, None)
+    embeds, attn, labels = lora_av.batch(v, responses)
+    with torch.no_grad():
+        logits = lora_av.model(inputs_embeds=embeds, attention_mask=attn).logits  # every position
+    want = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+    assert torch.allclose(loss.detach(), want, atol=1e-5)
+    loss.backward()  # gradients reach the adapters through the kept positions
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in lora_av.model.named_parameters() if "lora_A" in n)
+
+
 def test_token_logprobs_match_a_full_softmax(lora_av):
     v = torch.randn(3, lora_av.meta.d_model)
     responses = [[5, 6, 7, 2], [9, 2], [11, 12, 13, 14, 15, 2]]

@@ -53,11 +53,15 @@ def new_av(target, meta, rank: int) -> Verbalizer:
 
 def sft_loss(av: Verbalizer, vectors: torch.Tensor, responses: list[list[int]], dtype,
              forward: torch.nn.Module | None = None) -> torch.Tensor:
-    """Cross-entropy per response token, averaged over the batch's tokens; `forward` runs `av.model` instead (its DDP wrapper)."""
+    """Cross-entropy per response token, averaged over the batch's tokens; `forward` runs `av.model` instead (its DDP wrapper).
+
+    Logits only where a response token is predicted (positions P-1 .. P+R-2; the prompt's are never scored), so the
+    LM head and the fp32 log-softmax cover R of the P+R positions."""
     embeds, mask, labels = av.batch(vectors, responses)
+    R = labels.shape[1] - len(av.prompt_ids)
     with torch.autocast(device_type=embeds.device.type, dtype=dtype, enabled=dtype is not None):
-        logits = (forward or av.model)(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits  # (B, T, V)
-    return torch.nn.functional.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+        logits = (forward or av.model)(inputs_embeds=embeds, attention_mask=mask, use_cache=False, logits_to_keep=R + 1).logits
+    return torch.nn.functional.cross_entropy(logits[:, :R].float().flatten(0, 1), labels[:, -R:].flatten(), ignore_index=-100)
 
 
 def train_av(cfg: AVConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None, ar: Reconstructor, ref: Reference, out: Path,
