@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from nlakit.io import write_json  # noqa: E402
+from nlakit.io import read_json, write_json  # noqa: E402
 from nlakit.train.config import load_config, parse_settings  # noqa: E402
 from nlakit.train.pipeline import train_all  # noqa: E402
 
@@ -160,7 +160,7 @@ def render(results: Path, docs: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    res = json.loads(results.read_text())
+    res = read_json(results)  # .json or .json.gz
     bench = benchmark_json(res, res.get("command", "python benchmarks/train_eval.py"))
     write_json(docs / "train_eval.json", bench)
     by_name = {r["name"]: r["fve_nrm"] for r in bench["rows"]}
