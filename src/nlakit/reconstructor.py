@@ -90,8 +90,10 @@ class Reconstructor(nn.Module):
     def format(self, explanation: str) -> str:
         return self.meta.ar_template.format(explanation=explanation.strip())
 
-    def encode(self, explanations: list[str], max_length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-padded (ids, mask) of the AR prompts, (B, T) each."""
+    def encode(self, explanations: list[str], max_length: int | None = None,
+               pad_to: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded (ids, mask) of the AR prompts, (B, T) each; T is the longest row rounded up to a multiple of
+        `pad_to`."""
         texts = [self.format(e) for e in explanations]
         rows = [self.tokenizer.encode(t, add_special_tokens=True) for t in texts]
         if max_length is not None:  # keep the suffix: the read position must stay on the template's last token
@@ -102,7 +104,7 @@ class Reconstructor(nn.Module):
                 raise NlakitError(f"the AR prompt ends in {list(tail)}, the sidecar expects {list(self.meta.critic_suffix_ids)}",
                                   "use the AR's own tokenizer and prompt_templates.ar")
             self._suffix_checked = True
-        T = max(len(r) for r in rows)
+        T = -(-max(len(r) for r in rows) // pad_to) * pad_to
         ids = torch.full((len(rows), T), pad_id(self.tokenizer), dtype=torch.long)
         mask = torch.zeros_like(ids)
         for i, r in enumerate(rows):
@@ -110,11 +112,18 @@ class Reconstructor(nn.Module):
             mask[i, : len(r)] = 1
         return ids, mask
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        h = self.backbone(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                read: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, D) predictions at the read position of each row: `read` (B,) where given, else the rightmost attended
+        position of the (B, T) `attention_mask`. With `read`, the mask may be None or a 4D causal one: for right-padded
+        rows (what `encode` gives) every real token then sees only real tokens, as with the padding mask (the form
+        a CUDA graph captures, `nlakit.train.graphs.causal_mask`)."""
+        mask = None if attention_mask is None else attention_mask.to(self.device)
+        h = self.backbone(input_ids=input_ids.to(self.device), attention_mask=mask,
                           use_cache=False).last_hidden_state  # (B, T, D), no final norm
-        read = attention_mask.to(self.device).cumsum(1).argmax(1)  # rightmost attended position, (B,)
-        h_last = h[torch.arange(h.shape[0], device=h.device), read]  # (B, D)
+        if read is None:
+            read = mask.cumsum(1).argmax(1)  # rightmost attended position, (B,)
+        h_last = h[torch.arange(h.shape[0], device=h.device), read.to(h.device)]  # (B, D)
         with torch.autocast(device_type=h.device.type, enabled=False):  # fp32 head, as the format applies it
             return torch.nn.functional.linear(h_last.float(), self.value_head.weight.float())
 

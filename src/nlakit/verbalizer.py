@@ -182,10 +182,14 @@ class Verbalizer:
         end = self.end_id
         return [self.tokenizer.encode(wrap_explanation(t), add_special_tokens=False) + [end] for t in texts]
 
-    def batch(self, vectors: torch.Tensor, responses: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Teacher-forcing inputs: (embeds (B, P+R, D), attention mask (B, P+R), labels (B, P+R) with -100 off the response)."""
+    def batch(self, vectors: torch.Tensor, responses: list[list[int]],
+              pad_to: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Teacher-forcing inputs: (embeds (B, P+R, D), attention mask (B, P+R), labels (B, P+R) with -100 off the response).
+
+        Right-padded: R is the longest response, rounded up to a multiple of `pad_to`."""
         P = len(self.prompt_ids)
         R = max(len(r) for r in responses)
+        R = -(-R // pad_to) * pad_to
         B = len(responses)
         ids = torch.full((B, P + R), pad_id(self.tokenizer), dtype=torch.long)
         labels = torch.full((B, P + R), -100, dtype=torch.long)

@@ -24,6 +24,7 @@ from nlakit.metrics import Reference, fve_nrm, mse_nrm, summarize
 from nlakit.reconstructor import Reconstructor
 from nlakit.train.common import (Budget, Pairs, add_lora, batches, cast_frozen, cosine_lr, load_lora_state,
                                  lora_state, save_state, seed_everything, stage_done, write_stage_done)
+from nlakit.train.graphs import GRAPH_PAD, StepGraphs, causal_mask
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class ARConfig:
     dtype: str | None = None  # autocast on GPU
     frozen_dtype: str | None = None  # "bfloat16": the frozen weights in bf16 for this stage (LoRA stays fp32); needs dtype (train_all drops it on fp32 runs)
     save_every: int = 50  # steps between partial checkpoints (a killed run resumes from the last one)
+    cuda_graphs: bool = True  # on one GPU, each step replays a CUDA graph per padded length (nlakit.train.graphs)
     curve_positions: int = 256  # held-out positions for the gold-text ceiling during training (0: the final one only)
     curve_every: int = 200  # steps between those measurements, and one at the last step (0: the last step only)
 
@@ -52,15 +54,37 @@ def new_ar(target, meta, rank: int) -> Reconstructor:
     return ar
 
 
+class ReadLoss(torch.nn.Module):
+    """mse_nrm of an AR's predictions on a right-padded batch, from tensors alone: (ids (B, T), read positions (B,),
+    gold (B, D)) -> the mean over rows (`per_sample`: one per row). `model` is the Reconstructor (or its DDP wrapper).
+    No padding mask: causal attention is exact for right padding (`Reconstructor.forward`, `causal_mask`)."""
+
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype | None, per_sample: bool = False, force_mask: bool = False):
+        super().__init__()
+        self.model, self.dtype, self.per_sample, self.force_mask = model, dtype, per_sample, force_mask
+
+    def forward(self, ids: torch.Tensor, read: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+        backbone = getattr(self.model, "module", self.model).backbone  # through a DDP wrapper
+        mask = causal_mask(backbone, ids.shape[1], ids.device, force=self.force_mask)  # None: causal alone
+        # cache_enabled=False: autocast's weight-cast cache cannot live across CUDA graph replays (StepGraphs)
+        with torch.autocast(device_type=ids.device.type, dtype=self.dtype, enabled=self.dtype is not None, cache_enabled=False):
+            pred = self.model(ids, mask, read)
+        per = mse_nrm(pred.float(), gold)
+        return per if self.per_sample else per.mean()
+
+
+def ar_inputs(ar: Reconstructor, texts: list[str], gold: torch.Tensor, max_length: int,
+              pad_to: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ReadLoss's inputs on the AR's device: the encoded texts, each row's last real position, the gold vectors."""
+    ids, mask = ar.encode(texts, max_length=max_length, pad_to=pad_to)
+    return ids.to(ar.device), (mask.sum(1) - 1).to(ar.device), gold.to(ar.device)
+
+
 def ar_loss(ar: Reconstructor, texts: list[str], gold: torch.Tensor, max_length: int, dtype,
             forward: torch.nn.Module | None = None, per_sample: bool = False) -> torch.Tensor:
     """mse_nrm of the AR's predictions, averaged over the texts (`per_sample`: one per text); `forward` runs the AR
     instead (its DDP wrapper)."""
-    ids, mask = ar.encode(texts, max_length=max_length)
-    with torch.autocast(device_type=ar.device.type, dtype=dtype, enabled=dtype is not None):
-        pred = (forward or ar)(ids, mask)
-    per = mse_nrm(pred.float(), gold.to(ar.device))
-    return per if per_sample else per.mean()
+    return ReadLoss(forward or ar, dtype, per_sample)(*ar_inputs(ar, texts, gold, max_length))
 
 
 def ar_optimizer(ar: Reconstructor, lr: float, head_lr: float) -> torch.optim.Optimizer:
@@ -106,6 +130,8 @@ def train_ar(cfg: ARConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
     distributed.require_shares({"ar.batch_size": cfg.batch_size})
     model = distributed.data_parallel(ar)  # gradients averaged over ranks; `ar` itself in one process
     curve_pairs = eval_pairs.head(cfg.curve_positions) if eval_pairs is not None and cfg.curve_positions > 0 else None
+    step_loss = StepGraphs(ReadLoss(model, dtype), enabled=cfg.cuda_graphs, name="ar_sft")
+    pad_to = GRAPH_PAD if step_loss.enabled else 1  # a few lengths, a graph each
     ar.train()
     for step, total, idx in batches(len(data), cfg.batch_size, seed=cfg.seed, epochs=cfg.epochs):
         if step < start:
@@ -113,7 +139,7 @@ def train_ar(cfg: ARConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, total, g["base_lr"])
         mine = distributed.shard(idx)  # this rank's share of the batch
-        loss = ar_loss(ar, [texts[i] for i in mine], data.vectors[mine], cfg.max_length, dtype, forward=model)
+        loss = step_loss(*ar_inputs(ar, [texts[i] for i in mine], data.vectors[mine], cfg.max_length, pad_to))
         opt.zero_grad(set_to_none=True)
         (loss * distributed.loss_weight(len(mine), len(idx))).backward()
         torch.nn.utils.clip_grad_norm_([p for p in ar.parameters() if p.requires_grad], 1.0)
@@ -133,11 +159,14 @@ def train_ar(cfg: ARConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
         if budget is not None and distributed.any_rank(budget.out(margin=30)) and step + 1 < total:
             log.warning("AR stage stopped by the time budget at step %d/%d; the next call continues it", step + 1, total)
             save_partial(step + 1)
+            step_loss.close()
             return ar.eval()
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total:
             save_partial(step + 1)
+    step_loss.close()
     ar.eval()
-    summary = {"config": asdict(cfg), "steps": len(losses), "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:]))}
+    summary = {"config": asdict(cfg), "steps": len(losses), "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
+               "step_mode": step_loss.mode}
     if curve:
         summary["gold_curve"] = {"positions": min(cfg.curve_positions, len(eval_pairs)) if eval_pairs is not None else None,
                                  "points": curve}

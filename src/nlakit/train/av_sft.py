@@ -22,6 +22,7 @@ from nlakit.metrics import Reference
 from nlakit.reconstructor import Reconstructor
 from nlakit.train.common import (Budget, MergedAV, Pairs, add_lora, batches, cast_frozen, cosine_lr, load_lora_state,
                                  lora_state, save_state, seed_everything, stage_done, write_stage_done)
+from nlakit.train.graphs import GRAPH_PAD, StepGraphs, causal_mask
 from nlakit.train.heldout import evaluate_heldout
 from nlakit.verbalizer import Verbalizer
 
@@ -40,6 +41,7 @@ class AVConfig:
     frozen_dtype: str | None = None  # "bfloat16": the frozen weights in bf16 for this stage (LoRA stays fp32); needs dtype (train_all drops it on fp32 runs)
     eval_max_new_tokens: int = 96
     save_every: int = 50  # steps between partial checkpoints (a killed run resumes from the last one)
+    cuda_graphs: bool = True  # on one GPU, each step replays a CUDA graph per padded length (nlakit.train.graphs)
 
 
 def new_av(target, meta, rank: int) -> Verbalizer:
@@ -51,17 +53,38 @@ def new_av(target, meta, rank: int) -> Verbalizer:
     return Verbalizer(model, target.tokenizer, meta)
 
 
-def sft_loss(av: Verbalizer, vectors: torch.Tensor, responses: list[list[int]], dtype,
-             forward: torch.nn.Module | None = None) -> torch.Tensor:
-    """Cross-entropy per response token, averaged over the batch's tokens; `forward` runs `av.model` instead (its DDP wrapper).
+class ResponseLoss(torch.nn.Module):
+    """Cross-entropy per response token, averaged over the batch's tokens, from tensors alone: (embeds (B, P+R, D),
+    labels (B, R) with -100 on padding) -> the loss. `model` is the AV's model (or its DDP wrapper).
 
     Logits only where a response token is predicted (positions P-1 .. P+R-2; the prompt's are never scored), so the
-    LM head and the fp32 log-softmax cover R of the P+R positions."""
-    embeds, mask, labels = av.batch(vectors, responses)
-    R = labels.shape[1] - len(av.prompt_ids)
-    with torch.autocast(device_type=embeds.device.type, dtype=dtype, enabled=dtype is not None):
-        logits = (forward or av.model)(inputs_embeds=embeds, attention_mask=mask, use_cache=False, logits_to_keep=R + 1).logits
-    return torch.nn.functional.cross_entropy(logits[:, :R].float().flatten(0, 1), labels[:, -R:].flatten(), ignore_index=-100)
+    LM head and the fp32 log-softmax cover R of the P+R positions. No padding mask: the rows share the prompt and are
+    padded on the right, so causal attention gives every real token what the padding mask would (`causal_mask`)."""
+
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype | None, force_mask: bool = False):
+        super().__init__()
+        self.model, self.dtype, self.force_mask = model, dtype, force_mask
+
+    def forward(self, embeds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        R = labels.shape[1]
+        mask = causal_mask(self.model, embeds.shape[1], embeds.device, force=self.force_mask)  # None: causal alone
+        # cache_enabled=False: autocast's weight-cast cache cannot live across CUDA graph replays (StepGraphs)
+        with torch.autocast(device_type=embeds.device.type, dtype=self.dtype, enabled=self.dtype is not None, cache_enabled=False):
+            logits = self.model(inputs_embeds=embeds, attention_mask=mask, use_cache=False, logits_to_keep=R + 1).logits
+        return torch.nn.functional.cross_entropy(logits[:, :R].float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+
+
+def sft_inputs(av: Verbalizer, vectors: torch.Tensor, responses: list[list[int]],
+               pad_to: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """ResponseLoss's inputs: the injected embeddings and the response labels (R rounded up to a multiple of `pad_to`)."""
+    embeds, _, labels = av.batch(vectors, responses, pad_to=pad_to)
+    return embeds, labels[:, len(av.prompt_ids):]
+
+
+def sft_loss(av: Verbalizer, vectors: torch.Tensor, responses: list[list[int]], dtype,
+             forward: torch.nn.Module | None = None) -> torch.Tensor:
+    """ResponseLoss on one batch; `forward` runs `av.model` instead (its DDP wrapper)."""
+    return ResponseLoss(forward or av.model, dtype)(*sft_inputs(av, vectors, responses))
 
 
 def train_av(cfg: AVConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None, ar: Reconstructor, ref: Reference, out: Path,
@@ -97,6 +120,8 @@ def train_av(cfg: AVConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
 
     distributed.require_shares({"av.batch_size": cfg.batch_size})
     model = distributed.data_parallel(av.model)  # gradients averaged over ranks; `av.model` itself in one process
+    step_loss = StepGraphs(ResponseLoss(model, dtype), enabled=cfg.cuda_graphs, name="av_sft")
+    pad_to = GRAPH_PAD if step_loss.enabled else 1  # a few lengths, a graph each
     av.model.train()
     for step, total, idx in batches(len(data), cfg.batch_size, seed=cfg.seed, epochs=cfg.epochs):
         if step < start:
@@ -105,7 +130,7 @@ def train_av(cfg: AVConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
             g["lr"] = cosine_lr(step, total, cfg.lr)
         mine = distributed.shard(idx)  # this rank's share of the batch; the loss is a mean over response tokens
         n_mine, n_all = sum(len(responses[i]) for i in mine), sum(len(responses[i]) for i in idx)
-        loss = sft_loss(av, data.vectors[mine], [responses[i] for i in mine], dtype, forward=model)
+        loss = step_loss(*sft_inputs(av, data.vectors[mine], [responses[i] for i in mine], pad_to))
         opt.zero_grad(set_to_none=True)
         (loss * distributed.loss_weight(n_mine, n_all)).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -116,12 +141,15 @@ def train_av(cfg: AVConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
         if budget is not None and distributed.any_rank(budget.out(margin=60)) and step + 1 < total:
             log.warning("AV stage stopped by the time budget at step %d/%d; the next call continues it", step + 1, total)
             save_partial(step + 1)
+            step_loss.close()
             av.model.eval()
             return av
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total:
             save_partial(step + 1)
+    step_loss.close()
     av.model.eval()
-    summary = {"config": asdict(cfg), "steps": len(losses), "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:]))}
+    summary = {"config": asdict(cfg), "steps": len(losses), "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
+               "step_mode": step_loss.mode}
     if eval_pairs is not None and distributed.is_main():
         decoder = MergedAV(av, dtype).sync().verbalizer  # LoRA merged: the engine's fast path
         summary["eval"] = evaluate_heldout(decoder, ar, eval_pairs, ref, max_new_tokens=cfg.eval_max_new_tokens, dtype=dtype)
