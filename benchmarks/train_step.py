@@ -58,7 +58,7 @@ def time_steps(model, batch: int, length: int, steps: int, device: str, mode: st
     embeds = (torch.randn(batch, length, d, generator=g) * 0.02).to(device, next(model.parameters()).dtype)
     labels = torch.randint(0, model.config.vocab_size, (batch, length // 2), generator=g).to(device)
     loss_module = ResponseLoss(torch.compile(model, dynamic=False) if mode == "compiled" else model, dtype)
-    graphs = StepGraphs(loss_module, enabled=mode == "graphs", name=f"bench b={batch}") if mode == "graphs" else None
+    graphs = StepGraphs(loss_module, name=f"bench b={batch}") if mode == "graphs" else None
     fwd = graphs or loss_module
 
     def step() -> float:

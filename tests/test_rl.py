@@ -44,11 +44,11 @@ def test_merged_copy_decodes_like_the_lora_model_and_follows_updates(lora_av):
 
 
 def test_sft_loss_scores_only_response_tokens_like_a_full_forward(lora_av):
-    from nlakit.train.av_sft import sft_loss
+    from nlakit.train.av_sft import ResponseLoss, sft_inputs
 
     v = torch.randn(3, lora_av.meta.d_model)
     responses = [[5, 6, 7, 2], [9, 2], [11, 12, 13, 14, 15, 2]]
-    loss = sft_loss(lora_av, v, responses, None)
+    loss = ResponseLoss(lora_av.model, None)(*sft_inputs(lora_av, v, responses))
     embeds, attn, labels = lora_av.batch(v, responses)
     with torch.no_grad():
         logits = lora_av.model(inputs_embeds=embeds, attention_mask=attn).logits  # every position

@@ -24,7 +24,7 @@ from nlakit.metrics import Reference, fve_nrm, mse_nrm, summarize
 from nlakit.reconstructor import Reconstructor
 from nlakit.train.common import (Budget, Pairs, add_lora, batches, cast_frozen, cosine_lr, load_lora_state,
                                  lora_state, save_state, seed_everything, stage_done, write_stage_done)
-from nlakit.train.graphs import GRAPH_PAD, StepGraphs, causal_mask
+from nlakit.train.graphs import StepGraphs, causal_mask
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,6 @@ def train_ar(cfg: ARConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
     model = distributed.data_parallel(ar)  # gradients averaged over ranks; `ar` itself in one process
     curve_pairs = eval_pairs.head(cfg.curve_positions) if eval_pairs is not None and cfg.curve_positions > 0 else None
     step_loss = StepGraphs(ReadLoss(model, dtype), enabled=cfg.cuda_graphs, name="ar_sft")
-    pad_to = GRAPH_PAD if step_loss.enabled else 1  # a few lengths, a graph each
     ar.train()
     for step, total, idx in batches(len(data), cfg.batch_size, seed=cfg.seed, epochs=cfg.epochs):
         if step < start:
@@ -139,7 +138,7 @@ def train_ar(cfg: ARConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, total, g["base_lr"])
         mine = distributed.shard(idx)  # this rank's share of the batch
-        loss = step_loss(*ar_inputs(ar, [texts[i] for i in mine], data.vectors[mine], cfg.max_length, pad_to))
+        loss = step_loss(*ar_inputs(ar, [texts[i] for i in mine], data.vectors[mine], cfg.max_length, step_loss.pad_to))
         opt.zero_grad(set_to_none=True)
         (loss * distributed.loss_weight(len(mine), len(idx))).backward()
         torch.nn.utils.clip_grad_norm_([p for p in ar.parameters() if p.requires_grad], 1.0)

@@ -22,7 +22,7 @@ from nlakit.metrics import Reference
 from nlakit.reconstructor import Reconstructor
 from nlakit.train.common import (Budget, MergedAV, Pairs, add_lora, batches, cast_frozen, cosine_lr, load_lora_state,
                                  lora_state, save_state, seed_everything, stage_done, write_stage_done)
-from nlakit.train.graphs import GRAPH_PAD, StepGraphs, causal_mask
+from nlakit.train.graphs import StepGraphs, causal_mask
 from nlakit.train.heldout import evaluate_heldout
 from nlakit.verbalizer import Verbalizer
 
@@ -81,12 +81,6 @@ def sft_inputs(av: Verbalizer, vectors: torch.Tensor, responses: list[list[int]]
     return embeds, labels[:, len(av.prompt_ids):]
 
 
-def sft_loss(av: Verbalizer, vectors: torch.Tensor, responses: list[list[int]], dtype,
-             forward: torch.nn.Module | None = None) -> torch.Tensor:
-    """ResponseLoss on one batch; `forward` runs `av.model` instead (its DDP wrapper)."""
-    return ResponseLoss(forward or av.model, dtype)(*sft_inputs(av, vectors, responses))
-
-
 def train_av(cfg: AVConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None, ar: Reconstructor, ref: Reference, out: Path,
              budget: Budget | None = None, log_fn: Callable[[dict], None] | None = None) -> Verbalizer:
     """Train the AV on the ``av`` split; resumable from ``out/av_sft.pt``.
@@ -121,7 +115,6 @@ def train_av(cfg: AVConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
     distributed.require_shares({"av.batch_size": cfg.batch_size})
     model = distributed.data_parallel(av.model)  # gradients averaged over ranks; `av.model` itself in one process
     step_loss = StepGraphs(ResponseLoss(model, dtype), enabled=cfg.cuda_graphs, name="av_sft")
-    pad_to = GRAPH_PAD if step_loss.enabled else 1  # a few lengths, a graph each
     av.model.train()
     for step, total, idx in batches(len(data), cfg.batch_size, seed=cfg.seed, epochs=cfg.epochs):
         if step < start:
@@ -130,7 +123,7 @@ def train_av(cfg: AVConfig, target, meta, pairs: Pairs, eval_pairs: Pairs | None
             g["lr"] = cosine_lr(step, total, cfg.lr)
         mine = distributed.shard(idx)  # this rank's share of the batch; the loss is a mean over response tokens
         n_mine, n_all = sum(len(responses[i]) for i in mine), sum(len(responses[i]) for i in idx)
-        loss = step_loss(*sft_inputs(av, data.vectors[mine], [responses[i] for i in mine], pad_to))
+        loss = step_loss(*sft_inputs(av, data.vectors[mine], [responses[i] for i in mine], step_loss.pad_to))
         opt.zero_grad(set_to_none=True)
         (loss * distributed.loss_weight(n_mine, n_all)).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -66,6 +66,7 @@ class StepGraphs:
         self.off_reason: str | None = None
         on_gpu = any(p.is_cuda for p in loss_module.parameters())
         self.enabled = bool(enabled and on_gpu and distributed.world() == 1)
+        self.pad_to = GRAPH_PAD if self.enabled else 1  # the stage pads its inputs to this: a few lengths, a graph each
 
     def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
