@@ -72,13 +72,46 @@ def test_float32_greedy_is_batch_invariant(lively):
     assert engine.generate(av, v.flip(0), max_new_tokens=16, engine="fast", batch_size=3)[::-1] == alone
 
 
-@pytest.mark.parametrize("attention", ["matmul", "reduce"])
-def test_small_queue_runs_in_passes(lively, attention):
+@pytest.mark.parametrize("attention,prefix_gemm", [("matmul", "float32"), ("reduce", "float32"), ("reduce", "model")])
+def test_small_queue_runs_in_passes(lively, attention, prefix_gemm):
     av = make_av(lively)
     v = vectors(7, lively.d_model, seed=1)
-    eng = engine.Engine(av, engine.EngineConfig(slots=3, max_new_tokens=12, queue=4, sync_every=5, attention=attention))
+    eng = engine.Engine(av, engine.EngineConfig(slots=3, max_new_tokens=12, queue=4, sync_every=5, attention=attention,
+                                                prefix_gemm=prefix_gemm))
     assert eng.run(v) == av.generate_ids(v, max_new_tokens=12)
     assert eng.run(v[:2]) == av.generate_ids(v[:2], max_new_tokens=12)  # reusable, fewer rows than slots
+
+
+def test_prefix_gemms_in_bf16_stay_close_to_fp32():
+    """The reduce path's shared-prefix GEMMs in bf16 (prefix_gemm="model") give the fp32 attention output to bf16
+    precision, masks and the one softmax over prefix and row cache included."""
+    from nlakit.blocks import _attend_reduce
+
+    class A:  # the three things _attend_reduce reads of an Arch
+        n_kv, n_heads, head_dim = 2, 6, 16
+
+        @staticmethod
+        def softcap(s):
+            return s
+
+    g = torch.Generator().manual_seed(0)
+    B, S, L = 5, 9, 7
+    q, kc, vc = (torch.randn(*shape, generator=g).bfloat16() for shape in
+                 [(B, 6, 1, 16), (B, 2, L, 16), (B, 2, L, 16)])
+    kp, vp = (torch.randn(2, S, 16, generator=g).bfloat16() for _ in range(2))
+    pmask = torch.rand(B, S, generator=g) > 0.3
+    rmask = torch.rand(B, L, generator=g) > 0.3
+    rmask[:, 0] = True
+    ref = _attend_reduce(A, q, kc, vc, kp, vp, pmask, rmask, 0.25).float()
+    got = _attend_reduce(A, q, kc, vc, kp, vp, pmask, rmask, 0.25, prefix_fp32=False).float()
+    assert got.shape == ref.shape == (B, 6, 1, 16)
+    assert torch.allclose(got, ref, atol=3e-2, rtol=3e-2)
+    assert not torch.equal(got, ref)  # the bf16 path is a different computation, not the same one twice
+
+
+def test_unknown_prefix_gemm_is_one_clear_error():
+    with pytest.raises(NlakitError, match="prefix_gemm='fp16' is not float32 or model"):
+        engine.EngineConfig(prefix_gemm="fp16")
 
 
 def test_hf_engine_is_generate_ids(tiny_llama):

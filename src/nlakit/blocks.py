@@ -305,13 +305,16 @@ def ar_rows(ar, explanations: list[str]) -> list[list[int]]:
 # ---- one block of the decode step ------------------------------------------------------------------------
 def decode_layer(a: Arch, layer: torch.nn.Module, fw: tuple | None, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                  kc: torch.Tensor, vc: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor, rows: torch.Tensor,
-                 t: torch.Tensor, pmask: torch.Tensor | None, rmask: torch.Tensor, scale: float, reduce: bool) -> torch.Tensor:
+                 t: torch.Tensor, pmask: torch.Tensor | None, rmask: torch.Tensor, scale: float, reduce: bool,
+                 prefix_fp32: bool = True) -> torch.Tensor:
     """One block for one new token per row. x (B, 1, D); kc/vc (B, KV, L, hd) per-row cache, written at t (B,);
     kp/vp (KV, S, hd) shared prefix; pmask (B, S) / rmask (B, L) visible keys. Returns (B, 1, D).
 
     `reduce=True` (the compiled path) writes the row part of attention as broadcast-multiply-and-sum: inductor
     turns it into fused reductions that read the bf16 cache once and accumulate in fp32, where batched cuBLAS
     calls of (g x hd) @ (hd x L) ran at a fraction of bandwidth (H100 profile). `reduce=False` uses matmuls (eager).
+    `prefix_fp32=False` runs the reduce path's two shared-prefix GEMMs in the model's dtype (cuBLAS accumulates bf16
+    in fp32; the scores are rounded to bf16 once, as in the matmul path) instead of casting q, K and V to fp32.
     """
     B = x.shape[0]
 
@@ -319,7 +322,7 @@ def decode_layer(a: Arch, layer: torch.nn.Module, fw: tuple | None, x: torch.Ten
         kc[rows, :, t] = k[:, :, 0]
         vc[rows, :, t] = v[:, :, 0]
         if reduce:
-            return _attend_reduce(a, q, kc, vc, kp, vp, pmask, rmask, scale)
+            return _attend_reduce(a, q, kc, vc, kp, vp, pmask, rmask, scale, prefix_fp32)
         qg = q.view(B, a.n_kv, -1, a.head_dim)  # (B, KV, g, hd)
         sp = a.softcap(torch.einsum("bkgd,ksd->bkgs", qg, kp) * scale)  # (B, KV, g, S): shared prefix
         sr = a.softcap(qg @ kc.transpose(-1, -2) * scale)  # (B, KV, g, L): the row's own keys
@@ -334,17 +337,27 @@ def decode_layer(a: Arch, layer: torch.nn.Module, fw: tuple | None, x: torch.Ten
     return a.block(layer, x, cos, sin, attend, fw)
 
 
-def _attend_reduce(a: Arch, q, kc, vc, kp, vp, pmask, rmask, scale: float) -> torch.Tensor:
-    """Decode attention in fp32 over the shared prefix (small GEMMs) and the row cache (fused reductions)."""
+def _attend_reduce(a: Arch, q, kc, vc, kp, vp, pmask, rmask, scale: float, prefix_fp32: bool = True) -> torch.Tensor:
+    """Decode attention in fp32 over the shared prefix (small GEMMs) and the row cache (fused reductions).
+    `prefix_fp32=False`: the prefix GEMMs take their inputs in the model's dtype and only their outputs go to fp32."""
     B = q.shape[0]
-    qg = q.view(B, a.n_kv, -1, a.head_dim).float()  # (B, KV, g, hd)
-    sp = a.softcap(torch.einsum("bkgd,ksd->bkgs", qg, kp.float()) * scale)  # (B, KV, g, S)
+    qm = q.view(B, a.n_kv, -1, a.head_dim)  # (B, KV, g, hd)
+    qg = qm.float()
+    if prefix_fp32:
+        sp = torch.einsum("bkgd,ksd->bkgs", qg, kp.float())  # (B, KV, g, S)
+    else:
+        sp = torch.einsum("bkgd,ksd->bkgs", qm, kp).float()
+    sp = a.softcap(sp * scale)
     sr = a.softcap((qg[:, :, :, None, :] * kc[:, :, None]).sum(-1) * scale)  # (B, KV, g, L)
     if pmask is not None:
         sp = sp.masked_fill(~pmask[:, None, None], float("-inf"))
     sr = sr.masked_fill(~rmask[:, None, None], float("-inf"))
     m = torch.maximum(sp.amax(-1), sr.amax(-1))[..., None]  # (B, KV, g, 1): one softmax over both parts
     ep, er = torch.exp(sp - m), torch.exp(sr - m)
-    o = torch.einsum("bkgs,ksd->bkgd", ep, vp.float()) + (er[..., None] * vc[:, :, None]).sum(-2)  # (B, KV, g, hd)
+    if prefix_fp32:
+        op = torch.einsum("bkgs,ksd->bkgd", ep, vp.float())
+    else:  # probabilities in [0, 1] lose little in bf16; the sum over the prefix accumulates in fp32 inside cuBLAS
+        op = torch.einsum("bkgs,ksd->bkgd", ep.to(vp.dtype), vp).float()
+    o = op + (er[..., None] * vc[:, :, None]).sum(-2)  # (B, KV, g, hd)
     o = o / (ep.sum(-1, keepdim=True) + er.sum(-1, keepdim=True))
     return o.to(q.dtype).reshape(B, a.n_heads, 1, a.head_dim)

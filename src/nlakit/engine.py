@@ -53,6 +53,7 @@ class EngineConfig:
     queue: int = 0  # rows queued on the device per pass; 0 = max(16 x slots, 4096). Longer inputs run in passes
     dynamic_batch: bool = True  # compile with a symbolic batch size, so engines of other sizes reuse the kernels
     attention: str = "auto"  # "reduce" (fused fp32 reductions), "matmul", or auto: reduce when compiled, else matmul
+    prefix_gemm: str = "float32"  # reduce path: the shared-prefix GEMMs in "float32" or in the "model" dtype (bf16)
 
     def __post_init__(self):
         if self.slots < 1:
@@ -65,6 +66,8 @@ class EngineConfig:
             raise NlakitError(f"queue={self.queue} is negative", "pass queue >= 0 (0 = automatic)")
         if self.attention not in ("auto", "reduce", "matmul"):
             raise NlakitError(f"attention={self.attention!r} is not auto, reduce or matmul", "pass one of those")
+        if self.prefix_gemm not in ("float32", "model"):
+            raise NlakitError(f"prefix_gemm={self.prefix_gemm!r} is not float32 or model", "pass one of those")
 
     @property
     def capacity(self) -> int:
@@ -187,7 +190,8 @@ class Engine:
             cos, sin = rope[self._lt_index[i]]
             pmask, rmask = masks[self._w_index[i]]
             x = self._layer_fn(a, layer, self._fw[i], x, cos, sin, self.kc[i], self.vc[i], self.kp[i], self.vp[i],
-                               self.slots, self.t, pmask, rmask, a.scaling[i], self._reduce)
+                               self.slots, self.t, pmask, rmask, a.scaling[i], self._reduce,
+                               self.cfg.prefix_gemm == "float32")
         self._post_fn(x)
 
     # ---- setup -------------------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ class BenchConfig:
     max_seq_len: int = 512
     corpus: str | None = None  # a .jsonl(.gz) with "text"; default: the shared corpus if present, else built-in text
     profile: bool = True
-    ablations: bool = True  # at the largest batch on CUDA: the engine without fusion / CUDA graph / compile
+    ablations: bool = True  # at the largest batch on CUDA: bf16 prefix GEMMs; the engine without fusion / graph / compile
     compile: bool | None = None
     cuda_graph: bool | None = None
     sync_every: int = 16
@@ -308,7 +308,8 @@ def run(cfg: BenchConfig, *, out_path: str | Path | None = None,
     # ---- what each engine ingredient buys, at the largest batch (CUDA only: on CPU they are all the same path) ----
     B = max(cfg.batch_sizes)
     v = vecs[: B * cfg.n_batches]
-    variants = [("attention as batched cuBLAS matmuls (first H100 run)", dict(attention="matmul")),
+    variants = [("shared-prefix GEMMs in the model dtype (prefix_gemm=model)", dict(prefix_gemm="model")),
+                ("attention as batched cuBLAS matmuls (first H100 run)", dict(attention="matmul")),
                 ("no weight fusion", dict(fuse=False)),
                 ("no CUDA graph (compiled step launched op by op)", dict(cuda_graph=False)),
                 ("no torch.compile (eager step in a CUDA graph)", dict(compile=False))]
