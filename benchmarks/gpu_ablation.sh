@@ -9,14 +9,15 @@
 # summaries and variants.tgz (each variant's results, log and config).
 # On a machine that drops commands after 10 minutes, start it with `setsid nohup ... &` and poll the pid it writes to
 # $WORK/job.pid. Then, here: `python benchmarks/rl_ablation.py --table rl_ablation.json` for the table.
-# CONFIG, MINUTES, VARIANTS and AR_VARIANTS override the defaults below (a space-separated list each).
+# CONFIG, MINUTES, VARIANTS and AR_VARIANTS override the defaults below (a space-separated list each; AR_VARIANTS=""
+# runs no AR variant).
 set -euo pipefail
 : "${TARGET:?set TARGET to the target model (a .gguf, an HF dir, smollm2)}"
 : "${WORK:?set WORK to an empty folder for the run}"
 CONFIG=${CONFIG:-configs/smollm2-l20.yaml}
 MINUTES=${MINUTES:-2.5}
 VARIANTS=${VARIANTS:-"base frozen_dtype=bfloat16 reward=log_mse"}
-AR_VARIANTS=${AR_VARIANTS:-"epochs=4"}
+AR_VARIANTS=${AR_VARIANTS-"epochs=4"}
 EXPORT=${EXPORT:-$WORK/export}
 export PYTHONUNBUFFERED=1 PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$WORK" "$EXPORT"
