@@ -10,7 +10,7 @@
 # On a machine that drops commands after 10 minutes, start it with `setsid nohup ... &` and poll the pid it writes to
 # $WORK/job.pid. Then, here: `python benchmarks/rl_ablation.py --table rl_ablation.json` for the table.
 # CONFIG, MINUTES, VARIANTS and AR_VARIANTS override the defaults below (a space-separated list each; AR_VARIANTS=""
-# runs no AR variant).
+# runs no AR variant); EVAL_EVERY=100 adds each variant's in-run held-out curve (rl.eval_n positions).
 set -euo pipefail
 : "${TARGET:?set TARGET to the target model (a .gguf, an HF dir, smollm2)}"
 : "${WORK:?set WORK to an empty folder for the run}"
@@ -18,6 +18,7 @@ CONFIG=${CONFIG:-configs/smollm2-l20.yaml}
 MINUTES=${MINUTES:-2.5}
 VARIANTS=${VARIANTS:-"base frozen_dtype=bfloat16 reward=log_mse"}
 AR_VARIANTS=${AR_VARIANTS-"epochs=4"}
+EVAL_EVERY=${EVAL_EVERY:-0}
 EXPORT=${EXPORT:-$WORK/export}
 export PYTHONUNBUFFERED=1 PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$WORK" "$EXPORT"
@@ -35,7 +36,7 @@ variant_args=()
 for v in $VARIANTS; do variant_args+=(--variant "$v"); done
 for v in $AR_VARIANTS; do variant_args+=(--ar-variant "$v"); done
 python benchmarks/rl_ablation.py --run "$WORK/run" --config "$CONFIG" --target "$TARGET" --minutes "$MINUTES" \
-  --out "$WORK/abl" "${variant_args[@]}" --export "$EXPORT"
+  --out "$WORK/abl" "${variant_args[@]}" --eval-every "$EVAL_EVERY" --export "$EXPORT"
 echo "ABLATION done at $(( $(date +%s) - t0 )) s"
 (cd "$WORK/abl" && tar czf "$EXPORT/variants.tgz" \
   ./*/results.json ./*/log.jsonl ./*/config.yaml)

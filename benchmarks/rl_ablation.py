@@ -3,6 +3,7 @@
     # after a run has finished its supervised stages (RUN holds data/, ar_sft.pt, av_sft.pt, meta/):
     python benchmarks/rl_ablation.py --run /root/run --target /root/m/smol.gguf --minutes 2.5 --out /root/abl \
         --variant base --variant lr=1e-4 --variant ppo_epochs=2 --ar-variant epochs=4 --export $OUT
+    # --eval-every 100: also the in-run held-out curve of each variant (rl.eval_n positions, not counted in its minutes)
     # here: the markdown table from the exported JSON
     python benchmarks/rl_ablation.py --table docs/benchmarks/rl_ablation.json
 
@@ -62,11 +63,11 @@ def copy_stages(run: Path, dest: Path, items: tuple[str, ...]) -> None:
             shutil.copy(src, dst)
 
 
-def run_variant(name: str, changes: dict, run: Path, out: Path, cfg, target, minutes: float) -> dict:
+def run_variant(name: str, changes: dict, run: Path, out: Path, cfg, target, minutes: float, eval_every: int = 0) -> dict:
     vdir = out / dir_name(name)
     if not (vdir / "results.json").exists():
         copy_stages(run, vdir, SUPERVISED)
-    rl = dataclasses.replace(dataclasses.replace(cfg.rl, steps=100000, eval_every=0, max_minutes=minutes), **changes)
+    rl = dataclasses.replace(dataclasses.replace(cfg.rl, steps=100000, eval_every=eval_every, max_minutes=minutes), **changes)
     vcfg = dataclasses.replace(cfg, out=str(vdir), rl=rl, time_budget=None, total_minutes=None, baselines=())  # `minutes` alone ends RL
     t0 = time.monotonic()
     res = _score(train_all(vcfg, target=target))  # RL ends (finished) after `minutes` of its steps, then the final eval
@@ -99,6 +100,7 @@ def _score(final: dict) -> dict:
     steady = hist[5:] or hist  # the first steps include compilation
     return {"rl_steps": final["rl"]["steps_done"], "rl_minutes": sum(h["sec"] for h in hist) / 60,
             "first_step_sec": hist[0]["sec"] if hist else None,  # the process's first variant also pays the compile
+            "curve": [{"step": h["step"], "eval_fve_nrm": h["eval_fve_nrm"]} for h in hist if "eval_fve_nrm" in h],
             "sec_per_step": sum(h["sec"] for h in steady) / max(1, len(steady)),
             "split_sec": {k: sum(h.get(k) or 0.0 for h in steady) / max(1, len(steady))
                           for k in ("gen_sec", "reward_sec", "ref_sec", "policy_sec", "ar_sec", "sync_sec")},
@@ -126,6 +128,10 @@ def table(path: Path) -> str:
         gold = f"{num(r.get('ar_gold_fve_nrm_sft'))} → {num(r.get('ar_gold_fve_nrm_rl'))}"
         lines.append(f"| `{r['name']}` | {r['rl_steps']} | {first} | {r['sec_per_step']:.2f} | {r['fve_nrm']:.3f} | [{ci[0]:.3f}, {ci[1]:.3f}] | "
                      f"{num(r['frozen_ar_fve_nrm'])} | {gold} | {r['parse_rate']:.2f} |")
+    curves = [r for r in d["rows"] if r.get("curve")]
+    if curves:  # in-run held-out evals (--eval-every), on the first eval_n positions
+        lines += ["", f"Held-out fve_nrm during GRPO (first {d.get('eval_n')} positions, greedy), by step:", ""]
+        lines += [f"- `{r['name']}`: " + ", ".join(f"{c['step']}: {c['eval_fve_nrm']:.3f}" for c in r["curve"]) for r in curves]
     return "\n".join(lines) + "\n"
 
 
@@ -140,6 +146,8 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=[], help="RLConfig changes, e.g. lr=1e-4,kl_coef=0.05 (or base)")
     ap.add_argument("--ar-variant", action="append", default=[],
                     help="ARConfig changes, e.g. epochs=4: the AR warm start trained again, then base GRPO from it")
+    ap.add_argument("--eval-every", type=int, default=0,
+                    help="GRPO steps between in-run held-out evals (rl.eval_n positions, as in the full pipeline); 0 = none")
     ap.add_argument("--export", default=None)
     ap.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True,
                     help="first compile the engine with two throwaway steps (--no-warmup: the first variant pays it)")
@@ -166,9 +174,10 @@ def main() -> None:
     for name, changes, ar_changes in runs:
         vcfg = dataclasses.replace(cfg, ar=dataclasses.replace(cfg.ar, **ar_changes))
         vrun = retrain_ar(name, run, out, vcfg, target) if ar_changes else run  # an AR variant's own supervised stages
-        rows.append({**run_variant(name, changes, vrun, out, vcfg, target, args.minutes), "ar_changes": ar_changes})
+        rows.append({**run_variant(name, changes, vrun, out, vcfg, target, args.minutes, args.eval_every), "ar_changes": ar_changes})
         print(json.dumps(rows[-1]), flush=True)
         result = {"command": "python benchmarks/rl_ablation.py " + " ".join(sys.argv[1:]), "minutes": args.minutes,
+                  "eval_n": cfg.rl.eval_n if args.eval_every else None,
                   "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU", "rows": rows}
         write_json(out / "rl_ablation.json", result)
         if args.export:

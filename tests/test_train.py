@@ -228,7 +228,7 @@ def test_rl_ablation_runs_every_variant_from_the_same_warm_start(tmp_path, corpu
     config = save_config(cfg, tmp_path / "cfg")
     monkeypatch.setattr("sys.argv", ["rl_ablation.py", "--run", str(run), "--config", str(config), "--target", "tiny:llama",
                                      "--minutes", "0.002", "--out", str(out), "--variant", "base", "--variant", "lr=1e-4,kl_coef=0",
-                                     "--ar-variant", "lr=2e-3"])
+                                     "--ar-variant", "lr=2e-3", "--eval-every", "1"])
     abl.main()
     d = json.loads((out / "rl_ablation.json").read_text())
     assert [r["name"] for r in d["rows"]] == ["base", "lr=1e-4,kl_coef=0", "ar.lr=2e-3"] and (out / "warm-up" / "results.json").exists()
@@ -245,7 +245,9 @@ def test_rl_ablation_runs_every_variant_from_the_same_warm_start(tmp_path, corpu
         assert r["rl_steps"] >= 1 and r["rl_minutes"] >= 0.002 and r["n"] == cfg.final_eval_positions
         assert (out / vdir / "av_sft.pt").read_bytes() == (run / "av_sft.pt").read_bytes()  # the same warm start
     assert load_config(out / "lr_1e-4+kl_coef_0" / "config.yaml").rl.lr == 1e-4  # the variant's resolved settings
+    assert all(len(r["curve"]) == r["rl_steps"] for r in d["rows"]) and d["eval_n"] == cfg.rl.eval_n  # eval every step
     assert "`lr=1e-4,kl_coef=0`" in abl.table(out / "rl_ablation.json")
+    assert "during GRPO" in abl.table(out / "rl_ablation.json")
     with pytest.raises(NlakitError, match="unknown key 'rl.stepz'"):
         abl.parse_variant("stepz=1")
     with pytest.raises(NlakitError, match="unknown key 'ar.epochz'"):
