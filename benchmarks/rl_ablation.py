@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from nlakit.io import write_json  # noqa: E402
 from nlakit.train.config import build, load_config, parse_settings  # noqa: E402
 from nlakit.train.pipeline import train_all  # noqa: E402
+from nlakit.train.rl import eval_curve  # noqa: E402
 
 SUPERVISED = ("data", "meta", "ar_sft.pt", "ar_sft.done.json", "av_sft.pt", "av_sft.done.json", "timings.json")
 
@@ -100,7 +101,7 @@ def _score(final: dict) -> dict:
     steady = hist[5:] or hist  # the first steps include compilation
     return {"rl_steps": final["rl"]["steps_done"], "rl_minutes": sum(h["sec"] for h in hist) / 60,
             "first_step_sec": hist[0]["sec"] if hist else None,  # the process's first variant also pays the compile
-            "curve": [{"step": h["step"], "eval_fve_nrm": h["eval_fve_nrm"]} for h in hist if "eval_fve_nrm" in h],
+            "curve": eval_curve(hist),
             "sec_per_step": sum(h["sec"] for h in steady) / max(1, len(steady)),
             "split_sec": {k: sum(h.get(k) or 0.0 for h in steady) / max(1, len(steady))
                           for k in ("gen_sec", "reward_sec", "ref_sec", "policy_sec", "ar_sec", "sync_sec")},

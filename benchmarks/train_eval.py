@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from nlakit.io import read_json, write_json  # noqa: E402
 from nlakit.train.config import load_config, parse_settings  # noqa: E402
+from nlakit.train.rl import eval_curve  # noqa: E402
 from nlakit.train.pipeline import train_all  # noqa: E402
 
 CONFIG = ROOT / "configs" / "smollm2-l20.yaml"
@@ -82,7 +83,7 @@ def benchmark_json(res: dict, command: str) -> dict:
         "rl_steps": (res.get("rl") or {}).get("steps_done"),
         "rl_step_split_sec": {k: sum(h.get(k) or 0 for h in steady) / max(1, len(steady)) for k in split_keys},
         "rl_engine_mode": next((h["engine_mode"] for h in hist if "engine_mode" in h), None),
-        "rl_curve": [{"step": h["step"], "eval_fve_nrm": h["eval_fve_nrm"]} for h in hist if "eval_fve_nrm" in h],
+        "rl_curve": eval_curve(hist),
         "rl_train_curve": [{"step": h["step"], "fve_nrm": h.get("fve_nrm"), "kl": h.get("kl"), "length": h.get("length")}
                            for h in hist[::10]],
         "ar_gold_curve": (res.get("ar_sft") or {}).get("gold_curve"),  # {positions, points: [{step, epochs, gold_fve_nrm}]}

@@ -341,23 +341,17 @@ def _attend_reduce(a: Arch, q, kc, vc, kp, vp, pmask, rmask, scale: float, prefi
     """Decode attention in fp32 over the shared prefix (small GEMMs) and the row cache (fused reductions).
     `prefix_fp32=False`: the prefix GEMMs take their inputs in the model's dtype and only their outputs go to fp32."""
     B = q.shape[0]
+    pd = torch.float32 if prefix_fp32 else kp.dtype  # the prefix GEMMs' input dtype; cuBLAS accumulates in fp32
     qm = q.view(B, a.n_kv, -1, a.head_dim)  # (B, KV, g, hd)
     qg = qm.float()
-    if prefix_fp32:
-        sp = torch.einsum("bkgd,ksd->bkgs", qg, kp.float())  # (B, KV, g, S)
-    else:
-        sp = torch.einsum("bkgd,ksd->bkgs", qm, kp).float()
-    sp = a.softcap(sp * scale)
+    sp = a.softcap(torch.einsum("bkgd,ksd->bkgs", qm.to(pd), kp.to(pd)).float() * scale)  # (B, KV, g, S)
     sr = a.softcap((qg[:, :, :, None, :] * kc[:, :, None]).sum(-1) * scale)  # (B, KV, g, L)
     if pmask is not None:
         sp = sp.masked_fill(~pmask[:, None, None], float("-inf"))
     sr = sr.masked_fill(~rmask[:, None, None], float("-inf"))
     m = torch.maximum(sp.amax(-1), sr.amax(-1))[..., None]  # (B, KV, g, 1): one softmax over both parts
     ep, er = torch.exp(sp - m), torch.exp(sr - m)
-    if prefix_fp32:
-        op = torch.einsum("bkgs,ksd->bkgd", ep, vp.float())
-    else:  # probabilities in [0, 1] lose little in bf16; the sum over the prefix accumulates in fp32 inside cuBLAS
-        op = torch.einsum("bkgs,ksd->bkgd", ep.to(vp.dtype), vp).float()
+    op = torch.einsum("bkgs,ksd->bkgd", ep.to(pd), vp.to(pd)).float()  # probabilities in [0, 1] lose little in bf16
     o = op + (er[..., None] * vc[:, :, None]).sum(-2)  # (B, KV, g, hd)
     o = o / (ep.sum(-1, keepdim=True) + er.sum(-1, keepdim=True))
     return o.to(q.dtype).reshape(B, a.n_heads, 1, a.head_dim)

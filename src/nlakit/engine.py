@@ -124,6 +124,7 @@ class Engine:
         self._w_index = [self._windows.index(w) for w in a.windows]
         self._pre_fn, self._layer_fn, self._post_fn = self._pre, decode_layer, self._post
         self._reduce = cfg.attention == "reduce"  # "auto" turns it on once the step compiles
+        self._prefix_fp32 = cfg.prefix_gemm == "float32"
         self._fingerprint = self._weights_fingerprint()
         self._graph = None
         self._ready = False
@@ -190,8 +191,7 @@ class Engine:
             cos, sin = rope[self._lt_index[i]]
             pmask, rmask = masks[self._w_index[i]]
             x = self._layer_fn(a, layer, self._fw[i], x, cos, sin, self.kc[i], self.vc[i], self.kp[i], self.vp[i],
-                               self.slots, self.t, pmask, rmask, a.scaling[i], self._reduce,
-                               self.cfg.prefix_gemm == "float32")
+                               self.slots, self.t, pmask, rmask, a.scaling[i], self._reduce, self._prefix_fp32)
         self._post_fn(x)
 
     # ---- setup -------------------------------------------------------------------------------------------

@@ -127,6 +127,11 @@ def to_reward(mse: torch.Tensor, kind: str) -> torch.Tensor:
     return -mse if kind == "mse" else -torch.log(mse.clamp_min(1e-6))
 
 
+def eval_curve(history: list[dict]) -> list[dict]:
+    """The in-run held-out evals of a GRPO history (`eval_every`), as [{"step", "eval_fve_nrm"}]."""
+    return [{"step": h["step"], "eval_fve_nrm": h["eval_fve_nrm"]} for h in history if "eval_fve_nrm" in h]
+
+
 def group_advantages(rewards: torch.Tensor, group: int) -> torch.Tensor:
     r = rewards.view(-1, group)
     return ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)).flatten()
