@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from nlakit.io import write_json  # noqa: E402
+from nlakit.metrics import summarize  # noqa: E402
 from nlakit.train.config import build, load_config, parse_settings  # noqa: E402
 from nlakit.train.pipeline import train_all  # noqa: E402
 from nlakit.train.rl import eval_curve  # noqa: E402
@@ -106,6 +107,7 @@ def _score(final: dict) -> dict:
             "split_sec": {k: sum(h.get(k) or 0.0 for h in steady) / max(1, len(steady))
                           for k in ("gen_sec", "reward_sec", "ref_sec", "policy_sec", "ar_sec", "sync_sec")},
             "fve_nrm": (fe.get("fve_nrm") or {}).get("mean"), "fve_nrm_ci95": (fe.get("fve_nrm") or {}).get("ci95"),
+            "fve_nrm_by_position": fe.get("fve_nrm_by_position"),
             "cos": (fe.get("cos") or {}).get("mean"), "parse_rate": fe.get("parse_rate"), "n": fe.get("n"),
             "frozen_ar_fve_nrm": ((final.get("final_eval_frozen_ar") or {}).get("fve_nrm") or {}).get("mean"),
             "ar_sft_minutes": (final.get("timings_sec") or {}).get("ar_sft", 0.0) / 60,
@@ -113,23 +115,40 @@ def _score(final: dict) -> dict:
             "ar_gold_fve_nrm_rl": (((final.get("final_eval_gold_ceiling") or {}).get("eval_gold_fve_nrm") or {}).get("mean"))}
 
 
+def paired_to_first(rows: list[dict]) -> list[str]:
+    """Each row's fve_nrm minus the first row's, position by position on the same held-out positions, as
+    "+0.012 [+0.004, +0.020]" ("—" for the first row, or where either run stored no per-position values)."""
+    first = rows[0].get("fve_nrm_by_position") if rows else None
+    cells = ["—"]
+    for r in rows[1:]:
+        mine = r.get("fve_nrm_by_position")
+        if not first or not mine or len(mine) != len(first):
+            cells.append("—")
+            continue
+        d = summarize([a - b for a, b in zip(mine, first)])
+        cells.append(f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]")
+    return cells
+
+
 def table(path: Path) -> str:
     d = json.loads(path.read_text())
+    rows = d["rows"]
     lines = [f"GRPO variants, {d['minutes']} RL-minutes each from the same supervised checkpoints ({d['gpu']}); held-out "
-             f"fve_nrm on {d['rows'][0]['n'] if d['rows'] else '?'} positions, co-trained AR.", "",
-             "| variant | steps | first step s | s/step | fve_nrm | 95% CI | frozen-SFT-AR fve_nrm | AR on gold text, SFT → RL | parse rate |",
-             "|---|---:|---:|---:|---:|---|---:|---|---:|"]
+             f"fve_nrm on {rows[0]['n'] if rows else '?'} positions, co-trained AR; paired: minus the first row, "
+             "position by position.", "",
+             "| variant | steps | first step s | s/step | fve_nrm | 95% CI | paired, 95% CI | frozen-SFT-AR fve_nrm | AR on gold text, SFT → RL | parse rate |",
+             "|---|---:|---:|---:|---:|---|---|---:|---|---:|"]
 
     def num(v) -> str:
         return "—" if v is None else f"{v:.3f}"
 
-    for r in d["rows"]:
+    for r, paired in zip(rows, paired_to_first(rows)):
         ci = r["fve_nrm_ci95"] or [float("nan")] * 2
         first = f"{r['first_step_sec']:.1f}" if r.get("first_step_sec") is not None else "—"
         gold = f"{num(r.get('ar_gold_fve_nrm_sft'))} → {num(r.get('ar_gold_fve_nrm_rl'))}"
         lines.append(f"| `{r['name']}` | {r['rl_steps']} | {first} | {r['sec_per_step']:.2f} | {r['fve_nrm']:.3f} | [{ci[0]:.3f}, {ci[1]:.3f}] | "
-                     f"{num(r['frozen_ar_fve_nrm'])} | {gold} | {r['parse_rate']:.2f} |")
-    curves = [r for r in d["rows"] if r.get("curve")]
+                     f"{paired} | {num(r['frozen_ar_fve_nrm'])} | {gold} | {r['parse_rate']:.2f} |")
+    curves = [r for r in rows if r.get("curve")]
     if curves:  # in-run held-out evals (--eval-every), on the first eval_n positions
         lines += ["", f"Held-out fve_nrm during GRPO (first {d.get('eval_n')} positions, greedy), by step:", ""]
         lines += [f"- `{r['name']}`: " + ", ".join(f"{c['step']}: {c['eval_fve_nrm']:.3f}" for c in r["curve"]) for r in curves]

@@ -11,7 +11,7 @@ from nlakit import engine
 from nlakit.testing import tiny_nla
 from nlakit.train.av_sft import new_av
 from nlakit.train.common import MergedAV
-from nlakit.train.rl import RLConfig, Rollout, length_batches, policy_step
+from nlakit.train.rl import RLConfig, Rollout, k3, length_batches, policy_step
 from nlakit.verbalizer import Verbalizer
 
 
@@ -174,3 +174,32 @@ def test_freeze_to_keeps_the_adapters_trainable_in_fp32_on_bf16_activations(lora
     after.sum().backward()
     grads = [p.grad for n, p in params.items() if "lora_" in n]
     assert all(g is not None and g.dtype == torch.float32 for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_capped_k3_bounds_a_rare_token_and_keeps_gradients_finite():
+    """One token 15 nats less likely under the policy than under the reference: uncapped, its k3 term is e^15 and
+    its gradient as large; capped, the term is the cap, its gradient zero, and even d = 200 gives no NaN."""
+    d = torch.tensor([0.0, 0.3, -0.5, 15.0, 200.0], requires_grad=True)
+    plain = k3(d[:4].detach())
+    assert torch.allclose(plain, d[:4].detach().exp() - d[:4].detach() - 1) and plain[3] > 1e6
+    capped = k3(d, clamp=10.0)
+    capped.sum().backward()
+    assert torch.allclose(capped[:3], plain[:3]) and capped[3] == 10.0 and capped[4] == 10.0
+    assert torch.isfinite(d.grad).all() and d.grad[3] == 0 and d.grad[4] == 0 and d.grad[1] != 0
+
+
+def test_kl_clamp_changes_only_tokens_above_the_cap(lora_av):
+    """With a cap above every token's k3 the step is the uncapped one; with a tiny cap the batch's KL is at most it."""
+    ro = _rollout(lora_av)
+    ref = MergedAV(lora_av).verbalizer
+    params = [p for p in lora_av.model.parameters() if p.requires_grad]
+    with torch.no_grad():  # the policy moves away from its reference
+        for p in params:
+            p.add_(torch.randn_like(p) * 0.3)
+    got = {}
+    for clamp in (None, 1e6, 1e-6):
+        stats = policy_step(lora_av, ref, ro, torch.optim.SGD(params, lr=0.0), RLConfig(kl_coef=0.1, kl_clamp=clamp))
+        got[clamp] = (torch.cat([p.grad.flatten() for p in params]), stats)
+    assert torch.allclose(got[None][0], got[1e6][0]) and abs(got[None][1]["kl"] - got[1e6][1]["kl"]) < 1e-9
+    assert got[None][1]["kl"] > 1e-3 and got[1e-6][1]["kl"] <= 1e-6 + 1e-9
+    assert not torch.allclose(got[None][0], got[1e-6][0])

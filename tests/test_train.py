@@ -248,6 +248,11 @@ def test_rl_ablation_runs_every_variant_from_the_same_warm_start(tmp_path, corpu
     assert all(len(r["curve"]) == r["rl_steps"] for r in d["rows"]) and d["eval_n"] == cfg.rl.eval_n  # eval every step
     assert "`lr=1e-4,kl_coef=0`" in abl.table(out / "rl_ablation.json")
     assert "during GRPO" in abl.table(out / "rl_ablation.json")
+    assert all(len(r["fve_nrm_by_position"]) == cfg.final_eval_positions for r in d["rows"])
+    paired = abl.paired_to_first(d["rows"])  # each variant against base, on the same positions
+    assert paired[0] == "—" and all(c.startswith(("+", "-")) and "[" in c for c in paired[1:])
+    assert abl.paired_to_first([{"fve_nrm_by_position": [0.1, 0.2]}, {"fve_nrm_by_position": [0.3, 0.4]}, {}])[1:] == [
+        "+0.200 [+0.200, +0.200]", "—"]
     with pytest.raises(NlakitError, match="unknown key 'rl.stepz'"):
         abl.parse_variant("stepz=1")
     with pytest.raises(NlakitError, match="unknown key 'ar.epochz'"):

@@ -12,7 +12,8 @@ The variant, exactly:
 - `ppo_epochs` updates per batch of rollouts (default 1). Per token t of sample i, with the ratio
   rho_it = p_it / p_it^old against the log-probs at the first pass: loss = -mean_i(mean_t min(rho_it A_i,
   clip(rho_it, 1 - clip, 1 + clip) A_i)) + `kl_coef` * mean_i mean_t KL_k3(p || p_sft), the k3 estimator against
-  the frozen supervised AV; per-token mean within a sequence, then mean over sequences. At the first pass rho = 1
+  the frozen supervised AV, exp(d) - d - 1 with d = log p_sft - log p_it (with `kl_clamp` c: min(that, c) on d clamped
+  to [-20, 20]; default uncapped); per-token mean within a sequence, then mean over sequences. At the first pass rho = 1
   and nothing is clipped, so with ``ppo_epochs=1`` the gradient is exactly that of the on-policy loss
   -mean_i(A_i * mean_t log p_it) + KL term; gradients are clipped to norm 1.0 before each AdamW step;
 - the AR keeps training online: one supervised step on the batch's fresh, parsed explanations (its gradient never
@@ -82,6 +83,7 @@ class RLConfig:
     max_new_tokens: int = 96
     lr: float = 2e-5  # AV LoRA
     kl_coef: float = 0.02
+    kl_clamp: float | None = None  # cap each token's k3 term at this (e.g. 10; no gradient above it); None: uncapped
     reward: str = "mse"  # "mse": -mse_nrm; "log_mse": -log mse_nrm (the paper's; see the module docstring)
     ppo_epochs: int = 1  # updates per batch of rollouts (1 = on-policy, no clipping in effect)
     clip: float = 0.2  # ratio clipping, used from the second pass on
@@ -176,6 +178,18 @@ def scored(ro: Rollout, mse: torch.Tensor, cfg: RLConfig) -> Rollout:
     return ro._replace(mse=mse, rewards=rewards, advantages=group_advantages(rewards, cfg.group))
 
 
+def k3(log_ratio: torch.Tensor, clamp: float | None = None) -> torch.Tensor:
+    """The k3 KL estimator per token, exp(d) - d - 1 with d = log p_ref - log p, capped at `clamp` if given.
+
+    Uncapped, one sampled token that the policy has made far less likely than the reference (d = 15) adds e^15 to the
+    batch's KL and dominates its gradient. The cap first bounds d to [-20, 20] (so exp cannot overflow into a NaN
+    gradient), then caps the term; above the cap the token's KL term has no gradient."""
+    if clamp is None:
+        return log_ratio.exp() - log_ratio - 1
+    d = log_ratio.clamp(-20.0, 20.0)
+    return (d.exp() - d - 1).clamp(max=clamp)
+
+
 def length_batches(responses: list[list[int]], size: int) -> list[list[int]]:
     """Indices in micro-batches of at most `size` responses of similar length (less padding per batch)."""
     order = sorted(range(len(responses)), key=lambda i: len(responses[i]))
@@ -209,7 +223,7 @@ def policy_step(av: Verbalizer, ref: Verbalizer, ro: Rollout, opt: torch.optim.O
                 old_lp.append(lp.detach())
             ntok = mask.sum(1).clamp_min(1)
             d = (ref_lp[k].to(lp.device) - lp) * mask
-            kl = ((d.exp() - d - 1) * mask).sum(1) / ntok  # k3 estimator per sequence
+            kl = (k3(d, cfg.kl_clamp) * mask).sum(1) / ntok  # k3 estimator per sequence
             adv = ro.advantages[idx].to(lp.device)[:, None]
             ratio = torch.exp(lp - old_lp[k])
             pg = -torch.minimum(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv)  # (b, R)
