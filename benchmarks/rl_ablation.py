@@ -34,7 +34,7 @@ from nlakit.io import write_json  # noqa: E402
 from nlakit.metrics import summarize  # noqa: E402
 from nlakit.train.config import build, load_config, parse_settings  # noqa: E402
 from nlakit.train.pipeline import train_all  # noqa: E402
-from nlakit.train.rl import eval_curve  # noqa: E402
+from nlakit.train.rl import eval_curve, step_split  # noqa: E402
 
 SUPERVISED = ("data", "meta", "ar_sft.pt", "ar_sft.done.json", "av_sft.pt", "av_sft.done.json", "timings.json")
 
@@ -99,13 +99,11 @@ def warm_up(run: Path, out: Path, cfg, target) -> None:
 def _score(final: dict) -> dict:
     fe = final.get("final_eval") or {}
     hist = final.get("rl_history", [])
-    steady = hist[5:] or hist  # the first steps include compilation
+    split = step_split(hist)  # the steady steps' mean
     return {"rl_steps": final["rl"]["steps_done"], "rl_minutes": sum(h["sec"] for h in hist) / 60,
             "first_step_sec": hist[0]["sec"] if hist else None,  # the process's first variant also pays the compile
             "curve": eval_curve(hist),
-            "sec_per_step": sum(h["sec"] for h in steady) / max(1, len(steady)),
-            "split_sec": {k: sum(h.get(k) or 0.0 for h in steady) / max(1, len(steady))
-                          for k in ("gen_sec", "reward_sec", "ref_sec", "policy_sec", "ar_sec", "sync_sec")},
+            "sec_per_step": split.pop("sec"), "split_sec": split,
             "fve_nrm": (fe.get("fve_nrm") or {}).get("mean"), "fve_nrm_ci95": (fe.get("fve_nrm") or {}).get("ci95"),
             "fve_nrm_by_position": fe.get("fve_nrm_by_position"),
             "cos": (fe.get("cos") or {}).get("mean"), "parse_rate": fe.get("parse_rate"), "n": fe.get("n"),

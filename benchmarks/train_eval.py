@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from nlakit.io import read_json, write_json  # noqa: E402
 from nlakit.train.config import load_config, parse_settings  # noqa: E402
-from nlakit.train.rl import eval_curve  # noqa: E402
+from nlakit.train.rl import eval_curve, step_split  # noqa: E402
 from nlakit.train.pipeline import train_all  # noqa: E402
 
 CONFIG = ROOT / "configs" / "smollm2-l20.yaml"
@@ -71,8 +71,6 @@ def benchmark_json(res: dict, command: str) -> dict:
         if ev:
             rows.append(_row(name, ev, dev))
     hist = res.get("rl_history", [])
-    split_keys = ("gen_sec", "reward_sec", "ref_sec", "policy_sec", "ar_sec", "sync_sec", "sec")
-    steady = hist[5:] or hist  # the first steps include compilation
     timings = res.get("timings_sec", {})
     fe = res.get("final_eval") or {}
     gold = res.get("final_eval_gold_ceiling") or {}
@@ -81,7 +79,7 @@ def benchmark_json(res: dict, command: str) -> dict:
         "n_train_positions_baselines": res.get("n_train_positions_baselines"), "rows": rows,
         "gpu_minutes": sum(timings.values()) / 60, "gpu_minutes_per_stage": {k: v / 60 for k, v in timings.items()},
         "rl_steps": (res.get("rl") or {}).get("steps_done"),
-        "rl_step_split_sec": {k: sum(h.get(k) or 0 for h in steady) / max(1, len(steady)) for k in split_keys},
+        "rl_step_split_sec": step_split(hist),
         "rl_engine_mode": next((h["engine_mode"] for h in hist if "engine_mode" in h), None),
         "rl_curve": eval_curve(hist),
         "rl_train_curve": [{"step": h["step"], "fve_nrm": h.get("fve_nrm"), "kl": h.get("kl"), "length": h.get("length")}
@@ -235,7 +233,7 @@ def main() -> None:
             print(k, "eval", json.dumps({kk: d["eval"].get(kk) for kk in ("fve_nrm", "parse_rate", "mean_tokens", "copy_rate_4gram")}))
     for k in ("final_eval", "final_eval_frozen_ar", "final_eval_gold_ceiling"):
         if k in res:
-            print(k, json.dumps({kk: v for kk, v in res[k].items() if kk != "examples"}, default=str)[:800])
+            print(k, json.dumps({kk: v for kk, v in res[k].items() if kk not in ("examples", "fve_nrm_by_position")}, default=str)[:800])
     for r in res.get("baselines", []):
         print(f"baseline {r['name']:<18} fve_nrm {r['fve_nrm']:.3f} {r['fve_nrm_ci95']}")
     if args.export:

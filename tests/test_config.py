@@ -89,3 +89,16 @@ def test_document_split_and_time_keys_are_checked(tmp_path):
         load_config(None, {"out": str(tmp_path)}, parse_settings(["split=0.5,0.5,0.5", "total_minutes=-1", "reserve_minutes=-2"]))
     msg = str(e.value)
     assert "split = [0.5, 0.5, 0.5] should be three shares" in msg and "total_minutes = -1.0" in msg and "reserve_minutes = -2.0" in msg
+
+
+def test_single_stage_commands_print_one_readable_line_per_stage():
+    from nlakit.commands.train import stage_summary
+
+    ci = {"mean": 0.74, "ci95": [0.73, 0.75], "n": 1024}
+    res = {"ar_sft": {"steps": 954, "eval_gold_fve_nrm": ci},
+           "av_sft": {"steps": 1362, "eval": {"n": 1024, "fve_nrm": {**ci, "mean": 0.35}, "parse_rate": 0.95,
+                                              "fve_nrm_by_position": [0.1] * 1024}}}
+    lines = stage_summary(res)
+    assert len(lines) == 2 and lines[0].startswith("AR SFT: 954 steps") and "0.740 [0.730, 0.750]" in lines[0]
+    assert lines[1].startswith("AV SFT: 1362 steps") and "0.350" in lines[1] and "parse rate 0.95" in lines[1]
+    assert stage_summary({"ar_sft": res["ar_sft"]}) == lines[:1]  # `train ar`: the AR alone

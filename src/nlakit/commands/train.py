@@ -5,7 +5,6 @@ share of the work and rank 0 alone prints (docs/DISTRIBUTED.md)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -121,7 +120,24 @@ def _single_stage(stop_after: str, config: Optional[Path], settings: Optional[li
     res = train_all(cfg, callback=show)
     if not distributed.is_main():
         return
-    console.print(json.dumps({k: res.get(k) for k in ("ar_sft", "av_sft")}, indent=1, default=str)[:2000])
+    for line in stage_summary(res):
+        console.print(line)
+
+
+def stage_summary(res: dict) -> list[str]:
+    """One line per finished supervised stage: its steps and what it reads on the held-out positions."""
+    lines = []
+    ar, av = res.get("ar_sft") or {}, res.get("av_sft") or {}
+    if ar.get("eval_gold_fve_nrm"):
+        g = ar["eval_gold_fve_nrm"]
+        lines.append(f"AR SFT: {ar.get('steps')} steps; held-out fve_nrm from the gold text {g['mean']:.3f} "
+                     f"[{g['ci95'][0]:.3f}, {g['ci95'][1]:.3f}] (n {g['n']})")
+    if (av.get("eval") or {}).get("fve_nrm"):
+        ev = av["eval"]
+        f = ev["fve_nrm"]
+        lines.append(f"AV SFT: {av.get('steps')} steps; held-out fve_nrm {f['mean']:.3f} [{f['ci95'][0]:.3f}, "
+                     f"{f['ci95'][1]:.3f}] (n {ev['n']}), parse rate {ev['parse_rate']:.2f}")
+    return lines
 
 
 @train_app.command("ar")

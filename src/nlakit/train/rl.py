@@ -134,6 +134,16 @@ def eval_curve(history: list[dict]) -> list[dict]:
     return [{"step": h["step"], "eval_fve_nrm": h["eval_fve_nrm"]} for h in history if "eval_fve_nrm" in h]
 
 
+STEP_PHASES = ("gen_sec", "reward_sec", "ref_sec", "policy_sec", "ar_sec", "sync_sec")  # a step record's time split
+
+
+def step_split(history: list[dict], skip: int = 5) -> dict:
+    """Mean seconds a GRPO step of each phase (`STEP_PHASES`) and in all ("sec"), leaving out the first `skip` steps,
+    which include compilation (all of them if the history is no longer)."""
+    steady = history[skip:] or history
+    return {k: sum(h.get(k) or 0.0 for h in steady) / max(1, len(steady)) for k in (*STEP_PHASES, "sec")}
+
+
 def group_advantages(rewards: torch.Tensor, group: int) -> torch.Tensor:
     r = rewards.view(-1, group)
     return ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)).flatten()
