@@ -102,3 +102,13 @@ def test_single_stage_commands_print_one_readable_line_per_stage():
     assert len(lines) == 2 and lines[0].startswith("AR SFT: 954 steps") and "0.740 [0.730, 0.750]" in lines[0]
     assert lines[1].startswith("AV SFT: 1362 steps") and "0.350" in lines[1] and "parse rate 0.95" in lines[1]
     assert stage_summary({"ar_sft": res["ar_sft"]}) == lines[:1]  # `train ar`: the AR alone
+
+
+def test_source_is_checked_with_the_config(tmp_path):
+    from nlakit.train.config import parse_settings
+
+    with pytest.raises(NlakitError, match="source = 'templat' is not an explanation source: use one of template, template_exact, self"):
+        load_config(SHIPPED, {"out": str(tmp_path)}, parse_settings(["source=templat"]))
+    with pytest.raises(NlakitError, match="set describe: true"):
+        load_config(SHIPPED, {"out": str(tmp_path)}, parse_settings(["source=self"]))  # the file has describe: false
+    assert load_config(SHIPPED, {"out": str(tmp_path)}, parse_settings(["source=template_exact"])).source == "template_exact"

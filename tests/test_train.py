@@ -17,7 +17,7 @@ from nlakit.train.ar_sft import ARConfig
 from nlakit.train.av_sft import AVConfig
 from nlakit.train.common import load_pairs, parse_duration
 from nlakit.train.config import load_config
-from nlakit.train.datagen import DatagenConfig, datagen
+from nlakit.train.datagen import DatagenConfig, datagen, template_explanation
 from nlakit.train.pipeline import TrainConfig, auto_injection_scale, train_all
 from nlakit.train.rl import FAIL_REWARD, RLConfig, group_advantages
 
@@ -53,6 +53,25 @@ def tiny_config(out: Path, corpus, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
+def test_exact_template_keeps_newlines_and_spaces_that_the_tidy_one_collapses():
+    """`template` reads a newline as " / ", like a literal slash, and drops a whitespace token; `template_exact` keeps
+    both apart and keeps code's indentation and a word-start token's leading space."""
+    tail, token, guesses = "x = a / b\n    return x\n        ", "\n        ", ["\n", " self", "\t"]
+    tidy = template_explanation("code", tail, token, guesses)
+    exact = template_explanation("code", tail, token, guesses, exact=True)
+    assert '"…x = a / b / return x /"' in tidy and 'token is "/"' in tidy  # the newline and the slash read alike
+    assert '"…x = a / b\\n    return x\\n        "' in exact and 'token is "\\n        "' in exact
+    assert 'one of "\\n", " self", "\\t"' in exact and "\n" not in exact.split("\n\n")[1]  # one line per sentence group
+    assert exact.startswith("This is programming documentation or code.")
+    assert template_explanation("prose", "the cat", " sat", [" on"], exact=True).endswith('token is " sat". The next word is likely one of " on".')
+
+
+def test_supervised_stages_train_on_the_exact_template(tmp_path, corpus):
+    res = train_all(tiny_config(tmp_path / "run", corpus, source="template_exact", describe=False, rl=RLConfig(steps=0)))
+    assert res["ar_sft"]["config"]["source"] == "template_exact" and res["av_sft"]["config"]["source"] == "template_exact"
+    assert res["ar_sft"]["eval_gold_fve_nrm"]["n"] == 8 and res["av_sft"]["eval"]["n"] == 8
+
+
 def test_datagen_writes_pairs_from_both_sources(tmp_path, corpus):
     target = tiny_target("llama")
     cfg = DatagenConfig(data=corpus[0], out=str(tmp_path / "data"), layer=2, n_docs=13, positions_per_doc=2, batch_size=4,
@@ -64,7 +83,7 @@ def test_datagen_writes_pairs_from_both_sources(tmp_path, corpus):
     assert {r["split"] for r in pairs.rows} <= {"av", "ar", "rl"}
     specials = set(target.tokenizer.all_special_tokens)
     for r in pairs.rows:
-        assert set(r["explanations"]) == {"template", "self"}
+        assert set(r["explanations"]) == {"template", "template_exact", "self"}
         assert r["pos"] >= cfg.min_position
         for text in r["explanations"].values():
             assert not any(s in text for s in specials), "a literal special token would become a control token in SFT"

@@ -61,7 +61,7 @@ _OPTS = dict(
                                  ".parquet (text column), plain-text file (one document each) or a folder of those "
                                  "(default: $NLAKIT_CORPUS/train.jsonl.gz or ../shared/corpus/train.jsonl.gz)."),
     eval_data=typer.Option(None, help="Held-out documents for evaluation only, same formats (default: the corpus's heldout.jsonl.gz)."),
-    source=typer.Option(None, help="Warm-start explanation source: template or self. [default: template]"),
+    source=typer.Option(None, help="Warm-start explanation source: template, template_exact (spans written exactly: newlines, indentation) or self. [default: template]"),
     time_budget=typer.Option(None, help="Stop (checkpointed) after this long, e.g. 9m."),
     device=typer.Option(None, help="cpu, cuda or auto. [default: auto]"),
     n_docs=typer.Option(None, help="Training documents to sample. [default: 6000]"),

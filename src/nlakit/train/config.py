@@ -21,6 +21,7 @@ from nlakit.errors import NlakitError
 from nlakit.io import atomic_path
 from nlakit.train.ar_sft import ARConfig
 from nlakit.train.av_sft import AVConfig
+from nlakit.train.datagen import SOURCES
 from nlakit.train.pipeline import TrainConfig
 from nlakit.train.rl import RLConfig
 
@@ -136,6 +137,11 @@ def build(values: dict) -> TrainConfig:
     if split is not None and (len(split) != 3 or not all(_accepts(float, x) and x >= 0 for x in split) or abs(sum(split) - 1) > 1e-6):
         problems.append(f"split = {list(split)!r} should be three shares of the documents (AV, AR, RL) that add up to 1, "
                         "e.g. [0.4, 0.3, 0.3]")
+    source = checked.get("source", "template")
+    if source not in SOURCES:
+        problems.append(f"source = {source!r} is not an explanation source: use one of {', '.join(SOURCES)}")
+    elif source == "self" and checked.get("describe") is False:
+        problems.append("source = 'self' needs the target's descriptions: set describe: true (or use source: template)")
     for key in ("total_minutes", "reserve_minutes"):
         value = checked.get(key)
         if value is not None and value < 0 or key == "total_minutes" and value == 0:

@@ -5,15 +5,18 @@
 For each sampled training document (never the held-out file): tokenize the first `max_tokens` tokens (chat and math
 documents are rendered with the target's chat template, so chat-formatted data is included), sample positions spread
 over the document (skipping attention sinks and the first `min_position` tokens), run the target once, keep the
-layer-L vector and the target's own next-token predictions, and write explanation targets from two sources:
+layer-L vector and the target's own next-token predictions, and write explanation targets from these sources:
 
 - ``template``: a sentence template from the context and the target's own predictions — the genre (naming the
   language of non-English text, from the corpus's ``lang`` field: "This is French text"), the last
-  `tail_tokens` tokens of context, the current token, and the target's top next-token guesses;
-- ``self``: the ``template`` text preceded by the target's own one-line description of the document so far
-  (the target is asked, through its chat template, what the text is about).
+  `tail_tokens` tokens of context, the current token, and the target's top next-token guesses. The quoted spans are
+  tidied: whitespace collapses to single spaces and a newline reads " / " (as a literal "/" does);
+- ``template_exact``: the same sentences with the quoted spans written exactly, on one line: a newline as ``\\n``, a
+  tab as ``\\t``, every space kept (the indentation of code, the leading space of a word-start token);
+- ``self`` (with ``describe``): the ``template`` text preceded by the target's own one-line description of the
+  document so far (the target is asked, through its chat template, what the text is about).
 
-Both are natural language; `nlakit train` picks one with ``--source``. Documents are split (by document) into
+All are natural language; `nlakit train` picks one with ``--source``. Documents are split (by document) into
 ``av`` (AV supervised), ``ar`` (AR supervised) and ``rl`` portions. The reference statistics that FVE is centred on
 are computed from all training vectors.
 
@@ -41,6 +44,7 @@ from nlakit.train.common import REFERENCE, Pairs, save_pairs, stage_done, write_
 
 log = logging.getLogger(__name__)
 
+SOURCES = ("template", "template_exact", "self")  # warm-start explanation sources (`self` needs `describe`)
 WINDOW = 33  # token ids kept per pair (current token last): the token / bag-of-8 ridge baselines and echo oracles read them
 
 KIND_WORDS = {"prose": "non-fiction prose", "fiction": "a story", "chat": "a chat between a user and an assistant",
@@ -86,7 +90,13 @@ def _doc_text(target: Target, row: dict) -> str:
 
 
 def _clean(s: str) -> str:
+    """A span tidied for the `template` source: whitespace collapsed, a newline as " / "."""
     return " ".join(s.replace("\n", " / ").split())
+
+
+def _exact(s: str) -> str:
+    """A span written exactly on one line for the `template_exact` source: newline as \\n, tab as \\t, spaces kept."""
+    return s.replace("\r\n", "\n").replace("\t", "\\t").replace("\n", "\\n")
 
 
 def _word(tok, token_id: int, special: set[int]) -> str:
@@ -111,12 +121,20 @@ def genre(kind: str, lang: str | None = None) -> str:
     return KIND_WORDS.get(kind, "text")
 
 
-def template_explanation(kind: str, tail: str, token: str, guesses: list[str], lang: str | None = None) -> str:
-    """The `template` source text. Plain sentences, no raw dumps."""
+def template_explanation(kind: str, tail: str, token: str, guesses: list[str], lang: str | None = None,
+                         exact: bool = False) -> str:
+    """The `template` source text (`exact`: the `template_exact` one). Plain sentences, no raw dumps."""
     genre_ = genre(kind, lang)
-    g = ", ".join(f'"{_clean(x)}"' for x in guesses if _clean(x)) or "unclear"
-    return (f"This is {genre_}. The text so far ends with: \"…{_clean(tail)}\".\n\n"
-            f"The current token is \"{_clean(token)}\". The next word is likely one of {g}.")
+    span = _exact if exact else _clean
+    g = ", ".join(f'"{span(x)}"' for x in guesses if span(x).strip()) or "unclear"
+    return (f"This is {genre_}. The text so far ends with: \"…{span(tail)}\".\n\n"
+            f"The current token is \"{span(token)}\". The next word is likely one of {g}.")
+
+
+def template_sources(kind: str, tail: str, token: str, guesses: list[str], lang: str | None, tokenizer) -> dict[str, str]:
+    """A pair's `template` and `template_exact` texts, free of literal special tokens."""
+    return {name: sanitize(template_explanation(kind, tail, token, guesses, lang, exact=exact), tokenizer)
+            for name, exact in (("template", False), ("template_exact", True))}
 
 
 def _split_of(doc_id: str, seed: int, split: tuple[float, float, float]) -> str:
@@ -182,8 +200,7 @@ def datagen(cfg: DatagenConfig, target: Target, progress: Callable[[str, int, in
                 rows.append({"doc": str(doc.get("id", s + j)), "pos": p, "token": token, "kind": doc.get("kind", "text"),
                              "lang": doc.get("lang"), "split": split, "text": texts[j][: enc.offsets[j][p][1]][-400:],
                              "window_ids": tids[max(0, p - WINDOW + 1) : p + 1],
-                             "explanations": {"template": sanitize(template_explanation(doc.get("kind", "text"), tail, token, guesses,
-                                                                                        doc.get("lang")), tok)}})
+                             "explanations": template_sources(doc.get("kind", "text"), tail, token, guesses, doc.get("lang"), tok)})
                 vectors.append(h[j, p].clone())
             if cfg.describe:
                 describe_jobs.append((first_row, texts[j][: enc.offsets[j][pos[0]][1]]))
@@ -282,8 +299,7 @@ def eval_pairs(target: Target, data: str, layer: int, *, n: int, max_tokens: int
                 rows.append({"doc": str(doc.get("id", s + j)), "pos": p, "token": token, "kind": doc.get("kind", "text"),
                              "lang": doc.get("lang"), "split": "eval", "text": text[: enc.offsets[j][p][1]][-400:],
                              "window_ids": tids[max(0, p - WINDOW + 1) : p + 1],
-                             "explanations": {"template": sanitize(template_explanation(doc.get("kind", "text"), tail, token, guesses,
-                                                                                        doc.get("lang")), tok)}})
+                             "explanations": template_sources(doc.get("kind", "text"), tail, token, guesses, doc.get("lang"), tok)})
                 vectors.append(h[j, p].clone())
     return Pairs(torch.stack(vectors), rows)
 
