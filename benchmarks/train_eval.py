@@ -233,7 +233,7 @@ def main() -> None:
             print(k, "eval", json.dumps({kk: d["eval"].get(kk) for kk in ("fve_nrm", "parse_rate", "mean_tokens", "copy_rate_4gram")}))
     for k in ("final_eval", "final_eval_frozen_ar", "final_eval_gold_ceiling"):
         if k in res:
-            print(k, json.dumps({kk: v for kk, v in res[k].items() if kk not in ("examples", "fve_nrm_by_position")}, default=str)[:800])
+            print(k, json.dumps({kk: v for kk, v in res[k].items() if kk not in ("examples", "fve_nrm_by_position", "eval_gold_fve_nrm_by_position")}, default=str)[:800])
     for r in res.get("baselines", []):
         print(f"baseline {r['name']:<18} fve_nrm {r['fve_nrm']:.3f} {r['fve_nrm_ci95']}")
     if args.export:

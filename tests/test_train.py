@@ -70,6 +70,23 @@ def test_supervised_stages_train_on_the_exact_template(tmp_path, corpus):
     res = train_all(tiny_config(tmp_path / "run", corpus, source="template_exact", describe=False, rl=RLConfig(steps=0)))
     assert res["ar_sft"]["config"]["source"] == "template_exact" and res["av_sft"]["config"]["source"] == "template_exact"
     assert res["ar_sft"]["eval_gold_fve_nrm"]["n"] == 8 and res["av_sft"]["eval"]["n"] == 8
+    assert len(res["ar_sft"]["eval_gold_fve_nrm_by_position"]) == 8 and len(res["av_sft"]["eval"]["fve_nrm_by_position"]) == 8
+
+
+def test_train_ar_stops_after_the_ar(tmp_path, corpus):
+    """`nlakit train ar`: datagen and the AR's supervised stage, then it stops (no AV stage, no RL) and says what the AR reads."""
+    from typer.testing import CliRunner
+
+    from nlakit.cli import app
+    from nlakit.train.config import save_config
+
+    run = tmp_path / "run"
+    config = save_config(tiny_config(run, corpus, describe=False), tmp_path / "cfg")
+    r = CliRunner().invoke(app, ["train", "ar", "--config", str(config)])
+    assert r.exit_code == 0, r.output
+    assert (run / "ar_sft.done.json").exists() and not (run / "av_sft.done.json").exists()
+    assert "AR SFT:" in r.output and "AV SFT:" not in r.output
+    assert json.loads((run / "results.json").read_text())["stopped_after"] == "ar_sft"
 
 
 def test_datagen_writes_pairs_from_both_sources(tmp_path, corpus):

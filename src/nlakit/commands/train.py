@@ -117,7 +117,7 @@ def _single_stage(stop_after: str, config: Optional[Path], settings: Optional[li
 
     console, show = _printer()
     cfg = _config(config, [*(settings or []), "rl.steps=0"], **flags)
-    res = train_all(cfg, callback=show)
+    res = train_all(cfg, callback=show, stop_after="ar" if stop_after == "ar" else None)
     if not distributed.is_main():
         return
     for line in stage_summary(res):

@@ -186,5 +186,7 @@ def gold_ceiling(ar: Reconstructor, eval_pairs: Pairs, ref: Reference, source: s
     pred = ar.reconstruct(texts, dtype=dtype)
     perm = torch.randperm(len(texts), generator=torch.Generator().manual_seed(0))
     pred_shuf = pred[perm]
-    return {"eval_gold_fve_nrm": summarize(fve_nrm(pred, eval_pairs.vectors, ref.mu_nrm)),
+    gold = fve_nrm(pred, eval_pairs.vectors, ref.mu_nrm)
+    return {"eval_gold_fve_nrm": summarize(gold),
+            "eval_gold_fve_nrm_by_position": [round(float(v), 5) for v in gold],  # paired comparisons of sources or runs
             "eval_shuffled_fve_nrm": summarize(fve_nrm(pred_shuf, eval_pairs.vectors, ref.mu_nrm))}

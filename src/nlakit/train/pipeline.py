@@ -112,8 +112,11 @@ class RunLog:
             self.callback(rec)
 
 
-def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, target: Target | None = None) -> dict:
-    """Run (or continue) the whole pipeline. Returns the results dict also written to out/results.json."""
+def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, target: Target | None = None,
+              stop_after: str | None = None) -> dict:
+    """Run (or continue) the whole pipeline. Returns the results dict also written to out/results.json.
+
+    `stop_after="ar"`: end once the AR's supervised stage is done (datagen first if needed; `nlakit train ar`)."""
     budget = Budget(parse_duration(cfg.time_budget))
     distributed.require_shares({"ar.batch_size": cfg.ar.batch_size, "av.batch_size": cfg.av.batch_size,
                                 **({"rl.n_prompts": cfg.rl.n_prompts} if cfg.rl.steps > 0 else {})})  # before any work
@@ -199,6 +202,8 @@ def train_all(cfg: TrainConfig, callback: Callable[[dict], None] | None = None, 
     timed("ar_sft", t)
     if not stage_done(out, "ar_sft"):
         return _stopped(cfg, out, "ar_sft", timings)
+    if stop_after == "ar":
+        return _stopped(cfg, out, "ar_sft", timings, done=True)
     # 2. AV supervised
     t = start("av_sft")
     av = train_av(av_cfg, target, meta, pairs, eval_pairs, ar, ref, out, budget, progress)
@@ -272,9 +277,13 @@ def _baseline_train(pairs: Pairs, n: int) -> Pairs | None:
     return Pairs(pairs.vectors[idx], [pairs.rows[i] for i in idx])
 
 
-def _stopped(cfg: TrainConfig, out: Path, stage: str, timings: dict) -> dict:
-    """Results of a call whose budget ran out inside a supervised stage (its partial checkpoint is on disk)."""
-    results = {"config": asdict(cfg), "finished": False, "stopped_in": stage, "rl": {"steps_done": 0}, "timings_sec": timings}
+def _stopped(cfg: TrainConfig, out: Path, stage: str, timings: dict, done: bool = False) -> dict:
+    """Results of a call whose budget ran out inside a supervised stage (its partial checkpoint is on disk), or with
+    `done`, of a call asked to stop after that stage (its summary included)."""
+    results = {"config": asdict(cfg), "finished": False, ("stopped_after" if done else "stopped_in"): stage,
+               "rl": {"steps_done": 0}, "timings_sec": timings}
+    if done:
+        results[stage] = stage_done(out, stage)
     if distributed.is_main():
         write_json(out / "results.json", results)
     return results
