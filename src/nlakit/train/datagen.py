@@ -131,6 +131,19 @@ def template_explanation(kind: str, tail: str, token: str, guesses: list[str], l
             f"The current token is \"{span(token)}\". The next word is likely one of {g}.")
 
 
+def pair_row(doc: dict, doc_id: str, split: str, text_so_far: str, tids: list[int], p: int, top_ids: list[int], tok,
+             special: set[int], tail_tokens: int) -> dict:
+    """The row of one training or held-out pair at token `p` of a document: where it is, what it reads, its window of
+    token ids and its warm-start texts (`top_ids`: the target's next-token guesses there)."""
+    tail = tok.decode(tids[max(0, p - tail_tokens + 1) : p + 1], skip_special_tokens=True)
+    token = tok.decode([tids[p]])
+    guesses = [_word(tok, t, special) for t in top_ids]
+    kind, lang = doc.get("kind", "text"), doc.get("lang")
+    return {"doc": doc_id, "pos": p, "token": token, "kind": kind, "lang": lang, "split": split, "text": text_so_far[-400:],
+            "window_ids": tids[max(0, p - WINDOW + 1) : p + 1],
+            "explanations": template_sources(kind, tail, token, guesses, lang, tok)}
+
+
 def template_sources(kind: str, tail: str, token: str, guesses: list[str], lang: str | None, tokenizer) -> dict[str, str]:
     """A pair's `template` and `template_exact` texts, free of literal special tokens."""
     return {name: sanitize(template_explanation(kind, tail, token, guesses, lang, exact=exact), tokenizer)
@@ -194,13 +207,8 @@ def datagen(cfg: DatagenConfig, target: Target, progress: Callable[[str, int, in
             split = _split_of(str(doc.get("id", s + j)), cfg.seed, cfg.split)
             first_row = len(rows)
             for p in pos:
-                tail = tok.decode(tids[max(0, p - cfg.tail_tokens + 1) : p + 1], skip_special_tokens=True)
-                token = tok.decode([tids[p]])
-                guesses = [_word(tok, t, special) for t in top[j, p].tolist()]
-                rows.append({"doc": str(doc.get("id", s + j)), "pos": p, "token": token, "kind": doc.get("kind", "text"),
-                             "lang": doc.get("lang"), "split": split, "text": texts[j][: enc.offsets[j][p][1]][-400:],
-                             "window_ids": tids[max(0, p - WINDOW + 1) : p + 1],
-                             "explanations": template_sources(doc.get("kind", "text"), tail, token, guesses, doc.get("lang"), tok)})
+                rows.append(pair_row(doc, str(doc.get("id", s + j)), split, texts[j][: enc.offsets[j][p][1]], tids, p,
+                                     top[j, p].tolist(), tok, special, cfg.tail_tokens))
                 vectors.append(h[j, p].clone())
             if cfg.describe:
                 describe_jobs.append((first_row, texts[j][: enc.offsets[j][pos[0]][1]]))
@@ -293,13 +301,8 @@ def eval_pairs(target: Target, data: str, layer: int, *, n: int, max_tokens: int
         for j, (doc, text, pos) in enumerate(chunk):
             tids = enc.input_ids[j, : enc.lengths[j]].tolist()
             for p in pos:
-                tail = tok.decode(tids[max(0, p - tail_tokens + 1) : p + 1], skip_special_tokens=True)
-                token = tok.decode([tids[p]])
-                guesses = [_word(tok, t, special) for t in top[j, p].tolist()]
-                rows.append({"doc": str(doc.get("id", s + j)), "pos": p, "token": token, "kind": doc.get("kind", "text"),
-                             "lang": doc.get("lang"), "split": "eval", "text": text[: enc.offsets[j][p][1]][-400:],
-                             "window_ids": tids[max(0, p - WINDOW + 1) : p + 1],
-                             "explanations": template_sources(doc.get("kind", "text"), tail, token, guesses, doc.get("lang"), tok)})
+                rows.append(pair_row(doc, str(doc.get("id", s + j)), "eval", text[: enc.offsets[j][p][1]], tids, p,
+                                     top[j, p].tolist(), tok, special, tail_tokens))
                 vectors.append(h[j, p].clone())
     return Pairs(torch.stack(vectors), rows)
 
