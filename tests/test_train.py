@@ -89,6 +89,32 @@ def test_train_ar_stops_after_the_ar(tmp_path, corpus):
     assert json.loads((run / "results.json").read_text())["stopped_after"] == "ar_sft"
 
 
+def test_source_ab_trains_one_ar_per_source_on_one_datagen_and_pairs_them(tmp_path, corpus):
+    """benchmarks/source_ab.py: the second source's run reads the first's data through a link (one datagen), each
+    AR's done file lands in --dest, and `compare` pairs them position by position, by kind of the held-out text."""
+    import pytest
+    from conftest import load_benchmark
+
+    from nlakit.metrics import summarize
+    from nlakit.train.config import save_config
+
+    mod = load_benchmark("source_ab")
+    config = save_config(tiny_config(tmp_path / "a", corpus, describe=False), tmp_path / "cfg")
+    dest = tmp_path / "dest"
+    mod.run(config, tmp_path / "a", ["template_exact", "template"], {}, [], dest)
+    assert (tmp_path / "a_template" / "data").is_symlink() and not (tmp_path / "a" / "av_sft.done.json").exists()
+    a, b = (json.loads((dest / f"{s}.json").read_text()) for s in ("template_exact", "template"))
+    assert (a["config"]["source"], b["config"]["source"]) == ("template_exact", "template")
+    kinds = mod.eval_kinds("tiny:llama", corpus[1], 8)
+    assert kinds == [r["kind"] for r in load_pairs(tmp_path / "a" / "data" / "eval").rows]  # the scored positions' order
+    res = mod.compare(dest / "template_exact.json", dest / "template.json", kinds)
+    diff = [x - y for x, y in zip(a["eval_gold_fve_nrm_by_position"], b["eval_gold_fve_nrm_by_position"])]
+    assert res["n"] == 8 and res["template_exact_minus_template"]["mean"] == pytest.approx(summarize(diff)["mean"])
+    assert sum(v["n"] for v in res["by_kind"].values()) == 8 and set(res["by_kind"]) <= {d["kind"] for d in DOCS}
+    with pytest.raises(SystemExit, match="pass the held-out file"):
+        mod.compare(dest / "template_exact.json", dest / "template.json", kinds[:5])
+
+
 def test_datagen_writes_pairs_from_both_sources(tmp_path, corpus):
     target = tiny_target("llama")
     cfg = DatagenConfig(data=corpus[0], out=str(tmp_path / "data"), layer=2, n_docs=13, positions_per_doc=2, batch_size=4,
