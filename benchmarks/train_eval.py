@@ -46,13 +46,19 @@ def export(out: Path, dest: Path, bundle: bool = False) -> None:
             if (out / name).exists():
                 t.add(out / name, arcname=name)
     b = out / "bundle"
-    if bundle and b.exists():
-        with tarfile.open(dest / "bundle_av.tar", "w") as t:
-            t.add(b / "av", arcname="bundle/av")
-        with tarfile.open(dest / "bundle_rest.tar", "w") as t:
-            for f in sorted(b.iterdir()):
-                if f.name != "av":
-                    t.add(f, arcname=f"bundle/{f.name}")
+    for attempt in range(3):  # mid-run, save_bundle may be swapping a new checkpoint's bundle into place
+        if not (bundle and b.exists()):
+            break
+        try:
+            with tarfile.open(dest / "bundle_av.tar", "w") as t:
+                t.add(b / "av", arcname="bundle/av")
+            with tarfile.open(dest / "bundle_rest.tar", "w") as t:
+                for f in sorted(b.iterdir()):
+                    if f.name != "av":
+                        t.add(f, arcname=f"bundle/{f.name}")
+            break
+        except (FileNotFoundError, tarfile.TarError):
+            time.sleep(2)
 
 
 def _row(name: str, ev: dict, device: str | None) -> dict:
@@ -201,11 +207,20 @@ def main() -> None:
     ap.add_argument("--rl-minutes", type=float, default=None, help="end RL (finished) after this many minutes of steps")
     ap.add_argument("--export", default=None, help="folder for run.tar.gz (and the bundle tars with --export-bundle)")
     ap.add_argument("--export-bundle", action="store_true")
+    ap.add_argument("--export-only", default=None, metavar="RUN_DIR",
+                    help="no training: pack RUN_DIR as it stands now (its log, done files and the bundle of its last RL "
+                         "checkpoint) into --export; a watching call does this so that a run lost with its machine "
+                         "leaves its curve and a bundle behind")
     ap.add_argument("--render", default=None, help="results.json to turn into train_eval.json + plots (no training)")
     ap.add_argument("--docs", default=str(ROOT / "docs" / "benchmarks"))
     args = ap.parse_args()
     if args.render:
         render(Path(args.render), Path(args.docs))
+        return
+    if args.export_only:
+        if not args.export:
+            raise SystemExit("--export-only needs --export DIR (where the packed files go)")
+        export(Path(args.export_only), Path(args.export), bundle=args.export_bundle)
         return
     logging.basicConfig(level=logging.WARNING)
     cfg = load_config(args.config, {"out": args.out, "target": args.target, "data": args.data, "eval_data": args.eval_data,

@@ -342,6 +342,33 @@ def test_ar_records_its_gold_ceiling_during_training(tmp_path, corpus):
     assert "During its SFT (first 4 positions): step 2 (" in md and f"step {steps} (" in md
 
 
+def test_train_eval_export_only_packs_a_run_as_it_stands(tmp_path, corpus, monkeypatch):
+    """benchmarks/train_eval.py --export-only: no training, the run's log, done files and the bundle of its last RL
+    checkpoint packed for the device's return folder (a watching call's copy of a run that may be lost)."""
+    import sys
+    import tarfile
+
+    from conftest import load_benchmark
+
+    run = tmp_path / "run"
+    train_all(tiny_config(run, corpus, describe=False, rl=RLConfig(steps=2, n_prompts=2, group=2, max_new_tokens=8,
+                                                                    save_every=1, eval_every=0)))
+    (run / "results.json").unlink()  # as mid-run: no results yet
+    train_eval = load_benchmark("train_eval")
+    dest = tmp_path / "exp"
+    monkeypatch.setattr(sys, "argv", ["train_eval.py", "--export-only", str(run), "--export", str(dest), "--export-bundle"])
+    train_eval.main()
+    with tarfile.open(dest / "run.tar.gz") as t:
+        assert {"log.jsonl", "ar_sft.done.json", "av_sft.done.json"} <= set(t.getnames()) and "results.json" not in t.getnames()
+    with tarfile.open(dest / "bundle_rest.tar") as t:
+        assert "bundle/nla_meta.yaml" in t.getnames()
+    with tarfile.open(dest / "bundle_av.tar") as t:
+        assert any(n.startswith("bundle/av/") for n in t.getnames())
+    monkeypatch.setattr(sys, "argv", ["train_eval.py", "--export-only", str(run)])
+    with pytest.raises(SystemExit, match="needs --export"):
+        train_eval.main()
+
+
 def test_total_minutes_caps_rl_so_the_pipeline_fits(tmp_path, corpus):
     from nlakit.train.pipeline import _rl_time_cap
 
