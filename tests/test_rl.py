@@ -203,3 +203,80 @@ def test_kl_clamp_changes_only_tokens_above_the_cap(lora_av):
     assert torch.allclose(got[None][0], got[1e6][0]) and abs(got[None][1]["kl"] - got[1e6][1]["kl"]) < 1e-9
     assert got[None][1]["kl"] > 1e-3 and got[1e-6][1]["kl"] <= 1e-6 + 1e-9
     assert not torch.allclose(got[None][0], got[1e-6][0])
+
+
+def _as_graphs(monkeypatch, *steps):
+    """StepGraphs that capture on the CPU: make_graphed_callables returns the module itself, so each call goes through
+    the capture, the check against an eager step and the fixed-shape padding, as on one GPU."""
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", lambda module, sample, **kw: module)
+    for s in steps:
+        s.enabled, s.pad_to = True, 16
+    return steps
+
+
+def test_fixed_shape_passes_give_the_eager_update(lora_av, monkeypatch):
+    """rl.cuda_graphs pads every policy and reference batch to micro_batch rows and a fixed length: the same gradient,
+    KL and loss as the unpadded eager passes, over two PPO epochs (the second reads the first's log-probs)."""
+    from nlakit.train.rl import PassGraphs, PolicyLoss, TokenLogprobs
+    from nlakit.train.graphs import StepGraphs
+
+    ro = _rollout(lora_av)
+    ref = MergedAV(lora_av).verbalizer
+    params = [p for p in lora_av.model.parameters() if p.requires_grad]
+    start = [p.detach().clone() for p in params]
+    cfg = RLConfig(kl_coef=0.1, micro_batch=8, ppo_epochs=2, clip=0.2)
+    got = []
+    for fixed in (False, True):
+        with torch.no_grad():
+            for p, s in zip(params, start):
+                p.copy_(s)
+        graphs = None
+        if fixed:
+            ref_g, pol_g = _as_graphs(monkeypatch, StepGraphs(TokenLogprobs(ref.model, None)),
+                                      StepGraphs(PolicyLoss(lora_av.model, None, cfg)))
+            graphs = PassGraphs(ref_g, pol_g, None, length=16)  # 16 > the longest response (6), 8 rows > 4 rollouts
+        stats = policy_step(lora_av, ref, ro, torch.optim.SGD(params, lr=0.5), cfg, graphs=graphs)
+        got.append(([p.detach().clone() for p in params], torch.cat([p.grad.flatten() for p in params]), stats))
+        if fixed:
+            assert graphs.mode == {"reference": "cuda graphs (1 shapes)", "policy": "cuda graphs (1 shapes)"}
+    (w0, g0, s0), (w1, g1, s1) = got
+    assert torch.allclose(g0, g1, atol=1e-6, rtol=1e-4) and all(torch.allclose(a, b, atol=1e-6) for a, b in zip(w0, w1))
+    assert s0["kl"] == pytest.approx(s1["kl"], abs=1e-6) and s0["loss"] == pytest.approx(s1["loss"], abs=1e-6)
+    assert s0["clip_frac"] == pytest.approx(s1["clip_frac"])
+
+
+def test_ar_step_padded_to_every_rollout_reads_and_trains_as_the_eager_one(tiny_llama, monkeypatch):
+    """The online AR step with a captured graph: the parsed rows padded (zero weight) to all the rollouts' rows and
+    the texts to a multiple of 16 tokens; the same rewards, loss and gradients as the eager step on the parsed rows."""
+    from nlakit.train.ar_sft import ReadLoss, new_ar
+    from nlakit.train.graphs import StepGraphs
+    from nlakit.train.rl import ar_step
+
+    nla = tiny_nla("llama", 2, target=tiny_llama)
+    ar = new_ar(tiny_llama, nla.meta, 2)
+    g = torch.Generator().manual_seed(4)
+    texts = ["the cat sat", "a dog ran far away", "x", "numbers 1 2 3 and more"]
+    ok = torch.tensor([True, False, True, True])
+    ro = Rollout(torch.randn(4, nla.meta.d_model, generator=g), [[2]] * 4, texts, ok, torch.zeros(4), torch.zeros(4),
+                 torch.zeros(4), torch.ones(4))
+    params = [p for p in ar.parameters() if p.requires_grad]
+    start = [p.detach().clone() for p in params]
+    got = []
+    for graphed in (False, True):
+        with torch.no_grad():
+            for p, s in zip(params, start):
+                p.copy_(s)
+        graph = _as_graphs(monkeypatch, StepGraphs(ReadLoss(ar, None, per_sample=True)))[0] if graphed else None
+        loss, mse = ar_step(ar, torch.optim.SGD(params, lr=0.0), ro, graph=graph)
+        got.append((loss, mse, torch.cat([p.grad.flatten() for p in params])))
+    (l0, m0, g0), (l1, m1, g1) = got
+    assert l0 == pytest.approx(l1, abs=1e-6) and torch.allclose(m0, m1, atol=1e-6) and m0[1] == 2.0  # unparsed: FAIL_MSE
+    assert torch.allclose(g0, g1, atol=1e-6, rtol=1e-4)
+
+
+def test_pass_graphs_off_the_gpu_are_the_eager_passes(lora_av, tiny_llama):
+    from nlakit.train.rl import pass_graphs
+
+    ref = MergedAV(lora_av).verbalizer
+    graphs = pass_graphs(lora_av, ref, None, RLConfig(cuda_graphs=True, n_prompts=2, group=2, micro_batch=4))
+    assert graphs.length is None and graphs.mode == {"reference": "eager", "policy": "eager"}

@@ -183,13 +183,16 @@ class Verbalizer:
         return [self.tokenizer.encode(wrap_explanation(t), add_special_tokens=False) + [end] for t in texts]
 
     def batch(self, vectors: torch.Tensor, responses: list[list[int]],
-              pad_to: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              pad_to: int = 1, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Teacher-forcing inputs: (embeds (B, P+R, D), attention mask (B, P+R), labels (B, P+R) with -100 off the response).
 
-        Right-padded: R is the longest response, rounded up to a multiple of `pad_to`."""
+        Right-padded: R is the longest response, rounded up to a multiple of `pad_to`; `length`: R is that (a fixed
+        shape, at least the longest response)."""
         P = len(self.prompt_ids)
         R = max(len(r) for r in responses)
-        R = -(-R // pad_to) * pad_to
+        if length is not None and length < R:
+            raise ValueError(f"a response of {R} tokens does not fit length={length}")
+        R = length if length is not None else -(-R // pad_to) * pad_to
         B = len(responses)
         ids = torch.full((B, P + R), pad_id(self.tokenizer), dtype=torch.long)
         labels = torch.full((B, P + R), -100, dtype=torch.long)

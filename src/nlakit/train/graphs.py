@@ -6,7 +6,11 @@ one step's kernels once per input shape and replays them, so a step costs its GP
 to a multiple of `GRAPH_PAD` tokens, so that a few shapes cover a stage (one, for the template warm start's lengths).
 
 `StepGraphs(loss_module)(*tensors)` returns the loss as `loss_module(*tensors)` would, differentiable with respect to
-the module's trainable parameters (their `.grad` fills on `backward()` as usual). It captures a shape on first use and
+the module's trainable parameters (their `.grad` fills on `backward()` as usual). The module may return a tuple whose
+first entry is the loss (the rest detached: statistics, per-token values), or a vector (its sum is what is checked);
+a module without trainable parameters, called under `torch.no_grad()`, is a forward pass alone (the reference
+log-probs of GRPO). One backward per replay between `zero_grad(set_to_none=True)` calls: a parameter's `.grad` may be
+the graph's own gradient buffer, which the next replay overwrites. It captures a shape on first use and
 checks the captured step against an eager one on the same inputs: a loss or gradient that differs or a capture that
 fails (an op that syncs with the host) makes it log one warning and run the stage eagerly from there; no memory for
 another graph, or more than `max_graphs` shapes, runs the new shapes eagerly. Off the GPU, under torchrun (DDP) or
@@ -123,7 +127,11 @@ class StepGraphs:
     def _compare(self, graph: torch.nn.Module, sample: tuple[torch.Tensor, ...], params: list) -> str | None:
         """None when the captured step gives the eager step's loss and gradients on `sample`, else what differs."""
         def loss_and_grads(fn):
-            loss = fn(*sample)
+            out = fn(*sample)
+            out = out[0] if isinstance(out, tuple) else out
+            loss = out if out.dim() == 0 else out.sum()
+            if not (params and loss.requires_grad):  # a forward pass alone: its output is what must match
+                return loss.detach().float(), out.detach().float().flatten()
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             flat = torch.cat([(g if g is not None else torch.zeros_like(p)).float().flatten() for g, p in zip(grads, params)])
             return loss.detach().float(), flat
@@ -133,7 +141,7 @@ class StepGraphs:
         loss_err = float((got_loss - want_loss).abs() / want_loss.abs().clamp_min(1e-6))
         grad_err = float((got - want).norm() / want.norm().clamp_min(1e-12))
         if not (math.isfinite(loss_err) and math.isfinite(grad_err)) or loss_err > self.check_rtol or grad_err > self.check_rtol:
-            return f"captured step differs from the eager one: loss {loss_err:.2e}, gradients {grad_err:.2e} relative"
+            return f"captured step differs from the eager one: loss {loss_err:.2e}, gradients (or outputs) {grad_err:.2e} relative"
         return None
 
     def close(self) -> None:

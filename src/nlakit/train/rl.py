@@ -34,7 +34,11 @@ and re-syncs its own merged decoding copy. Rank 0 writes checkpoints and logs an
 Speed: rollouts are decoded by `nlakit.engine` from a plain copy of the AV (LoRA merged, in the autocast dtype)
 whose weights are refreshed in place after every update (`MergedAV.sync`), so the engine's compiled step and CUDA
 graph are built once and reused for the whole run. The KL anchor is a merged copy of the supervised AV in the same
-dtype. Log-probs are computed only on response positions, in micro-batches of similar length. Each step's record
+dtype. Log-probs are computed only on response positions, in micro-batches of similar length. With `cuda_graphs`
+(one GPU) the reference, policy and AR passes replay CUDA graphs (`nlakit.train.graphs.StepGraphs`): every
+policy/reference batch is padded to `micro_batch` rows of `max_new_tokens` + 1 response tokens (rounded up to 16) and
+the AR batch to all the step's rollouts, padding rows carrying no weight, so one shape covers the run; each pass is
+checked against an eager one at capture and runs eagerly if it differs. The update is the same. Each step's record
 splits its time into generation / reward / reference / policy / AR; `profile_step` profiles one step's kernels phase
 by phase. With `frozen_dtype: bfloat16` the frozen weights of the AV and AR are cast to bf16 for this stage, so the
 policy and AR passes run on bf16 activations while the adapters, their gradients and AdamW stay fp32 (the variant
@@ -48,7 +52,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -60,9 +64,10 @@ from nlakit.errors import NlakitError
 from nlakit.io import write_json
 from nlakit.metrics import Reference, fve_baseline, mse_nrm
 from nlakit.reconstructor import Reconstructor
-from nlakit.train.ar_sft import ar_loss, ar_optimizer
+from nlakit.train.ar_sft import ReadLoss, ar_inputs, ar_optimizer
 from nlakit.train.common import (Budget, MergedAR, MergedAV, Pairs, cast_frozen, load_lora_state, load_state, lora_state, rng_state, save_state,
                                  seed_everything, set_rng_state, write_stage_done)
+from nlakit.train.graphs import GRAPH_PAD, StepGraphs, causal_mask
 from nlakit.train.heldout import copy_rate, evaluate_heldout, generate
 from nlakit.verbalizer import Verbalizer
 
@@ -94,6 +99,8 @@ class RLConfig:
     merged_reward: bool = False  # score rewards with a merged copy of the AR in the autocast dtype (re-synced after AR steps)
     reward_from_ar_update: bool = False  # read the rewards off the online AR step's own forward pass (it then runs first)
     micro_batch: int = 128  # sequences per backward pass
+    cuda_graphs: bool = False  # on one GPU: the reference, policy and online-AR passes replay CUDA graphs (fixed shapes:
+    #   rollouts padded to micro_batch rows and max_new_tokens + 1 tokens; the policy pass needs one micro-batch a step)
     profile_step: int = 0  # profile this step (1-based) phase by phase into out/rl_profile.json; 0: never
     frozen_dtype: str | None = None  # "bfloat16": the AV's and AR's frozen weights in bf16 for GRPO (LoRA stays fp32); needs dtype (train_all drops it on fp32 runs)
     save_every: int = 25
@@ -206,42 +213,140 @@ def length_batches(responses: list[list[int]], size: int) -> list[list[int]]:
     return [order[s : s + size] for s in range(0, len(order), size)]
 
 
+def _token_logprobs(model: torch.nn.Module, dtype, embeds: torch.Tensor, labels: torch.Tensor, force_mask: bool) -> torch.Tensor:
+    """Log-probs of the response tokens (B, R), 0 where `labels` is -100, from right-padded inputs: logits only at the
+    R positions that predict a response token; no padding mask (causal attention is exact for right padding)."""
+    R = labels.shape[1]
+    mask = causal_mask(model, embeds.shape[1], embeds.device, force=force_mask)  # None: causal alone
+    # cache_enabled=False: autocast's weight-cast cache cannot live across CUDA graph replays (StepGraphs)
+    with torch.autocast(device_type=embeds.device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=False):
+        logits = model(inputs_embeds=embeds, attention_mask=mask, use_cache=False, logits_to_keep=R + 1).logits
+    resp = (labels != -100).float()
+    lp = -torch.nn.functional.cross_entropy(logits[:, :R].float().flatten(0, 1), labels.clamp_min(0).flatten(), reduction="none")
+    return lp.view_as(resp) * resp
+
+
+class TokenLogprobs(torch.nn.Module):
+    """(embeds (B, P+R, D), labels (B, R)) -> the response tokens' log-probs (B, R): the reference pass of GRPO."""
+
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype | None, force_mask: bool = False):
+        super().__init__()
+        self.model, self.dtype, self.force_mask = model, dtype, force_mask
+
+    def forward(self, embeds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return _token_logprobs(self.model, self.dtype, embeds, labels, self.force_mask)
+
+
+class PolicyLoss(torch.nn.Module):
+    """The GRPO loss of one micro-batch (the module docstring's variant), from tensors alone, so that it can be a CUDA
+    graph: (embeds, labels (B, R), ref_lp (B, R), old_lp (B, R), adv (B,), first (), scale ()) -> (loss, stats (4,):
+    KL sum, loss, clipped tokens, tokens; the log-probs (B, R), detached). `first` = 1 on the first pass, whose own
+    log-probs are the old ones (ratio 1); `scale` = 1 / the rollouts of the whole batch. Rows with no response token
+    (all labels -100) add nothing."""
+
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype | None, cfg: "RLConfig", force_mask: bool = False):
+        super().__init__()
+        self.model, self.dtype, self.force_mask = model, dtype, force_mask
+        self.clip, self.kl_coef, self.kl_clamp = cfg.clip, cfg.kl_coef, cfg.kl_clamp
+
+    def forward(self, embeds, labels, ref_lp, old_lp, adv, first, scale):
+        lp = _token_logprobs(self.model, self.dtype, embeds, labels, self.force_mask)
+        mask = (labels != -100).float()
+        old = first * lp.detach() + (1 - first) * old_lp
+        ntok = mask.sum(1).clamp_min(1)
+        kl = (k3((ref_lp - lp) * mask, self.kl_clamp) * mask).sum(1) / ntok  # k3 estimator per sequence
+        ratio = torch.exp(lp - old)
+        a = adv[:, None]
+        pg = -torch.minimum(ratio * a, ratio.clamp(1 - self.clip, 1 + self.clip) * a)  # (b, R)
+        loss = (((pg * mask).sum(1) / ntok + self.kl_coef * kl).sum()) * scale
+        stats = torch.stack([kl.detach().sum(), loss.detach(), (((ratio - 1).abs() > self.clip).float() * mask).sum(),
+                             mask.sum()])
+        return loss, stats, lp.detach()
+
+
+class PassGraphs(NamedTuple):
+    """The three GRPO passes as `StepGraphs` (eager where graphs are off) and the fixed response length they use."""
+    reference: StepGraphs
+    policy: StepGraphs
+    ar: StepGraphs | None
+    length: int | None  # R of every policy/reference batch; None: each batch's longest response
+
+    @property
+    def mode(self) -> dict:
+        return {"reference": self.reference.mode, "policy": self.policy.mode, **({"ar": self.ar.mode} if self.ar else {})}
+
+    def close(self) -> None:
+        for g in (self.reference, self.policy, self.ar):
+            if g is not None:
+                g.close()
+
+
+def pass_graphs(av: Verbalizer, ref: Verbalizer, ar: Reconstructor | None, cfg: "RLConfig", dtype=None) -> PassGraphs:
+    """GRPO's passes for this run: CUDA graphs with `cuda_graphs` on one GPU, else the same modules run eagerly
+    (`ar` None: no AR pass)."""
+    rows = distributed.shard(range(cfg.n_prompts))
+    one_batch = (rows.stop - rows.start) * cfg.group <= cfg.micro_batch
+    if cfg.cuda_graphs and not one_batch:
+        log.warning("rl.cuda_graphs: the policy pass runs eagerly (its %d rollouts take several micro-batches of %d; "
+                    "set rl.micro_batch to at least the rollouts a step)", (rows.stop - rows.start) * cfg.group, cfg.micro_batch)
+    ref_dtype = dtype if ref.dtype == torch.float32 else None
+    graphs = cfg.cuda_graphs
+    policy = StepGraphs(PolicyLoss(av.model, dtype, cfg), enabled=graphs and one_batch, max_graphs=1, name="rl_policy")
+    reference = StepGraphs(TokenLogprobs(ref.model, ref_dtype), enabled=graphs, max_graphs=1, name="rl_reference")
+    ar_pass = StepGraphs(ReadLoss(ar, dtype, per_sample=True), enabled=graphs, name="rl_ar") if ar is not None else None
+    length = -(-(cfg.max_new_tokens + 1) // GRAPH_PAD) * GRAPH_PAD if policy.enabled or reference.enabled else None
+    return PassGraphs(reference, policy, ar_pass, length)
+
+
+def _rows(idx: list[int], n: int) -> list[int]:
+    """`idx` padded to `n` rows by repeating its first (the padding rows get zero weight)."""
+    return idx + [idx[0]] * (n - len(idx)) if n > len(idx) else idx
+
+
 def policy_step(av: Verbalizer, ref: Verbalizer, ro: Rollout, opt: torch.optim.Optimizer, cfg: RLConfig, dtype=None,
-                timing: dict | None = None) -> dict:
+                timing: dict | None = None, graphs: PassGraphs | None = None) -> dict:
     """`ppo_epochs` GRPO updates over the rollout, in length-sorted micro-batches. Returns the mean KL and loss.
 
-    Under torchrun `ro` is this rank's share: losses are normalised by the whole batch and gradients summed over ranks."""
+    With `graphs` whose passes are captured, every micro-batch has the fixed shape (micro_batch rows, `graphs.length`
+    tokens); padding rows have no response tokens. Under torchrun `ro` is this rank's share: losses are normalised by
+    the whole batch and gradients summed over ranks."""
+    graphs = graphs or pass_graphs(av, ref, None, replace(cfg, cuda_graphs=False), dtype)
     n = int(distributed.total(len(ro.responses)))
     params = [p for p in av.model.parameters() if p.requires_grad]
+    fixed = graphs.length is not None
     mbs = length_batches(ro.responses, cfg.micro_batch)
+    empty = [av.end_id]  # a padding row's placeholder response (its labels are then cleared)
+
+    def inputs(model_av: Verbalizer, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = _rows(idx, cfg.micro_batch) if fixed else idx
+        responses = [ro.responses[i] if k < len(idx) else empty for k, i in enumerate(rows)]
+        embeds, _, labels = model_av.batch(ro.vectors[rows], responses, length=graphs.length)
+        labels = labels[:, len(model_av.prompt_ids):]
+        if len(rows) > len(idx):
+            labels[len(idx):] = -100
+        return embeds, labels
+
     t0 = _sync(av.device)
-    with torch.no_grad(), torch.autocast(device_type=ref.device.type, dtype=dtype,
-                                         enabled=dtype is not None and ref.dtype == torch.float32):
-        ref_lp = [ref.token_logprobs(ro.vectors[idx], [ro.responses[i] for i in idx])[0].float() for idx in mbs]
+    with torch.no_grad():
+        ref_lp = [graphs.reference(*inputs(ref, idx)).float().clone() for idx in mbs]  # a graph's output is overwritten
     t_ref = _sync(av.device) - t0
-    old_lp: list[torch.Tensor] = []
+    old_lp: list[torch.Tensor] = [torch.zeros_like(r) for r in ref_lp]
     av.model.train()
     stats = {"kl": 0.0, "loss": 0.0, "clip_frac": 0.0}
+    batches = [inputs(av, idx) for idx in mbs]
+    scale = torch.tensor(1.0 / n, device=av.device)
     for epoch in range(cfg.ppo_epochs):
         opt.zero_grad(set_to_none=True)
+        first = torch.tensor(1.0 if epoch == 0 else 0.0, device=av.device)
         sums = torch.zeros(4, device=av.device)  # kl, loss, clipped tokens, tokens: read once per pass (one host sync)
         for k, idx in enumerate(mbs):
-            with torch.autocast(device_type=av.device.type, dtype=dtype, enabled=dtype is not None):
-                lp, mask = av.token_logprobs(ro.vectors[idx], [ro.responses[i] for i in idx])  # (b, R)
-            lp = lp.float()
+            embeds, labels = batches[k]
+            adv = ro.advantages[_rows(idx, labels.shape[0])].to(av.device) * (torch.arange(labels.shape[0], device=av.device) < len(idx))
+            loss, st, lp = graphs.policy(embeds, labels, ref_lp[k].to(av.device), old_lp[k], adv, first, scale)
             if epoch == 0:
-                old_lp.append(lp.detach())
-            ntok = mask.sum(1).clamp_min(1)
-            d = (ref_lp[k].to(lp.device) - lp) * mask
-            kl = (k3(d, cfg.kl_clamp) * mask).sum(1) / ntok  # k3 estimator per sequence
-            adv = ro.advantages[idx].to(lp.device)[:, None]
-            ratio = torch.exp(lp - old_lp[k])
-            pg = -torch.minimum(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv)  # (b, R)
-            loss_i = (pg * mask).sum(1) / ntok + cfg.kl_coef * kl
-            loss = loss_i.sum() / n
+                old_lp[k] = lp.clone()
             loss.backward()
-            sums += torch.stack([kl.detach().sum(), loss.detach(), (((ratio - 1).abs() > cfg.clip).float() * mask).sum(),
-                                 mask.sum()])
+            sums += st
         distributed.all_reduce_grads(params)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -254,11 +359,13 @@ def policy_step(av: Verbalizer, ref: Verbalizer, ro: Rollout, opt: torch.optim.O
 
 
 def ar_step(ar: Reconstructor, opt, ro: Rollout, max_length: int = 256, dtype=None,
-            timing: dict | None = None) -> tuple[float | None, torch.Tensor]:
+            timing: dict | None = None, graph: StepGraphs | None = None) -> tuple[float | None, torch.Tensor]:
     """One supervised AR step on the parsed samples (the mean over every rank's, gradients summed over ranks).
 
     Returns the loss and each sample's mse_nrm as the step's forward pass read it, before the update (FAIL_MSE where
-    not parsed): the rewards with `reward_from_ar_update`. With `timing`, the forward's time goes to reward_sec."""
+    not parsed): the rewards with `reward_from_ar_update`. With `timing`, the forward's time goes to reward_sec.
+    With a captured `graph` (`PassGraphs.ar`) the batch is padded to all the rollouts' rows (zero weight) and its
+    texts to a multiple of GRAPH_PAD tokens, so a few shapes cover the run."""
     t0 = _sync(ar.device)
     idx = ro.ok.nonzero().flatten().tolist()
     n_all = int(distributed.total(len(idx)))
@@ -266,17 +373,20 @@ def ar_step(ar: Reconstructor, opt, ro: Rollout, max_length: int = 256, dtype=No
     if not n_all:
         return None, mse
     params = [p for p in ar.parameters() if p.requires_grad]
+    graph = graph or StepGraphs(ReadLoss(ar, dtype, per_sample=True), enabled=False)
     ar.train()
     opt.zero_grad(set_to_none=True)
     loss_value = 0.0
     if idx:  # a rank without parsed samples still joins the gradient sum, with zeros
-        per = ar_loss(ar, [ro.texts[i] for i in idx], ro.vectors[idx], max_length, dtype, per_sample=True)
-        mse[idx] = per.detach().float().cpu()
+        rows = _rows(idx, len(ro.texts)) if graph.enabled else idx
+        per = graph(*ar_inputs(ar, [ro.texts[i] for i in rows], ro.vectors[rows], max_length, pad_to=graph.pad_to))
+        per_real = per[: len(idx)]
+        mse[idx] = per_real.detach().float().cpu()
+        loss_value = per_real.detach().mean().item()
         if timing is not None:  # added to the rollout's own share (decoding the texts)
             timing["reward_sec"] = timing.get("reward_sec", 0.0) + _sync(ar.device) - t0
-        loss = per.mean()
-        (loss * (len(idx) / n_all)).backward()  # this rank's share of the mean over every rank's samples (1 alone)
-        loss_value = loss.item()
+        weight = (torch.arange(len(rows), device=per.device) < len(idx)).float() / n_all  # this rank's share of the mean
+        (per * weight).sum().backward()
     distributed.all_reduce_grads(params)
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step()
@@ -321,6 +431,7 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
     decoder = MergedAV(av, dtype).sync()  # what the engine decodes with; re-synced after every update
     reads_every_step = cfg.reward_from_ar_update and cfg.co_train_ar and cfg.ar_every == 1  # no step reads a scorer
     scorer = MergedAR(ar, dtype).sync() if cfg.merged_reward and not reads_every_step else None  # what rewards are read with (else the AR itself)
+    graphs = pass_graphs(av, ref_av, ar, cfg, dtype)  # the reference, policy and AR passes (CUDA graphs with cuda_graphs)
 
     def checkpoint(step: int) -> None:
         if not distributed.is_main():
@@ -360,13 +471,13 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
         ar_l = None
         if fused:
             t_ar, read_before = _sync(av.device), timing.get("reward_sec", 0.0)
-            ar_l, mse_read = prof.phase("reward_and_ar_update", lambda: ar_step(ar, ar_opt, ro, dtype=dtype, timing=timing))
+            ar_l, mse_read = prof.phase("reward_and_ar_update", lambda: ar_step(ar, ar_opt, ro, dtype=dtype, timing=timing, graph=graphs.ar))
             ro = scored(ro, mse_read, cfg)
             timing["ar_sec"] = _sync(av.device) - t_ar - (timing.get("reward_sec", 0.0) - read_before)  # the rest: backward + step
-        stats = prof.phase("reference_and_policy", lambda: policy_step(av, ref_av, ro, opt, cfg, dtype, timing=timing))
+        stats = prof.phase("reference_and_policy", lambda: policy_step(av, ref_av, ro, opt, cfg, dtype, timing=timing, graphs=graphs))
         if not fused:
             t_ar = _sync(av.device)
-            ar_l = prof.phase("ar_update", lambda: ar_step(ar, ar_opt, ro, dtype=dtype)[0]) if ar_now else None
+            ar_l = prof.phase("ar_update", lambda: ar_step(ar, ar_opt, ro, dtype=dtype, graph=graphs.ar)[0]) if ar_now else None
             timing["ar_sec"] = _sync(av.device) - t_ar
         t_s = time.monotonic()
         prof.phase("weight_sync", lambda: (decoder.sync(), scorer.sync() if scorer is not None and ar_l is not None else None))
@@ -384,6 +495,7 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
                "ar_loss": ar_l, "sec": time.monotonic() - t0, **timing}
         if step == start:
             rec["engine_mode"] = engine.mode_of(decoder.verbalizer)
+            rec["pass_modes"] = graphs.mode  # captured on this first step (or why not)
         if prof.enabled:
             rec["profiled"] = True  # its times include the profiler's overhead
         history.append(rec)
@@ -401,11 +513,13 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
     else:
         step = cfg.steps
     done_steps = history[-1]["step"] if history else start
+    pass_modes = graphs.mode
+    graphs.close()
     checkpoint(done_steps)
     finished = done_steps >= cfg.steps or capped
     summary = {"config": asdict(cfg), "steps_done": done_steps, "finished": finished,
                "stopped_by": "steps" if done_steps >= cfg.steps else "max_minutes" if capped else "budget",
-               "seconds": spent, "history": history}
+               "seconds": spent, "pass_modes": pass_modes, "history": history}
     if finished and distributed.is_main():
         write_stage_done(out, "rl", {k: v for k, v in summary.items() if k != "history"})
     distributed.barrier()
