@@ -36,7 +36,7 @@ whose weights are refreshed in place after every update (`MergedAV.sync`), so th
 graph are built once and reused for the whole run. The KL anchor is a merged copy of the supervised AV in the same
 dtype. Log-probs are computed only on response positions, in micro-batches of similar length. With `cuda_graphs`
 (one GPU) the reference, policy and AR passes replay CUDA graphs (`nlakit.train.graphs.StepGraphs`): every
-policy/reference batch is padded to `micro_batch` rows of `max_new_tokens` + 1 response tokens (rounded up to 16) and
+policy/reference batch is padded to `micro_batch` rows of `max_new_tokens` + 1 response tokens and
 the AR batch to all the step's rollouts, padding rows carrying no weight, so one shape covers the run; each pass is
 checked against an eager one at capture and runs eagerly if it differs. The update is the same. Each step's record
 splits its time into generation / reward / reference / policy / AR; `profile_step` profiles one step's kernels phase
@@ -67,7 +67,7 @@ from nlakit.reconstructor import Reconstructor
 from nlakit.train.ar_sft import ReadLoss, ar_inputs, ar_optimizer
 from nlakit.train.common import (Budget, MergedAR, MergedAV, Pairs, cast_frozen, load_lora_state, load_state, lora_state, rng_state, save_state,
                                  seed_everything, set_rng_state, write_stage_done)
-from nlakit.train.graphs import GRAPH_PAD, StepGraphs, causal_mask
+from nlakit.train.graphs import StepGraphs, causal_mask
 from nlakit.train.heldout import copy_rate, evaluate_heldout, generate
 from nlakit.verbalizer import Verbalizer
 
@@ -294,7 +294,7 @@ def pass_graphs(av: Verbalizer, ref: Verbalizer, ar: Reconstructor | None, cfg: 
     policy = StepGraphs(PolicyLoss(av.model, dtype, cfg), enabled=graphs and one_batch, max_graphs=1, name="rl_policy")
     reference = StepGraphs(TokenLogprobs(ref.model, ref_dtype), enabled=graphs, max_graphs=1, name="rl_reference")
     ar_pass = StepGraphs(ReadLoss(ar, dtype, per_sample=True), enabled=graphs, name="rl_ar") if ar is not None else None
-    length = -(-(cfg.max_new_tokens + 1) // GRAPH_PAD) * GRAPH_PAD if policy.enabled or reference.enabled else None
+    length = cfg.max_new_tokens + 1 if policy.enabled or reference.enabled else None  # the longest a response can be
     return PassGraphs(reference, policy, ar_pass, length)
 
 
@@ -365,7 +365,7 @@ def ar_step(ar: Reconstructor, opt, ro: Rollout, max_length: int = 256, dtype=No
     Returns the loss and each sample's mse_nrm as the step's forward pass read it, before the update (FAIL_MSE where
     not parsed): the rewards with `reward_from_ar_update`. With `timing`, the forward's time goes to reward_sec.
     With a captured `graph` (`PassGraphs.ar`) the batch is padded to all the rollouts' rows (zero weight) and its
-    texts to a multiple of GRAPH_PAD tokens, so a few shapes cover the run."""
+    texts to a multiple of `graphs.GRAPH_PAD` tokens, so a few shapes cover the run."""
     t0 = _sync(ar.device)
     idx = ro.ok.nonzero().flatten().tolist()
     n_all = int(distributed.total(len(idx)))
