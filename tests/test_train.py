@@ -369,6 +369,25 @@ def test_train_eval_export_only_packs_a_run_as_it_stands(tmp_path, corpus, monke
         train_eval.main()
 
 
+def test_gpu_session_script_starts_and_watches_a_detached_job(tmp_path):
+    """benchmarks/gpu_session.sh: `start` detaches train_eval.py, `watch` waits for it and leaves its log in $OUT; a
+    job that fails at once (a bad --set) is reported as ended, without a final export."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "ROOT_DIR": str(tmp_path / "root"), "OUT": str(tmp_path / "out")}
+    (tmp_path / "out").mkdir()
+    run = lambda *a: subprocess.run(["bash", "benchmarks/gpu_session.sh", *a], cwd=root, env=env, capture_output=True,
+                                    text=True, timeout=120)
+    started = run("start", "--set", "n_docs=bogus")
+    assert started.returncode == 0 and "started pid" in started.stdout
+    watched = run("watch", "60")
+    assert watched.returncode == 0 and "the job has ended" in watched.stdout and "no final export" in watched.stdout
+    assert "n_docs = 'bogus' should be int" in (tmp_path / "out" / "job.log").read_text()
+    assert run("bogus").returncode == 2
+
+
 def test_total_minutes_caps_rl_so_the_pipeline_fits(tmp_path, corpus):
     from nlakit.train.pipeline import _rl_time_cap
 
