@@ -343,10 +343,10 @@ def policy_step(av: Verbalizer, ref: Verbalizer, ro: Rollout, opt: torch.optim.O
             embeds, labels = batches[k]
             adv = ro.advantages[_rows(idx, labels.shape[0])].to(av.device) * (torch.arange(labels.shape[0], device=av.device) < len(idx))
             loss, st, lp = graphs.policy(embeds, labels, ref_lp[k].to(av.device), old_lp[k], adv, first, scale)
-            if epoch == 0:
-                old_lp[k] = lp.clone()
+            if epoch == 0:  # a graph's outputs are overwritten by its next replay, and carry autograd's flag: detach
+                old_lp[k] = lp.detach().clone()
             loss.backward()
-            sums += st
+            sums += st.detach()
         distributed.all_reduce_grads(params)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
