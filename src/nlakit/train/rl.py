@@ -293,7 +293,9 @@ def pass_graphs(av: Verbalizer, ref: Verbalizer, ar: Reconstructor | None, cfg: 
     graphs = cfg.cuda_graphs
     policy = StepGraphs(PolicyLoss(av.model, dtype, cfg), enabled=graphs and one_batch, max_graphs=1, name="rl_policy")
     reference = StepGraphs(TokenLogprobs(ref.model, ref_dtype), enabled=graphs, max_graphs=1, name="rl_reference")
-    ar_pass = StepGraphs(ReadLoss(ar, dtype, per_sample=True), enabled=graphs, name="rl_ar") if ar is not None else None
+    # the AR's batch length is its longest parsed text, nearly always within a few 16s of the cap: three shapes, each
+    # keeping a memory pool of its own, at most (others run eagerly)
+    ar_pass = StepGraphs(ReadLoss(ar, dtype, per_sample=True), enabled=graphs, max_graphs=3, name="rl_ar") if ar is not None else None
     length = cfg.max_new_tokens + 1 if policy.enabled or reference.enabled else None  # the longest a response can be
     return PassGraphs(reference, policy, ar_pass, length)
 
