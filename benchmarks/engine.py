@@ -141,8 +141,8 @@ def report(res: dict) -> str:
                  f"{_k(res.get('ar_compiled_tok_s'))}, HF path {_k(res.get('ar_hf_tok_s'))})")
     for ab in res.get("ablations", []):
         lines.append(f"ablation {ab['name']}: {_k(ab.get('engine_tok_s'))} tok/s {ab.get('error', '')}")
-    if res.get("sampling"):
-        lines.append(f"sampling: {json.dumps(res['sampling'])}")
+    for srow in res.get("sampling_rows") or ([res["sampling"]] if res.get("sampling") else []):
+        lines.append(f"sampling: {json.dumps(srow)}")
     if res.get("ceiling"):
         lines.append(f"ceiling: {json.dumps(res['ceiling'])}")
     if res.get("profile"):

@@ -290,6 +290,8 @@ def test_bench_cli_on_cpu(tmp_path, docs):
         assert r["hf_tok_s"] > 0 and r["engine_tok_s"] > 0 and math.isclose(r["ratio"], r["engine_tok_s"] / r["hf_tok_s"])
         assert r["greedy_match_rate"] == 1.0  # fp32 on CPU: token-identical
     assert res["extract_tok_s"] > 0 and res["ar_tok_s"] > 0 and res["sampling"]["reproducible"]
+    assert [s["batch"] for s in res["sampling_rows"]] == [3, 2] and all(s["reproducible"] for s in res["sampling_rows"])
+    assert res["sampling_rows"][1]["same_as_largest_batch_rate"] == 1.0  # fp32: the same seed reads the same at any batch
     assert "AV generation" in result.output and str(out) in result.output.replace("\n", "")
 
 

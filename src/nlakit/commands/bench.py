@@ -113,9 +113,10 @@ def _print(res: dict, out: Optional[Path]) -> None:
     console.print(f"extraction (layer {res['layer']}): {k(res.get('extract_tok_s'))} tok/s "
                   f"(HF path {k(res.get('extract_hf_tok_s'))}); AR scoring: {k(res.get('ar_tok_s'))} tok/s "
                   f"(HF path {k(res.get('ar_hf_tok_s'))})")
-    if res.get("sampling"):
-        s = res["sampling"]
-        console.print(f"sampling (T=1, batch {s['batch']}): {k(s['engine_tok_s'])} tok/s, reproducible: {s['reproducible']}")
+    for s in res.get("sampling_rows") or ([res["sampling"]] if res.get("sampling") else []):
+        same = s.get("same_as_largest_batch_rate")
+        console.print(f"sampling (T=1, batch {s['batch']}, {s['mode']}): {k(s['engine_tok_s'])} tok/s, reproducible: "
+                      f"{s['reproducible']}" + (f", rows as at the largest batch: {same:.0%}" if same is not None else ""))
     if res.get("ceiling"):
         c = res["ceiling"]
         console.print(f"roofline ceiling at batch {c['batch']}: {k(c['tok_s'])} tok/s ({c['bound']}-bound; matmul "
