@@ -293,9 +293,9 @@ def pass_graphs(av: Verbalizer, ref: Verbalizer, ar: Reconstructor | None, cfg: 
     graphs = cfg.cuda_graphs
     policy = StepGraphs(PolicyLoss(av.model, dtype, cfg), enabled=graphs and one_batch, max_graphs=1, name="rl_policy")
     reference = StepGraphs(TokenLogprobs(ref.model, ref_dtype), enabled=graphs, max_graphs=1, name="rl_reference")
-    # the AR's batch length is its longest parsed text, nearly always within a few 16s of the cap: three shapes, each
-    # keeping a memory pool of its own, at most (others run eagerly)
-    ar_pass = StepGraphs(ReadLoss(ar, dtype, per_sample=True), enabled=graphs, max_graphs=3, name="rl_ar") if ar is not None else None
+    # the AR's batch length is its longest parsed text, nearly always within a 16 or two of the cap: two shapes at most,
+    # each keeping a memory pool of its own (~10-20 GB at 256 rows x 128 tokens), the others run eagerly
+    ar_pass = StepGraphs(ReadLoss(ar, dtype, per_sample=True), enabled=graphs, max_graphs=2, name="rl_ar") if ar is not None else None
     length = cfg.max_new_tokens + 1 if policy.enabled or reference.enabled else None  # the longest a response can be
     return PassGraphs(reference, policy, ar_pass, length)
 
@@ -495,6 +495,8 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
                "length": lengths.mean().item(),
                "copy_rate_4gram": sum(copies) / len(copies),
                "ar_loss": ar_l, "sec": time.monotonic() - t0, **timing}
+        if av.device.type == "cuda":  # the graphs' pools, the engine and the passes together
+            rec["cuda_reserved_gb"] = torch.cuda.memory_reserved(av.device) / 2**30
         if step == start:
             rec["engine_mode"] = engine.mode_of(decoder.verbalizer)
             rec["pass_modes"] = graphs.mode  # captured on this first step (or why not)
