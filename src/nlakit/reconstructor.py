@@ -95,7 +95,7 @@ class Reconstructor(nn.Module):
         """Right-padded (ids, mask) of the AR prompts, (B, T) each; T is the longest row rounded up to a multiple of
         `pad_to`."""
         texts = [self.format(e) for e in explanations]
-        rows = [self.tokenizer.encode(t, add_special_tokens=True) for t in texts]
+        rows = self.tokenizer(texts, add_special_tokens=True)["input_ids"] if texts else []  # one batched call (Rust, parallel)
         if max_length is not None:  # keep the suffix: the read position must stay on the template's last token
             rows = [r if len(r) <= max_length else r[: max_length // 2] + r[-(max_length - max_length // 2) :] for r in rows]
         if not self._suffix_checked and self.meta.critic_suffix_ids and rows:
@@ -105,11 +105,9 @@ class Reconstructor(nn.Module):
                                   "use the AR's own tokenizer and prompt_templates.ar")
             self._suffix_checked = True
         T = -(-max(len(r) for r in rows) // pad_to) * pad_to
-        ids = torch.full((len(rows), T), pad_id(self.tokenizer), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(r)] = 1
+        pad = pad_id(self.tokenizer)
+        ids = torch.tensor([r + [pad] * (T - len(r)) for r in rows], dtype=torch.long).view(len(rows), T)
+        mask = torch.tensor([[1] * len(r) + [0] * (T - len(r)) for r in rows], dtype=torch.long).view(len(rows), T)
         return ids, mask
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

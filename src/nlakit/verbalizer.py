@@ -193,16 +193,11 @@ class Verbalizer:
         if length is not None and length < R:
             raise ValueError(f"a response of {R} tokens does not fit length={length}")
         R = length if length is not None else -(-R // pad_to) * pad_to
-        B = len(responses)
-        ids = torch.full((B, P + R), pad_id(self.tokenizer), dtype=torch.long)
-        labels = torch.full((B, P + R), -100, dtype=torch.long)
-        mask = torch.zeros((B, P + R), dtype=torch.long)
-        ids[:, :P] = torch.tensor(self.prompt_ids)
-        mask[:, :P] = 1
-        for i, r in enumerate(responses):
-            ids[i, P : P + len(r)] = torch.tensor(r)
-            labels[i, P : P + len(r)] = torch.tensor(r)
-            mask[i, P : P + len(r)] = 1
+        B, pad, prompt = len(responses), pad_id(self.tokenizer), list(self.prompt_ids)
+        responses = [list(r) for r in responses]
+        ids = torch.tensor([prompt + r + [pad] * (R - len(r)) for r in responses], dtype=torch.long).view(B, P + R)
+        labels = torch.tensor([[-100] * P + r + [-100] * (R - len(r)) for r in responses], dtype=torch.long).view(B, P + R)
+        mask = torch.tensor([[1] * (P + len(r)) + [0] * (R - len(r)) for r in responses], dtype=torch.long).view(B, P + R)
         return self.embed(ids, vectors), mask.to(self.device), labels.to(self.device)
 
     def token_logprobs(self, vectors: torch.Tensor, responses: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
