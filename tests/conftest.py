@@ -91,3 +91,21 @@ def tiny_bundle(tmp_path_factory, make_nla):
     path = tmp_path_factory.mktemp("bundle") / "nla"
     make_nla("llama", 2).save(path)
     return path
+
+
+class GraphLike(torch.nn.Module):
+    """What torch.cuda.make_graphed_callables returns, as far as its caller can tell on the CPU: the same values, every
+    output flagged as requiring grad when any does (an autograd Function's outputs), and inputs whose requires_grad
+    must match the capture's sample."""
+
+    def __init__(self, module, sample):
+        super().__init__()
+        self.module, self.flags = module, [t.requires_grad for t in sample]
+
+    def forward(self, *tensors):
+        assert [t.requires_grad for t in tensors] == self.flags, "an input's requires_grad differs from the capture's"
+        out = self.module(*tensors)
+        if isinstance(out, tuple) and out[0].requires_grad:
+            zero = out[0] * 0
+            return (out[0], *(o + zero for o in out[1:]))
+        return out

@@ -205,28 +205,12 @@ def test_kl_clamp_changes_only_tokens_above_the_cap(lora_av):
     assert not torch.allclose(got[None][0], got[1e-6][0])
 
 
-class _GraphLike(torch.nn.Module):
-    """What torch.cuda.make_graphed_callables returns, as far as its caller can tell on the CPU: the same values, every
-    output flagged as requiring grad when any does (an autograd Function's outputs), and inputs whose requires_grad
-    must match the capture's sample."""
-
-    def __init__(self, module, sample):
-        super().__init__()
-        self.module, self.flags = module, [t.requires_grad for t in sample]
-
-    def forward(self, *tensors):
-        assert [t.requires_grad for t in tensors] == self.flags, "an input's requires_grad differs from the capture's"
-        out = self.module(*tensors)
-        if isinstance(out, tuple) and out[0].requires_grad:
-            zero = out[0] * 0
-            return (out[0], *(o + zero for o in out[1:]))
-        return out
-
-
 def _as_graphs(monkeypatch, *steps):
-    """StepGraphs that capture on the CPU (`_GraphLike`), so each call goes through the capture, the check against an
+    """StepGraphs that capture on the CPU (`conftest.GraphLike`), so each call goes through the capture, the check against an
     eager step and the fixed-shape padding, as on one GPU."""
-    monkeypatch.setattr(torch.cuda, "make_graphed_callables", lambda module, sample, **kw: _GraphLike(module, sample))
+    from conftest import GraphLike
+
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", lambda module, sample, **kw: GraphLike(module, sample))
     for s in steps:
         s.enabled, s.pad_to = True, 16
     return steps

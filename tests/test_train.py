@@ -436,6 +436,43 @@ def test_rewards_read_off_the_ar_update_match_a_separate_reward_pass(tmp_path, c
         assert a["reward"] == pytest.approx(b["reward"], abs=5e-3) and a["ar_loss"] == pytest.approx(b["ar_loss"], abs=5e-3)
 
 
+def test_grpo_with_its_passes_captured_trains_as_the_eager_run(tmp_path, corpus, monkeypatch):
+    """rl.cuda_graphs end to end: with the three GRPO passes going through StepGraphs' capture, check and fixed-shape
+    padding (a CPU stand-in for make_graphed_callables), the run's rewards, AR losses and final adapters match the
+    eager run's, and the summary says every pass was captured."""
+    from conftest import GraphLike
+
+    from nlakit.train import graphs as graphs_mod
+    from nlakit.verbalizer import Explanation, Verbalizer
+
+    decode = Verbalizer.decode  # the tiny random AV never parses: count every sample as parsed (as above)
+    monkeypatch.setattr(Verbalizer, "decode", lambda self, rows: [
+        Explanation(text=e.raw.strip() or "x", raw=e.raw, ok=True, n_tokens=e.n_tokens, truncated=False) for e in decode(self, rows)])
+    rl = RLConfig(steps=3, n_prompts=2, group=4, max_new_tokens=8, save_every=1, eval_every=0, micro_batch=8,
+                  reward_from_ar_update=True, ppo_epochs=2)
+    eager = train_all(tiny_config(tmp_path / "eager", corpus, rl=rl))
+    init = graphs_mod.StepGraphs.__init__
+
+    def on_as_on_a_gpu(self, module, *, enabled=True, **kw):
+        init(self, module, enabled=enabled, **kw)
+        if enabled and self.name.startswith("rl_"):
+            self.enabled, self.pad_to = True, graphs_mod.GRAPH_PAD
+
+    monkeypatch.setattr(graphs_mod.StepGraphs, "__init__", on_as_on_a_gpu)
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", lambda module, sample, **kw: GraphLike(module, sample))
+    graphed = train_all(tiny_config(tmp_path / "graphed", corpus, rl=replace(rl, cuda_graphs=True)))
+    assert graphed["rl"]["pass_modes"] == {"reference": "cuda graphs (1 shapes)", "policy": "cuda graphs (1 shapes)",
+                                           "ar": graphed["rl"]["pass_modes"]["ar"]}
+    assert graphed["rl"]["pass_modes"]["ar"].startswith("cuda graphs") and eager["rl"]["pass_modes"]["policy"] == "eager"
+    for a, b in zip(eager["rl_history"], graphed["rl_history"]):
+        assert a["reward"] == pytest.approx(b["reward"], abs=1e-4) and a["ar_loss"] == pytest.approx(b["ar_loss"], abs=1e-4)
+        assert a["kl"] == pytest.approx(b["kl"], abs=1e-5)
+    states = [torch.load(tmp_path / d / "rl_state.pt", map_location="cpu", weights_only=False) for d in ("eager", "graphed")]
+    for key in ("av_lora", "ar_lora", "ar_head"):
+        for name, value in states[0][key].items():
+            torch.testing.assert_close(states[1][key][name], value, atol=1e-4, rtol=1e-3)
+
+
 def test_a_call_killed_mid_stage_still_counts_its_minutes(tmp_path, corpus, monkeypatch):
     """The running stage's time so far reaches timings.json as it runs, so total_minutes holds across a killed call."""
     import nlakit.train.pipeline as pipeline
