@@ -94,18 +94,25 @@ def tiny_bundle(tmp_path_factory, make_nla):
 
 
 class GraphLike(torch.nn.Module):
-    """What torch.cuda.make_graphed_callables returns, as far as its caller can tell on the CPU: the same values, every
-    output flagged as requiring grad when any does (an autograd Function's outputs), and inputs whose requires_grad
-    must match the capture's sample."""
+    """What torch.cuda.make_graphed_callables returns, as far as its caller can tell on the CPU: the same values; the
+    outputs after the first (or every output of a forward-only pass) in buffers that the next call overwrites, as a
+    replay does; every output flagged as requiring grad when the first does (an autograd Function's outputs); and
+    inputs whose requires_grad must match the capture's sample."""
 
     def __init__(self, module, sample):
         super().__init__()
-        self.module, self.flags = module, [t.requires_grad for t in sample]
+        self.module, self.flags, self.static = module, [t.requires_grad for t in sample], None
 
     def forward(self, *tensors):
         assert [t.requires_grad for t in tensors] == self.flags, "an input's requires_grad differs from the capture's"
         out = self.module(*tensors)
-        if isinstance(out, tuple) and out[0].requires_grad:
-            zero = out[0] * 0
-            return (out[0], *(o + zero for o in out[1:]))
-        return out
+        outs = out if isinstance(out, tuple) else (out,)
+        grad = outs[0].requires_grad
+        kept = outs[1:] if grad else outs  # what is handed back in the static buffers
+        if self.static is None:
+            self.static = [o.detach().clone() for o in kept]
+        for buf, o in zip(self.static, kept):
+            buf.copy_(o.detach())
+        shared = [buf.detach().requires_grad_(grad and buf.is_floating_point()) for buf in self.static]
+        res = (outs[0], *shared) if grad else tuple(shared)
+        return res if isinstance(out, tuple) else res[0]
