@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from nlakit.engine_bench import BenchConfig, run  # noqa: E402
+from nlakit.engine_bench import BenchConfig, run, sampling_rows  # noqa: E402
 
 
 def _tri(v: str) -> bool | None:
@@ -141,7 +141,7 @@ def report(res: dict) -> str:
                  f"{_k(res.get('ar_compiled_tok_s'))}, HF path {_k(res.get('ar_hf_tok_s'))})")
     for ab in res.get("ablations", []):
         lines.append(f"ablation {ab['name']}: {_k(ab.get('engine_tok_s'))} tok/s {ab.get('error', '')}")
-    for srow in res.get("sampling_rows") or ([res["sampling"]] if res.get("sampling") else []):
+    for srow in sampling_rows(res):
         lines.append(f"sampling: {json.dumps(srow)}")
     if res.get("ceiling"):
         lines.append(f"ceiling: {json.dumps(res['ceiling'])}")

@@ -23,8 +23,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+import torch  # noqa: E402
+
 from nlakit.io import read_json, write_json  # noqa: E402
 from nlakit.metrics import summarize  # noqa: E402
+from nlakit.train.heldout import by_kind  # noqa: E402
 
 DEFAULT_CONFIG = ROOT / "configs" / "smollm2-l20.yaml"
 
@@ -73,11 +76,10 @@ def compare(a_file: Path, b_file: Path, kinds: list[str] | None) -> dict:
         if len(kinds) != len(diff):
             raise SystemExit(f"--eval-data gives {len(kinds)} positions, the runs scored {len(diff)}: pass the held-out "
                              "file the runs were evaluated on")
-        res["by_kind"] = {k: {"n": sum(1 for x in kinds if x == k),
-                              na: summarize([v for v, x in zip(va, kinds) if x == k])["mean"],
-                              nb: summarize([v for v, x in zip(vb, kinds) if x == k])["mean"],
-                              "diff": summarize([d for d, x in zip(diff, kinds) if x == k])}
-                          for k in sorted(set(kinds))}
+        rows = [{"kind": k} for k in kinds]
+        per_a, per_b, per_d = (by_kind(torch.tensor(v, dtype=torch.float64), rows) for v in (va, vb, diff))
+        res["by_kind"] = {k: {"n": per_d[k]["n"], na: per_a[k]["mean"], nb: per_b[k]["mean"], "diff": per_d[k]}
+                          for k in per_d}
     return res
 
 

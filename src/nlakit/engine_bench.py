@@ -357,6 +357,11 @@ def run(cfg: BenchConfig, *, out_path: str | Path | None = None,
     return res
 
 
+def sampling_rows(res: dict) -> list[dict]:
+    """The sampling rows of a benchmark result, largest batch first (results before `sampling_rows` have one row)."""
+    return res.get("sampling_rows") or ([res["sampling"]] if res.get("sampling") else [])
+
+
 class _Forwards:
     """Extraction and AR-scoring throughput on pre-tokenised rows (tokenisation excluded)."""
 

@@ -98,6 +98,11 @@ def score(pred: torch.Tensor, gold: torch.Tensor, ref: Reference, *, direction_o
     }
 
 
+def by_position(values) -> list[float]:
+    """Per-position values as results JSON keeps them (5 decimals, in their order), for paired comparisons of runs."""
+    return [round(float(v), 5) for v in values]
+
+
 def summarize(values, *, n_boot: int = 1000, seed: int = 0) -> dict:
     """Mean with a percentile-bootstrap 95% interval: {"mean", "ci95": [lo, hi], "n"}."""
     x = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64).ravel()

@@ -203,15 +203,20 @@ class Verbalizer:
     def token_logprobs(self, vectors: torch.Tensor, responses: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs of each response token under the AV, (B, R), and the response mask, (B, R). Differentiable."""
         embeds, mask, labels = self.batch(vectors, responses)
-        P = len(self.prompt_ids)
-        R = labels.shape[1] - P
-        # logits only where they are needed: positions P-1 .. P+R-1 (position t predicts token t+1)
-        logits = self.model(inputs_embeds=embeds, attention_mask=mask, use_cache=False, logits_to_keep=R + 1).logits
-        logits = logits[:, :R].float()  # (B, R, V)
-        tgt = labels[:, P:]
-        resp_mask = (tgt != -100).float()
-        lp = -torch.nn.functional.cross_entropy(logits.flatten(0, 1), tgt.clamp_min(0).flatten(), reduction="none").view_as(resp_mask)
-        return lp * resp_mask, resp_mask
+        tgt = labels[:, len(self.prompt_ids):]
+        return response_logprobs(self.model, embeds, tgt, mask), (tgt != -100).float()
+
+
+def response_logprobs(model: torch.nn.Module, embeds: torch.Tensor, labels: torch.Tensor,
+                      attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Log-probs (B, R) of the response tokens `labels` (B, R; -100 off the response, where the result is 0) that end
+    the right-padded inputs `embeds` (B, P+R, D): logits only at the R positions that predict one (position t predicts
+    token t+1), an fp32 log-softmax. `attention_mask`: 2D padding or 4D causal, or None (causal attention alone)."""
+    R = labels.shape[1]
+    logits = model(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False, logits_to_keep=R + 1).logits
+    resp = (labels != -100).float()
+    lp = -torch.nn.functional.cross_entropy(logits[:, :R].float().flatten(0, 1), labels.clamp_min(0).flatten(), reduction="none")
+    return lp.view_as(resp) * resp
 
 
 def new_meta_for(tokenizer, *, d_model: int, layer: int, injection_scale: float, base_checkpoint: str,

@@ -90,6 +90,7 @@ def _print(res: dict, out: Optional[Path]) -> None:
     from rich.table import Table
 
     from nlakit.commands._common import console
+    from nlakit.engine_bench import sampling_rows
 
     def k(x, unit=""):
         if x is None:
@@ -113,7 +114,7 @@ def _print(res: dict, out: Optional[Path]) -> None:
     console.print(f"extraction (layer {res['layer']}): {k(res.get('extract_tok_s'))} tok/s "
                   f"(HF path {k(res.get('extract_hf_tok_s'))}); AR scoring: {k(res.get('ar_tok_s'))} tok/s "
                   f"(HF path {k(res.get('ar_hf_tok_s'))})")
-    for s in res.get("sampling_rows") or ([res["sampling"]] if res.get("sampling") else []):
+    for s in sampling_rows(res):
         same = s.get("same_as_largest_batch_rate")
         console.print(f"sampling (T=1, batch {s['batch']}, {s['mode']}): {k(s['engine_tok_s'])} tok/s, reproducible: "
                       f"{s['reproducible']}" + (f", rows as at the largest batch: {same:.0%}" if same is not None else ""))

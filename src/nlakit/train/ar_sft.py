@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 
 from nlakit import distributed
-from nlakit.metrics import Reference, fve_nrm, mse_nrm, summarize
+from nlakit.metrics import Reference, by_position, fve_nrm, mse_nrm, summarize
 from nlakit.reconstructor import Reconstructor
 from nlakit.train.common import (Budget, Pairs, add_lora, batches, cast_frozen, cosine_lr, load_lora_state,
                                  lora_state, save_state, seed_everything, stage_done, write_stage_done)
@@ -78,13 +78,6 @@ def ar_inputs(ar: Reconstructor, texts: list[str], gold: torch.Tensor, max_lengt
     """ReadLoss's inputs on the AR's device: the encoded texts, each row's last real position, the gold vectors."""
     ids, mask = ar.encode(texts, max_length=max_length, pad_to=pad_to)
     return ids.to(ar.device), (mask.sum(1) - 1).to(ar.device), gold.to(ar.device)
-
-
-def ar_loss(ar: Reconstructor, texts: list[str], gold: torch.Tensor, max_length: int, dtype,
-            forward: torch.nn.Module | None = None, per_sample: bool = False) -> torch.Tensor:
-    """mse_nrm of the AR's predictions, averaged over the texts (`per_sample`: one per text); `forward` runs the AR
-    instead (its DDP wrapper)."""
-    return ReadLoss(forward or ar, dtype, per_sample)(*ar_inputs(ar, texts, gold, max_length))
 
 
 def ar_optimizer(ar: Reconstructor, lr: float, head_lr: float) -> torch.optim.Optimizer:
@@ -188,5 +181,5 @@ def gold_ceiling(ar: Reconstructor, eval_pairs: Pairs, ref: Reference, source: s
     pred_shuf = pred[perm]
     gold = fve_nrm(pred, eval_pairs.vectors, ref.mu_nrm)
     return {"eval_gold_fve_nrm": summarize(gold),
-            "eval_gold_fve_nrm_by_position": [round(float(v), 5) for v in gold],  # paired comparisons of sources or runs
+            "eval_gold_fve_nrm_by_position": by_position(gold),  # in eval_pairs' order
             "eval_shuffled_fve_nrm": summarize(fve_nrm(pred_shuf, eval_pairs.vectors, ref.mu_nrm))}

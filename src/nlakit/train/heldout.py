@@ -8,7 +8,7 @@ import os
 import torch
 
 from nlakit.baselines import Samples
-from nlakit.metrics import Reference, score, summarize
+from nlakit.metrics import Reference, by_position, score, summarize
 from nlakit.reconstructor import Reconstructor
 from nlakit.verbalizer import Explanation, Verbalizer
 
@@ -74,7 +74,7 @@ def evaluate_heldout(av: Verbalizer, ar: Reconstructor, eval_pairs, ref: Referen
     return {
         "n": len(exps),
         "fve_nrm": summarize(fve),
-        "fve_nrm_by_position": [round(float(v), 5) for v in fve],  # in eval_pairs' order: paired comparisons of runs
+        "fve_nrm_by_position": by_position(fve),  # in eval_pairs' order
         "fve_raw": summarize(m["fve_raw"]),
         "cos": summarize(cos),
         "by_kind": by_kind(fve, rows_meta),

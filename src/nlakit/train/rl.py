@@ -69,7 +69,7 @@ from nlakit.train.common import (Budget, MergedAR, MergedAV, Pairs, cast_frozen,
                                  seed_everything, set_rng_state, write_stage_done)
 from nlakit.train.graphs import StepGraphs, causal_mask
 from nlakit.train.heldout import copy_rate, evaluate_heldout, generate
-from nlakit.verbalizer import Verbalizer
+from nlakit.verbalizer import Verbalizer, response_logprobs
 
 log = logging.getLogger(__name__)
 
@@ -214,16 +214,12 @@ def length_batches(responses: list[list[int]], size: int) -> list[list[int]]:
 
 
 def _token_logprobs(model: torch.nn.Module, dtype, embeds: torch.Tensor, labels: torch.Tensor, force_mask: bool) -> torch.Tensor:
-    """Log-probs of the response tokens (B, R), 0 where `labels` is -100, from right-padded inputs: logits only at the
-    R positions that predict a response token; no padding mask (causal attention is exact for right padding)."""
-    R = labels.shape[1]
+    """`response_logprobs` in the form a CUDA graph captures: no padding mask (causal attention is exact for right
+    padding; `causal_mask`), autocast without its weight-cast cache."""
     mask = causal_mask(model, embeds.shape[1], embeds.device, force=force_mask)  # None: causal alone
     # cache_enabled=False: autocast's weight-cast cache cannot live across CUDA graph replays (StepGraphs)
     with torch.autocast(device_type=embeds.device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=False):
-        logits = model(inputs_embeds=embeds, attention_mask=mask, use_cache=False, logits_to_keep=R + 1).logits
-    resp = (labels != -100).float()
-    lp = -torch.nn.functional.cross_entropy(logits[:, :R].float().flatten(0, 1), labels.clamp_min(0).flatten(), reduction="none")
-    return lp.view_as(resp) * resp
+        return response_logprobs(model, embeds, labels, mask)
 
 
 class TokenLogprobs(torch.nn.Module):
