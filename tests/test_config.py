@@ -112,3 +112,15 @@ def test_source_is_checked_with_the_config(tmp_path):
     with pytest.raises(NlakitError, match="set describe: true"):
         load_config(SHIPPED, {"out": str(tmp_path)}, parse_settings(["source=self"]))  # the file has describe: false
     assert load_config(SHIPPED, {"out": str(tmp_path)}, parse_settings(["source=template_exact"])).source == "template_exact"
+
+
+def test_packed_groups_need_whole_groups_per_micro_batch(tmp_path):
+    from nlakit.train.config import parse_settings
+
+    cfg = load_config(SHIPPED, {"out": str(tmp_path)}, parse_settings(["rl.pack_groups=true"]))
+    assert cfg.rl.pack_groups and cfg.rl.micro_batch % cfg.rl.group == 0
+    with pytest.raises(NlakitError) as e:
+        load_config(SHIPPED, {"out": str(tmp_path)}, parse_settings(["rl.pack_groups=true", "rl.micro_batch=100", "rl.lr=x"]))
+    msg = str(e.value)
+    assert "rl.micro_batch = 100 is not a multiple of rl.group = 8" in msg and "set rl.micro_batch to 96" in msg
+    assert "rl.lr = 'x'" in msg  # reported with the other problems

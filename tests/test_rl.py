@@ -282,3 +282,104 @@ def test_pass_graphs_off_the_gpu_are_the_eager_passes(lora_av, tiny_llama):
     ref = MergedAV(lora_av).verbalizer
     graphs = pass_graphs(lora_av, ref, None, RLConfig(cuda_graphs=True, n_prompts=2, group=2, micro_batch=4))
     assert graphs.length is None and graphs.mode == {"reference": "eager", "policy": "eager"}
+
+
+def _group_rollout(av: Verbalizer) -> Rollout:
+    """Two groups of three rollouts of different lengths (one vector per group)."""
+    g = torch.Generator().manual_seed(5)
+    responses = [torch.randint(3, 40, (k,), generator=g).tolist() + [2] for k in (3, 5, 2, 4, 1, 6)]
+    vectors = torch.randn(2, av.meta.d_model, generator=g).repeat_interleave(3, 0)
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5, 0.2, -0.2])
+    return Rollout(vectors, responses, ["x"] * 6, torch.ones(6, dtype=torch.bool), torch.zeros(6), torch.zeros(6), adv,
+                   torch.tensor([float(len(r)) for r in responses]))
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_a_group_packed_behind_one_prompt_reads_each_response_as_its_own_row(lora_av, attention):
+    """Verbalizer.group_batch + group_layout: every response gets the log-probs of a row of its own (fp32), with
+    SDPA's boolean mask and eager attention's additive one."""
+    from nlakit.verbalizer import group_layout, response_logprobs
+
+    av = copy.deepcopy(lora_av)
+    av.model.config._attn_implementation = attention
+    ro = _group_rollout(av)
+    want, _ = av.token_logprobs(ro.vectors, ro.responses)
+    embeds, labels = av.group_batch(ro.vectors[::3], ro.responses, length=8)
+    assert embeds.shape[:2] == (2, len(av.prompt_ids) + 3 * 8) and labels.shape == (6, 8)
+    position_ids, mask, keep = group_layout(av.model, len(av.prompt_ids), 8, 3, "cpu")
+    assert mask.dtype == (torch.bool if attention == "sdpa" else torch.float32)
+    got = response_logprobs(av.model, embeds, labels, mask, position_ids.expand(2, -1), keep)
+    torch.testing.assert_close(got[:, : want.shape[1]], want, atol=1e-5, rtol=1e-5)
+    assert (got[:, want.shape[1]:] == 0).all()  # the padding of the fixed length scores nothing
+
+
+def test_no_packed_layout_where_the_attention_cannot_take_its_mask(lora_av, tiny_gemma):
+    from nlakit.verbalizer import group_layout
+
+    av = copy.deepcopy(lora_av)
+    av.model.config._attn_implementation = "flash_attention_2"
+    assert group_layout(av.model, 10, 8, 4, "cpu") is None
+    window = tiny_gemma.model.config.sliding_window  # a 4D mask would drop the window beyond it
+    assert group_layout(tiny_gemma.model, window - 8, 8, 4, "cpu") is not None
+    assert group_layout(tiny_gemma.model, window - 7, 8, 4, "cpu") is None
+
+
+@pytest.mark.parametrize("graphed", [False, True])
+def test_packed_groups_give_the_update_of_a_row_per_rollout(lora_av, monkeypatch, graphed):
+    """rl.pack_groups: the same gradient, KL, loss and clipped fraction as a row per rollout, over two PPO epochs,
+    eagerly and through StepGraphs' fixed shapes (padding rows make a whole padding group)."""
+    from nlakit.train.graphs import StepGraphs
+    from nlakit.train.rl import PassGraphs, PolicyLoss, TokenLogprobs, pass_graphs
+
+    ro = _group_rollout(lora_av)
+    ref = MergedAV(lora_av).verbalizer
+    params = [p for p in lora_av.model.parameters() if p.requires_grad]
+    with torch.no_grad():  # away from the reference, so that the KL term has a gradient
+        for p in params:
+            p.add_(torch.randn_like(p) * 0.1)
+    start = [p.detach().clone() for p in params]
+    got = []
+    for pack in (False, True):
+        with torch.no_grad():
+            for p, s in zip(params, start):
+                p.copy_(s)
+        cfg = RLConfig(kl_coef=0.1, micro_batch=9 if graphed else 6, ppo_epochs=2, clip=0.2, group=3, n_prompts=2,
+                       pack_groups=pack)
+        graphs = None
+        if graphed:
+            ref_g, pol_g = _as_graphs(monkeypatch, StepGraphs(TokenLogprobs(ref.model, None)),
+                                      StepGraphs(PolicyLoss(lora_av.model, None, cfg)))
+            graphs = PassGraphs(ref_g, pol_g, None, length=10, group=3 if pack else None)  # 9 rows > 6 rollouts
+        elif pack:
+            assert pass_graphs(lora_av, ref, None, cfg).layout.startswith("packed groups (3 responses")
+        stats = policy_step(lora_av, ref, ro, torch.optim.SGD(params, lr=0.5), cfg, graphs=graphs)
+        got.append(([p.detach().clone() for p in params], torch.cat([p.grad.flatten() for p in params]), stats))
+    (w0, g0, s0), (w1, g1, s1) = got
+    torch.testing.assert_close(g1, g0, atol=1e-6, rtol=1e-4)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(w0, w1))
+    assert s0["kl"] == pytest.approx(s1["kl"], abs=1e-6) and s0["loss"] == pytest.approx(s1["loss"], abs=1e-6)
+    assert s0["clip_frac"] == pytest.approx(s1["clip_frac"]) and s0["kl"] > 0
+
+
+def test_packing_needs_whole_groups_per_micro_batch(lora_av):
+    from nlakit.train.rl import pass_graphs
+
+    ref = MergedAV(lora_av).verbalizer
+    graphs = pass_graphs(lora_av, ref, None, RLConfig(group=4, micro_batch=6, pack_groups=True))
+    assert graphs.group is None and graphs.layout == "a row per rollout"
+
+
+def test_the_grpo_pass_benchmark_times_both_layouts_and_compares_their_log_probs(tmp_path, monkeypatch):
+    import json
+    import sys
+
+    from conftest import load_benchmark
+
+    bench = load_benchmark("grpo_pass")
+    out = tmp_path / "grpo_pass.json"
+    monkeypatch.setattr(sys, "argv", ["grpo_pass.py", "--device", "cpu", "--layers", "1", "--groups", "2", "--group", "2",
+                                      "--prompt", "5", "--length", "6", "--steps", "1", "--out", str(out)])
+    bench.main()
+    res = json.loads(out.read_text())
+    assert [(r["layout"], r["tokens"]) for r in res["rows"]] == [("packed", 2 * (5 + 2 * 6)), ("rows", 4 * (5 + 6))]
+    assert res["reference_logprob_abs_diff_eager"]["max"] < 1e-4 and res["packed_over_rows_eager"] > 0

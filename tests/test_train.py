@@ -439,7 +439,7 @@ def test_rewards_read_off_the_ar_update_match_a_separate_reward_pass(tmp_path, c
 def test_grpo_with_its_passes_captured_trains_as_the_eager_run(tmp_path, corpus, monkeypatch):
     """rl.cuda_graphs end to end: with the three GRPO passes going through StepGraphs' capture, check and fixed-shape
     padding (a CPU stand-in for make_graphed_callables), the run's rewards, AR losses and final adapters match the
-    eager run's, and the summary says every pass was captured."""
+    eager run's, and the summary says every pass was captured; the same with rl.pack_groups on."""
     from conftest import GraphLike
 
     from nlakit.train import graphs as graphs_mod
@@ -461,16 +461,22 @@ def test_grpo_with_its_passes_captured_trains_as_the_eager_run(tmp_path, corpus,
     monkeypatch.setattr(graphs_mod.StepGraphs, "__init__", on_as_on_a_gpu)
     monkeypatch.setattr(torch.cuda, "make_graphed_callables", lambda module, sample, **kw: GraphLike(module, sample))
     graphed = train_all(tiny_config(tmp_path / "graphed", corpus, rl=replace(rl, cuda_graphs=True)))
-    assert graphed["rl"]["pass_modes"] == {"reference": "cuda graphs (1 shapes)", "policy": "cuda graphs (1 shapes)",
-                                           "ar": graphed["rl"]["pass_modes"]["ar"]}
-    assert graphed["rl"]["pass_modes"]["ar"].startswith("cuda graphs") and eager["rl"]["pass_modes"]["policy"] == "eager"
-    for a, b in zip(eager["rl_history"], graphed["rl_history"]):
-        assert a["reward"] == pytest.approx(b["reward"], abs=1e-4) and a["ar_loss"] == pytest.approx(b["ar_loss"], abs=1e-4)
-        assert a["kl"] == pytest.approx(b["kl"], abs=1e-5)
-    states = [torch.load(tmp_path / d / "rl_state.pt", map_location="cpu", weights_only=False) for d in ("eager", "graphed")]
-    for key in ("av_lora", "ar_lora", "ar_head"):
-        for name, value in states[0][key].items():
-            torch.testing.assert_close(states[1][key][name], value, atol=1e-4, rtol=1e-3)
+    packed = train_all(tiny_config(tmp_path / "packed", corpus, rl=replace(rl, cuda_graphs=True, pack_groups=True)))
+    for run in (graphed, packed):
+        assert run["rl"]["pass_modes"] == {"reference": "cuda graphs (1 shapes)", "policy": "cuda graphs (1 shapes)",
+                                           "ar": run["rl"]["pass_modes"]["ar"]}
+        assert run["rl"]["pass_modes"]["ar"].startswith("cuda graphs")
+    assert eager["rl"]["pass_modes"]["policy"] == "eager" and eager["rl"]["pass_layout"] == "a row per rollout"
+    assert packed["rl"]["pass_layout"].startswith("packed groups (4 responses")
+    for run in (graphed, packed):
+        for a, b in zip(eager["rl_history"], run["rl_history"]):
+            assert a["reward"] == pytest.approx(b["reward"], abs=1e-4) and a["ar_loss"] == pytest.approx(b["ar_loss"], abs=1e-4)
+            assert a["kl"] == pytest.approx(b["kl"], abs=1e-5)
+    states = [torch.load(tmp_path / d / "rl_state.pt", map_location="cpu", weights_only=False) for d in ("eager", "graphed", "packed")]
+    for other in states[1:]:
+        for key in ("av_lora", "ar_lora", "ar_head"):
+            for name, value in states[0][key].items():
+                torch.testing.assert_close(other[key][name], value, atol=1e-4, rtol=1e-3)
 
 
 def test_a_call_killed_mid_stage_still_counts_its_minutes(tmp_path, corpus, monkeypatch):

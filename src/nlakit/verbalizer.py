@@ -200,6 +200,26 @@ class Verbalizer:
         mask = torch.tensor([[1] * (P + len(r)) + [0] * (R - len(r)) for r in responses], dtype=torch.long).view(B, P + R)
         return self.embed(ids, vectors), mask.to(self.device), labels.to(self.device)
 
+    def group_batch(self, vectors: torch.Tensor, responses: list[list[int]], length: int | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forcing inputs with the prompt once per vector: (embeds (N, P + k*R, D), labels (N*k, R)) for N
+        vectors and k = len(responses) / N responses each (responses of vector i at rows i*k ... i*k + k-1), every
+        response right-padded to R tokens (the longest, or `length`). Read them with `group_layout(model, P, R, k)`
+        (who attends to whom, the positions, which logits predict what) and `response_logprobs`."""
+        N, P = vectors.shape[0], len(self.prompt_ids)
+        k = len(responses) // N
+        if k * N != len(responses) or k < 1:
+            raise ValueError(f"{len(responses)} responses do not split evenly over {N} vectors")
+        R = max(len(r) for r in responses)
+        if length is not None and length < R:
+            raise ValueError(f"a response of {R} tokens does not fit length={length}")
+        R = length if length is not None else R
+        pad = pad_id(self.tokenizer)
+        padded = [list(r) + [pad] * (R - len(r)) for r in responses]
+        ids = torch.tensor([list(self.prompt_ids) + sum(padded[i * k:(i + 1) * k], []) for i in range(N)], dtype=torch.long)
+        labels = torch.tensor([list(r) + [-100] * (R - len(r)) for r in responses], dtype=torch.long).view(N * k, R)
+        return self.embed(ids.view(N, P + k * R), vectors), labels.to(self.device)
+
     def token_logprobs(self, vectors: torch.Tensor, responses: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs of each response token under the AV, (B, R), and the response mask, (B, R). Differentiable."""
         embeds, mask, labels = self.batch(vectors, responses)
@@ -208,15 +228,49 @@ class Verbalizer:
 
 
 def response_logprobs(model: torch.nn.Module, embeds: torch.Tensor, labels: torch.Tensor,
-                      attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+                      attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                      keep: torch.Tensor | None = None) -> torch.Tensor:
     """Log-probs (B, R) of the response tokens `labels` (B, R; -100 off the response, where the result is 0) that end
     the right-padded inputs `embeds` (B, P+R, D): logits only at the R positions that predict one (position t predicts
-    token t+1), an fp32 log-softmax. `attention_mask`: 2D padding or 4D causal, or None (causal attention alone)."""
+    token t+1), an fp32 log-softmax. `attention_mask`: 2D padding or 4D causal, or None (causal attention alone).
+
+    Packed rows (`Verbalizer.group_batch`): `embeds` (N, L, D) hold several responses each, `keep` (k*R,) the
+    positions whose logits predict them, `position_ids` (N, L) and a 4D `attention_mask` say who reads whom; `labels`
+    is then (N*k, R), the k responses of each row in order."""
     R = labels.shape[1]
-    logits = model(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False, logits_to_keep=R + 1).logits
+    if keep is None:
+        logits = model(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False, logits_to_keep=R + 1).logits[:, :R]
+    else:
+        logits = model(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+                       logits_to_keep=keep).logits.reshape(labels.shape[0], R, -1)
     resp = (labels != -100).float()
-    lp = -torch.nn.functional.cross_entropy(logits[:, :R].float().flatten(0, 1), labels.clamp_min(0).flatten(), reduction="none")
+    lp = -torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.clamp_min(0).flatten(), reduction="none")
     return lp.view_as(resp) * resp
+
+
+def group_layout(model: torch.nn.Module, prompt_len: int, length: int, group: int, device: torch.device | str
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """How `Verbalizer.group_batch`'s rows are read: the prompt once, then `group` responses of `length` tokens, each
+    response attending to the prompt and causally to itself only, its positions continuing the prompt's, so that every
+    response gets exactly the log-probs it gets in a row of its own, for (group - 1) * prompt_len fewer tokens.
+
+    Returns (position_ids (1, L), attention mask (1, 1, L, L): boolean for SDPA, additive for eager attention, keep
+    (group * length,): the positions whose logits predict each response token, the prompt's last for the first), or
+    None where the model's attention cannot take such a mask (another implementation, or a sliding window shorter than
+    prompt + response, beyond which a 4D mask would not apply the window)."""
+    config = getattr(model, "config", None) or getattr(getattr(model, "module", None), "config", None)
+    impl = getattr(config, "_attn_implementation", None)
+    window = getattr(config, "sliding_window", None)
+    if impl not in ("sdpa", "eager") or (window is not None and prompt_len + length > window):
+        return None
+    P, R, G = prompt_len, length, group
+    block = torch.cat([torch.full((P,), -1), torch.arange(G).repeat_interleave(R)])  # -1: the prompt
+    position_ids = torch.cat([torch.arange(P), (P + torch.arange(R)).repeat(G)])
+    q, k = torch.arange(P + G * R)[:, None], torch.arange(P + G * R)[None, :]
+    allowed = (k <= q) & ((block[None, :] == -1) | (block[None, :] == block[:, None]))
+    mask = allowed if impl == "sdpa" else torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    keep = torch.cat([torch.cat([torch.tensor([P - 1]), P + j * R + torch.arange(R - 1)]) for j in range(G)])
+    return position_ids[None].to(device), mask[None, None].to(device), keep.to(device)
 
 
 def new_meta_for(tokenizer, *, d_model: int, layer: int, injection_scale: float, base_checkpoint: str,

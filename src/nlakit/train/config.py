@@ -146,6 +146,11 @@ def build(values: dict) -> TrainConfig:
         value = checked.get(key)
         if value is not None and value < 0 or key == "total_minutes" and value == 0:
             problems.append(f"{key} = {value!r} should be a positive number of minutes")
+    rl = checked.get("rl", {})
+    mb, group = rl.get("micro_batch", RLConfig.micro_batch), rl.get("group", RLConfig.group)
+    if rl.get("pack_groups") and _accepts(int, mb) and _accepts(int, group) and group > 0 and mb % group:
+        problems.append(f"rl.pack_groups packs whole groups into each micro-batch, but rl.micro_batch = {mb} is not a "
+                        f"multiple of rl.group = {group}: set rl.micro_batch to {max(group, mb // group * group)}, or rl.pack_groups: false")
     if problems:
         raise NlakitError("bad training config: " + "; ".join(problems),
                           "fix the keys named above (see configs/smollm2-l20.yaml for every key)")

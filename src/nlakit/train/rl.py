@@ -34,7 +34,10 @@ and re-syncs its own merged decoding copy. Rank 0 writes checkpoints and logs an
 Speed: rollouts are decoded by `nlakit.engine` from a plain copy of the AV (LoRA merged, in the autocast dtype)
 whose weights are refreshed in place after every update (`MergedAV.sync`), so the engine's compiled step and CUDA
 graph are built once and reused for the whole run. The KL anchor is a merged copy of the supervised AV in the same
-dtype. Log-probs are computed only on response positions, in micro-batches of similar length. With `cuda_graphs`
+dtype. Log-probs are computed only on response positions, in micro-batches of similar length; with `pack_groups`
+each group's `group` responses share one row behind one copy of their prompt (`Verbalizer.group_batch`, read through
+`verbalizer.group_layout`'s block mask: every response sees the prompt and itself, with the positions it has alone),
+the same log-probs for (group - 1) prompts fewer per group, the micro-batches then whole groups in order. With `cuda_graphs`
 (one GPU) the reference, policy and AR passes replay CUDA graphs (`nlakit.train.graphs.StepGraphs`): every
 policy/reference batch is padded to `micro_batch` rows of `max_new_tokens` + 1 response tokens and
 the AR batch to all the step's rollouts, padding rows carrying no weight, so one shape covers the run; each pass is
@@ -69,7 +72,7 @@ from nlakit.train.common import (Budget, MergedAR, MergedAV, Pairs, cast_frozen,
                                  seed_everything, set_rng_state, write_stage_done)
 from nlakit.train.graphs import StepGraphs, causal_mask
 from nlakit.train.heldout import copy_rate, evaluate_heldout, generate
-from nlakit.verbalizer import Verbalizer, response_logprobs
+from nlakit.verbalizer import Verbalizer, group_layout, response_logprobs
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +102,8 @@ class RLConfig:
     merged_reward: bool = False  # score rewards with a merged copy of the AR in the autocast dtype (re-synced after AR steps)
     reward_from_ar_update: bool = False  # read the rewards off the online AR step's own forward pass (it then runs first)
     micro_batch: int = 128  # sequences per backward pass
+    pack_groups: bool = False  # the reference and policy passes read each group's responses behind one copy of the prompt
+    #   (the same log-probs, fewer tokens); needs micro_batch a multiple of group and SDPA or eager attention
     cuda_graphs: bool = False  # on one GPU: the reference, policy and online-AR passes replay CUDA graphs (fixed shapes:
     #   rollouts padded to micro_batch rows and max_new_tokens + 1 tokens; the policy pass needs one micro-batch a step)
     profile_step: int = 0  # profile this step (1-based) phase by phase into out/rl_profile.json; 0: never
@@ -213,24 +218,29 @@ def length_batches(responses: list[list[int]], size: int) -> list[list[int]]:
     return [order[s : s + size] for s in range(0, len(order), size)]
 
 
-def _token_logprobs(model: torch.nn.Module, dtype, embeds: torch.Tensor, labels: torch.Tensor, force_mask: bool) -> torch.Tensor:
+def _token_logprobs(model: torch.nn.Module, dtype, embeds: torch.Tensor, labels: torch.Tensor, force_mask: bool,
+                    layout: tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
     """`response_logprobs` in the form a CUDA graph captures: no padding mask (causal attention is exact for right
-    padding; `causal_mask`), autocast without its weight-cast cache."""
-    mask = causal_mask(model, embeds.shape[1], embeds.device, force=force_mask)  # None: causal alone
+    padding; `causal_mask`), autocast without its weight-cast cache. `layout`: packed groups (`group_layout`'s
+    position ids, mask and kept positions)."""
     # cache_enabled=False: autocast's weight-cast cache cannot live across CUDA graph replays (StepGraphs)
     with torch.autocast(device_type=embeds.device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=False):
-        return response_logprobs(model, embeds, labels, mask)
+        if layout:
+            position_ids, mask, keep = layout
+            return response_logprobs(model, embeds, labels, mask, position_ids.expand(embeds.shape[0], -1), keep)
+        return response_logprobs(model, embeds, labels, causal_mask(model, embeds.shape[1], embeds.device, force=force_mask))
 
 
 class TokenLogprobs(torch.nn.Module):
-    """(embeds (B, P+R, D), labels (B, R)) -> the response tokens' log-probs (B, R): the reference pass of GRPO."""
+    """(embeds (B, P+R, D), labels (B, R)) -> the response tokens' log-probs (B, R): the reference pass of GRPO (packed
+    groups: embeds (B / group, P + group*R, D) and `group_layout`'s three tensors after the labels)."""
 
     def __init__(self, model: torch.nn.Module, dtype: torch.dtype | None, force_mask: bool = False):
         super().__init__()
         self.model, self.dtype, self.force_mask = model, dtype, force_mask
 
-    def forward(self, embeds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return _token_logprobs(self.model, self.dtype, embeds, labels, self.force_mask)
+    def forward(self, embeds: torch.Tensor, labels: torch.Tensor, *layout: torch.Tensor) -> torch.Tensor:
+        return _token_logprobs(self.model, self.dtype, embeds, labels, self.force_mask, layout)
 
 
 class PolicyLoss(torch.nn.Module):
@@ -238,15 +248,15 @@ class PolicyLoss(torch.nn.Module):
     graph: (embeds, labels (B, R), ref_lp (B, R), old_lp (B, R), adv (B,), first (), scale ()) -> (loss, stats (4,):
     KL sum, loss, clipped tokens, tokens; the log-probs (B, R), detached). `first` = 1 on the first pass, whose own
     log-probs are the old ones (ratio 1); `scale` = 1 / the rollouts of the whole batch. Rows with no response token
-    (all labels -100) add nothing."""
+    (all labels -100) add nothing. Packed groups: as `TokenLogprobs`, the layout after `scale`."""
 
     def __init__(self, model: torch.nn.Module, dtype: torch.dtype | None, cfg: "RLConfig", force_mask: bool = False):
         super().__init__()
         self.model, self.dtype, self.force_mask = model, dtype, force_mask
         self.clip, self.kl_coef, self.kl_clamp = cfg.clip, cfg.kl_coef, cfg.kl_clamp
 
-    def forward(self, embeds, labels, ref_lp, old_lp, adv, first, scale):
-        lp = _token_logprobs(self.model, self.dtype, embeds, labels, self.force_mask)
+    def forward(self, embeds, labels, ref_lp, old_lp, adv, first, scale, *layout):
+        lp = _token_logprobs(self.model, self.dtype, embeds, labels, self.force_mask, layout)
         mask = (labels != -100).float()
         old = first * lp.detach() + (1 - first) * old_lp
         ntok = mask.sum(1).clamp_min(1)
@@ -261,15 +271,22 @@ class PolicyLoss(torch.nn.Module):
 
 
 class PassGraphs(NamedTuple):
-    """The three GRPO passes as `StepGraphs` (eager where graphs are off) and the fixed response length they use."""
+    """The three GRPO passes as `StepGraphs` (eager where graphs are off), the fixed response length they use and
+    whether the reference and policy passes pack groups."""
     reference: StepGraphs
     policy: StepGraphs
     ar: StepGraphs | None
     length: int | None  # R of every policy/reference batch; None: each batch's longest response
+    group: int | None = None  # responses packed per row behind one prompt (rl.pack_groups); None: a row per rollout
 
     @property
     def mode(self) -> dict:
         return {"reference": self.reference.mode, "policy": self.policy.mode, **({"ar": self.ar.mode} if self.ar else {})}
+
+    @property
+    def layout(self) -> str:
+        """How the reference and policy passes lay out the rollouts (for the log)."""
+        return f"packed groups ({self.group} responses behind one prompt a row)" if self.group else "a row per rollout"
 
     def close(self) -> None:
         for g in (self.reference, self.policy, self.ar):
@@ -293,7 +310,23 @@ def pass_graphs(av: Verbalizer, ref: Verbalizer, ar: Reconstructor | None, cfg: 
     # each keeping a memory pool of its own (~10-20 GB at 256 rows x 128 tokens), the others run eagerly
     ar_pass = StepGraphs(ReadLoss(ar, dtype, per_sample=True), enabled=graphs, max_graphs=2, name="rl_ar") if ar is not None else None
     length = cfg.max_new_tokens + 1 if policy.enabled or reference.enabled else None  # the longest a response can be
-    return PassGraphs(reference, policy, ar_pass, length)
+    return PassGraphs(reference, policy, ar_pass, length, packed_group(av, ref, cfg))
+
+
+def packed_group(av: Verbalizer, ref: Verbalizer, cfg: "RLConfig") -> int | None:
+    """`cfg.group` where `pack_groups` can hold (the micro-batches whole groups, both models' attention able to read
+    `group_layout`'s mask at the longest response), else None, with one warning saying why."""
+    if not cfg.pack_groups:
+        return None
+    if cfg.micro_batch % cfg.group:
+        log.warning("rl.pack_groups off: rl.micro_batch (%d) is not a multiple of rl.group (%d)", cfg.micro_batch, cfg.group)
+        return None
+    cap = cfg.max_new_tokens + 1
+    if any(group_layout(m.model, len(m.prompt_ids), cap, 1, "cpu") is None for m in (av, ref)):
+        log.warning("rl.pack_groups off: the AV's attention cannot take a packed mask (it needs SDPA or eager attention, "
+                    "and a sliding window of at least the prompt + %d tokens)", cap)
+        return None
+    return cfg.group
 
 
 def _rows(idx: list[int], n: int) -> list[int]:
@@ -311,22 +344,30 @@ def policy_step(av: Verbalizer, ref: Verbalizer, ro: Rollout, opt: torch.optim.O
     graphs = graphs or pass_graphs(av, ref, None, replace(cfg, cuda_graphs=False), dtype)
     n = int(distributed.total(len(ro.responses)))
     params = [p for p in av.model.parameters() if p.requires_grad]
-    fixed = graphs.length is not None
-    mbs = length_batches(ro.responses, cfg.micro_batch)
+    fixed, G = graphs.length is not None, graphs.group
+    n_local = len(ro.responses)
+    mbs = ([list(range(s, min(s + cfg.micro_batch, n_local))) for s in range(0, n_local, cfg.micro_batch)] if G
+           else length_batches(ro.responses, cfg.micro_batch))  # packed: whole groups, in order
     empty = [av.end_id]  # a padding row's placeholder response (its labels are then cleared)
 
-    def inputs(model_av: Verbalizer, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def inputs(model_av: Verbalizer, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
         rows = _rows(idx, cfg.micro_batch) if fixed else idx
         responses = [ro.responses[i] if k < len(idx) else empty for k, i in enumerate(rows)]
-        embeds, _, labels = model_av.batch(ro.vectors[rows], responses, length=graphs.length)
-        labels = labels[:, len(model_av.prompt_ids):]
+        layout: tuple[torch.Tensor, ...] = ()
+        if G:  # rows[::G]: each group's first rollout (a padding group repeats the first real one)
+            R = graphs.length or max(len(r) for r in responses)
+            embeds, labels = model_av.group_batch(ro.vectors[rows[::G]], responses, length=R)
+            layout = group_layout(model_av.model, len(model_av.prompt_ids), R, G, model_av.device)
+        else:
+            embeds, _, labels = model_av.batch(ro.vectors[rows], responses, length=graphs.length)
+            labels = labels[:, len(model_av.prompt_ids):]
         if len(rows) > len(idx):
             labels[len(idx):] = -100
-        return embeds, labels
+        return embeds, labels, layout
 
     t0 = _sync(av.device)
     with torch.no_grad():
-        ref_lp = [graphs.reference(*inputs(ref, idx)).float().clone() for idx in mbs]  # a graph's output is overwritten
+        ref_lp = [graphs.reference(e, lab, *lay).float().clone() for e, lab, lay in (inputs(ref, idx) for idx in mbs)]  # a graph's output is overwritten
     t_ref = _sync(av.device) - t0
     old_lp: list[torch.Tensor] = [torch.zeros_like(r) for r in ref_lp]
     av.model.train()
@@ -338,9 +379,9 @@ def policy_step(av: Verbalizer, ref: Verbalizer, ro: Rollout, opt: torch.optim.O
         first = torch.tensor(1.0 if epoch == 0 else 0.0, device=av.device)
         sums = torch.zeros(4, device=av.device)  # kl, loss, clipped tokens, tokens: read once per pass (one host sync)
         for k, idx in enumerate(mbs):
-            embeds, labels = batches[k]
+            embeds, labels, layout = batches[k]
             adv = ro.advantages[_rows(idx, labels.shape[0])].to(av.device) * (torch.arange(labels.shape[0], device=av.device) < len(idx))
-            loss, st, lp = graphs.policy(embeds, labels, ref_lp[k].to(av.device), old_lp[k], adv, first, scale)
+            loss, st, lp = graphs.policy(embeds, labels, ref_lp[k].to(av.device), old_lp[k], adv, first, scale, *layout)
             if epoch == 0:  # a graph's outputs are overwritten by its next replay, and carry autograd's flag: detach
                 old_lp[k] = lp.detach().clone()
             loss.backward()
@@ -496,6 +537,7 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
         if step == start:
             rec["engine_mode"] = engine.mode_of(decoder.verbalizer)
             rec["pass_modes"] = graphs.mode  # captured on this first step (or why not)
+            rec["pass_layout"] = graphs.layout
         if prof.enabled:
             rec["profiled"] = True  # its times include the profiler's overhead
         history.append(rec)
@@ -519,7 +561,7 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
     finished = done_steps >= cfg.steps or capped
     summary = {"config": asdict(cfg), "steps_done": done_steps, "finished": finished,
                "stopped_by": "steps" if done_steps >= cfg.steps else "max_minutes" if capped else "budget",
-               "seconds": spent, "pass_modes": pass_modes, "history": history}
+               "seconds": spent, "pass_modes": pass_modes, "pass_layout": graphs.layout, "history": history}
     if finished and distributed.is_main():
         write_stage_done(out, "rl", {k: v for k, v in summary.items() if k != "history"})
     distributed.barrier()
