@@ -88,6 +88,7 @@ def benchmark_json(res: dict, command: str) -> dict:
         "rl_step_split_sec": step_split(hist),
         "rl_engine_mode": next((h["engine_mode"] for h in hist if "engine_mode" in h), None),
         "rl_pass_modes": (res.get("rl") or {}).get("pass_modes"),  # reference / policy / AR: cuda graphs or eager (why)
+        "rl_pass_layout": (res.get("rl") or {}).get("pass_layout"),  # a row per rollout, or packed groups (rl.pack_groups)
         "rl_curve": eval_curve(hist),
         "rl_train_curve": [{"step": h["step"], "fve_nrm": h.get("fve_nrm"), "kl": h.get("kl"), "length": h.get("length")}
                            for h in hist[::10]],
@@ -135,6 +136,7 @@ def markdown(bench: dict) -> str:
     out += [f"**GRPO step time** (mean over steps 6–{bench['rl_steps']}, {bench['config']['rl']['n_prompts']} activations × "
             f"{bench['config']['rl']['group']} samples, engine `{bench['rl_engine_mode']}`"
             + ("".join(f", {k} `{v}`" for k, v in bench["rl_pass_modes"].items()) if bench.get("rl_pass_modes") else "")
+            + (f", reference and policy rows: {bench['rl_pass_layout']}" if bench.get("rl_pass_layout") else "")
             + "):", "",
             "| generation | reward (AR) | reference log-probs | policy update | AR update | weight sync | whole step |",
             "|---:|---:|---:|---:|---:|---:|---:|",
