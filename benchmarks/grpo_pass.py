@@ -3,7 +3,7 @@
     python benchmarks/grpo_pass.py --device cuda --out grpo_pass.json      # ~1 minute on one H200
 
 The model is SmolLM2-135M's shape with random weights (`train_step.make_model`: LoRA r=24 on every projection, frozen
-weights in bf16 under bf16 autocast), the reference a plain bf16 copy without adapters, as `rl.py` merges it. One
+weights in bf16 under bf16 autocast), the reference the same shape without adapters (bf16), as `rl.py` merges it. One
 step = the reference log-probs (no grad) and one policy update (`nlakit.train.rl.PolicyLoss` forward + backward,
 gradient clip, AdamW) on `--groups` x `--group` rollouts: the prompt is `--prompt` tokens (87 for the SmolLM2 AV),
 the responses are right-padded to `--length` tokens (max_new_tokens + 1, the fixed shape of `rl.cuda_graphs`) with
@@ -27,22 +27,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_step import SMOLLM2_135M, make_model  # noqa: E402
+from train_step import make_model  # noqa: E402
 
 from nlakit.io import write_json  # noqa: E402
 from nlakit.train.graphs import StepGraphs  # noqa: E402
 from nlakit.train.rl import PolicyLoss, RLConfig, TokenLogprobs  # noqa: E402
 from nlakit.verbalizer import group_layout  # noqa: E402
-
-
-def make_reference(device: str, n_layers: int | None):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(1)
-    shape = {**SMOLLM2_135M, **({"num_hidden_layers": n_layers} if n_layers else {})}
-    model = LlamaForCausalLM(LlamaConfig(**shape)).to(device)
-    model.requires_grad_(False)
-    return (model.to(torch.bfloat16) if device.startswith("cuda") else model).eval()
 
 
 def rollouts(groups: int, group: int, prompt: int, length: int, d: int, vocab: int, seed: int = 0):
@@ -130,7 +120,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     policy_model = make_model(args.device, args.layers, frozen_bf16=True)
-    ref_model = make_reference(args.device, args.layers)
+    ref_model = make_model(args.device, args.layers, frozen_bf16=True, lora_rank=None, seed=1)
     cfg = policy_model.config
     data = rollouts(args.groups, args.group, args.prompt, args.length, cfg.hidden_size, cfg.vocab_size)
     res = {"command": "python benchmarks/grpo_pass.py " + " ".join(sys.argv[1:]),

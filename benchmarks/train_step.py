@@ -32,19 +32,22 @@ SMOLLM2_135M = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, n
                     num_key_value_heads=3, max_position_embeddings=2048, rope_theta=100000.0, tie_word_embeddings=True)
 
 
-def make_model(device: str, n_layers: int | None, frozen_bf16: bool):
+def make_model(device: str, n_layers: int | None, frozen_bf16: bool, lora_rank: int | None = 24, seed: int = 0):
+    """SmolLM2-135M's shape with random weights, LoRA of `lora_rank` on every projection (None: no adapters, in eval
+    mode, as GRPO's merged reference), the frozen weights in bf16 on a GPU with `frozen_bf16`."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     shape = {**SMOLLM2_135M, **({"num_hidden_layers": n_layers} if n_layers else {})}
     model = LlamaForCausalLM(LlamaConfig(**shape)).to(device)
     model.requires_grad_(False)
-    model = add_lora(model, 24)
-    for n, p in model.named_parameters():
-        p.requires_grad_("lora_" in n)
+    if lora_rank:
+        model = add_lora(model, lora_rank)
+        for n, p in model.named_parameters():
+            p.requires_grad_("lora_" in n)
     if frozen_bf16 and device.startswith("cuda"):
         freeze_to(model, torch.bfloat16)
-    return model.train()
+    return model.train() if lora_rank else model.eval()
 
 
 def time_steps(model, batch: int, length: int, steps: int, device: str, mode: str) -> dict:

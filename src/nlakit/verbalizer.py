@@ -12,6 +12,7 @@ reported, never hidden.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -248,6 +249,21 @@ def response_logprobs(model: torch.nn.Module, embeds: torch.Tensor, labels: torc
     return lp.view_as(resp) * resp
 
 
+def attention_of(model: torch.nn.Module) -> tuple[str | None, int | None]:
+    """(attention implementation, sliding window) of an HF model, a PEFT wrapper of one or a DDP `.module`; (None,
+    None) where there is no config."""
+    config = getattr(model, "config", None) or getattr(getattr(model, "module", None), "config", None)
+    return getattr(config, "_attn_implementation", None), getattr(config, "sliding_window", None)
+
+
+def packed_attention(model: torch.nn.Module, span: int) -> str | None:
+    """The attention implementation ("sdpa" or "eager") that reads `group_layout`'s mask exactly over responses of
+    prompt + response = `span` tokens, else None (another implementation, or a sliding window shorter than `span`,
+    beyond which a 4D mask would not apply the window)."""
+    impl, window = attention_of(model)
+    return impl if impl in ("sdpa", "eager") and (window is None or span <= window) else None
+
+
 def group_layout(model: torch.nn.Module, prompt_len: int, length: int, group: int, device: torch.device | str
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """How `Verbalizer.group_batch`'s rows are read: the prompt once, then `group` responses of `length` tokens, each
@@ -256,14 +272,14 @@ def group_layout(model: torch.nn.Module, prompt_len: int, length: int, group: in
 
     Returns (position_ids (1, L), attention mask (1, 1, L, L): boolean for SDPA, additive for eager attention, keep
     (group * length,): the positions whose logits predict each response token, the prompt's last for the first), or
-    None where the model's attention cannot take such a mask (another implementation, or a sliding window shorter than
-    prompt + response, beyond which a 4D mask would not apply the window)."""
-    config = getattr(model, "config", None) or getattr(getattr(model, "module", None), "config", None)
-    impl = getattr(config, "_attn_implementation", None)
-    window = getattr(config, "sliding_window", None)
-    if impl not in ("sdpa", "eager") or (window is not None and prompt_len + length > window):
-        return None
-    P, R, G = prompt_len, length, group
+    None where the model's attention cannot take such a mask (`packed_attention`). The tensors are built once per
+    shape and device and shared: read them, never write them."""
+    impl = packed_attention(model, prompt_len + length)
+    return None if impl is None else _group_layout(impl, prompt_len, length, group, torch.device(device))
+
+
+@functools.lru_cache(maxsize=8)
+def _group_layout(impl: str, P: int, R: int, G: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     block = torch.cat([torch.full((P,), -1), torch.arange(G).repeat_interleave(R)])  # -1: the prompt
     position_ids = torch.cat([torch.arange(P), (P + torch.arange(R)).repeat(G)])
     q, k = torch.arange(P + G * R)[:, None], torch.arange(P + G * R)[None, :]

@@ -24,6 +24,8 @@ import math
 
 import torch
 
+from nlakit.verbalizer import attention_of
+
 log = logging.getLogger(__name__)
 
 GRAPH_PAD = 16  # inputs padded to a multiple of this many tokens when graphs are on: a few shapes per stage
@@ -35,11 +37,8 @@ def causal_mask(model: torch.nn.Module, length: int, device: torch.device, force
     to attention; given none, it looks for packed sequences in the position ids and, in some versions, reads the
     answer on the host, which a CUDA graph capture cannot do. Only for SDPA attention (a boolean mask) and within a
     sliding window, where the two are the same; None otherwise. `force`: build it on any device (tests)."""
-    config = getattr(model, "config", None) or getattr(getattr(model, "module", None), "config", None)
-    if not (force or device.type == "cuda") or config is None or getattr(config, "_attn_implementation", None) != "sdpa":
-        return None
-    window = getattr(config, "sliding_window", None)
-    if window is not None and length > window:
+    impl, window = attention_of(model)
+    if not (force or device.type == "cuda") or impl != "sdpa" or (window is not None and length > window):
         return None
     return torch.ones(length, length, dtype=torch.bool, device=device).tril()[None, None]
 

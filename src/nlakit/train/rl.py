@@ -72,7 +72,7 @@ from nlakit.train.common import (Budget, MergedAR, MergedAV, Pairs, cast_frozen,
                                  seed_everything, set_rng_state, write_stage_done)
 from nlakit.train.graphs import StepGraphs, causal_mask
 from nlakit.train.heldout import copy_rate, evaluate_heldout, generate
-from nlakit.verbalizer import Verbalizer, group_layout, response_logprobs
+from nlakit.verbalizer import Verbalizer, group_layout, packed_attention, response_logprobs
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +322,7 @@ def packed_group(av: Verbalizer, ref: Verbalizer, cfg: "RLConfig") -> int | None
         log.warning("rl.pack_groups off: rl.micro_batch (%d) is not a multiple of rl.group (%d)", cfg.micro_batch, cfg.group)
         return None
     cap = cfg.max_new_tokens + 1
-    if any(group_layout(m.model, len(m.prompt_ids), cap, 1, "cpu") is None for m in (av, ref)):
+    if any(packed_attention(m.model, len(m.prompt_ids) + cap) is None for m in (av, ref)):
         log.warning("rl.pack_groups off: the AV's attention cannot take a packed mask (it needs SDPA or eager attention, "
                     "and a sliding window of at least the prompt + %d tokens)", cap)
         return None
