@@ -499,3 +499,32 @@ def test_a_call_killed_mid_stage_still_counts_its_minutes(tmp_path, corpus, monk
     assert partial["av_sft"] > 0 and partial["ar_sft"] > 0  # the killed stage's minutes so far, beside the finished one's
     done = train_all(cfg)
     assert done["finished"] and done["timings_sec"]["av_sft"] > partial["av_sft"]
+
+
+def test_rl_lr_decay_lowers_the_rates_over_the_end_of_the_run_and_a_resume_keeps_the_configs_rates(tmp_path, corpus):
+    from nlakit.train.rl import lr_scale
+
+    assert lr_scale(0.3, 0.0, 0.1) == 1.0 and lr_scale(0.99, 0.0, 0.1) == 1.0  # decay 0: constant
+    assert lr_scale(0.5, 0.5, 0.1) == 1.0 and lr_scale(0.75, 0.5, 0.1) == pytest.approx(0.55)
+    assert lr_scale(1.0, 0.5, 0.1) == pytest.approx(0.1)
+    with pytest.raises(NlakitError, match=r"rl\.lr_decay = 1\.5 should be a fraction"):
+        load_config(overrides={"out": str(tmp_path / "x")}, settings={"rl.lr_decay": 1.5})
+    rl = RLConfig(steps=4, n_prompts=2, group=2, max_new_tokens=8, save_every=1, eval_every=0, lr=1e-3, lr_decay=0.5,
+                  lr_final=0.2, ar_lr=2e-3, ar_head_lr=4e-3)
+    out = tmp_path / "run"
+    res = train_all(tiny_config(out, corpus, rl=rl))
+    assert [h["lr_scale"] for h in res["rl_history"]] == pytest.approx([1.0, 1.0, 1.0, 0.6])  # progress 0, 1/4, 1/2, 3/4
+    state = torch.load(out / "rl_state.pt", weights_only=False)
+    assert state["opt"]["param_groups"][0]["lr"] == pytest.approx(1e-3 * 0.6)
+    assert [g["lr"] for g in state["ar_opt"]["param_groups"]] == pytest.approx([2e-3 * 0.6, 4e-3 * 0.6])
+    # resume at step 3 from a checkpoint whose optimisers hold other rates: the config's rates are scaled, not those
+    state["step"], state["history"] = 3, state["history"][:3]
+    for g in (*state["opt"]["param_groups"], *state["ar_opt"]["param_groups"]):
+        g["lr"] = 123.0
+    torch.save(state, out / "rl_state.pt")
+    (out / "rl.done.json").unlink()
+    again = train_all(tiny_config(out, corpus, rl=rl))
+    assert again["rl"]["steps_done"] == 4
+    state = torch.load(out / "rl_state.pt", weights_only=False)
+    assert state["opt"]["param_groups"][0]["lr"] == pytest.approx(1e-3 * 0.6)
+    assert [g["lr"] for g in state["ar_opt"]["param_groups"]] == pytest.approx([2e-3 * 0.6, 4e-3 * 0.6])

@@ -151,6 +151,10 @@ def build(values: dict) -> TrainConfig:
     if rl.get("pack_groups") and _accepts(int, mb) and _accepts(int, group) and group > 0 and mb % group:
         problems.append(f"rl.pack_groups packs whole groups into each micro-batch, but rl.micro_batch = {mb} is not a "
                         f"multiple of rl.group = {group}: set rl.micro_batch to {max(group, mb // group * group)}, or rl.pack_groups: false")
+    for key in ("lr_decay", "lr_final"):
+        value = rl.get(key)
+        if _accepts(float, value) and not 0 <= value <= 1:
+            problems.append(f"rl.{key} = {value!r} should be a fraction between 0 and 1 (e.g. {0.2 if key == 'lr_decay' else 0.1})")
     if problems:
         raise NlakitError("bad training config: " + "; ".join(problems),
                           "fix the keys named above (see configs/smollm2-l20.yaml for every key)")

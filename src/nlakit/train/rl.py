@@ -16,6 +16,9 @@ The variant, exactly:
   to [-20, 20]; default uncapped); per-token mean within a sequence, then mean over sequences. At the first pass rho = 1
   and nothing is clipped, so with ``ppo_epochs=1`` the gradient is exactly that of the on-policy loss
   -mean_i(A_i * mean_t log p_it) + KL term; gradients are clipped to norm 1.0 before each AdamW step;
+- the learning rates (the AV's `lr`, the AR's `ar_lr` and `ar_head_lr`) are constant, or with `lr_decay` d > 0 fall
+  linearly over the last fraction d of the run to `lr_final` times their value (`lr_scale`), the run's progress at a
+  step being the larger of step / `steps` and the steps' own time so far / `max_minutes`;
 - the AR keeps training online: one supervised step on the batch's fresh, parsed explanations (its gradient never
   reaches the AV), every `ar_every` steps (default: every step). By default it comes after the policy update and the
   rewards are read by a separate forward pass (of the AR, or with `merged_reward` of its merged copy). With
@@ -95,6 +98,8 @@ class RLConfig:
     reward: str = "mse"  # "mse": -mse_nrm; "log_mse": -log mse_nrm (the paper's; see the module docstring)
     ppo_epochs: int = 1  # updates per batch of rollouts (1 = on-policy, no clipping in effect)
     clip: float = 0.2  # ratio clipping, used from the second pass on
+    lr_decay: float = 0.0  # over this last fraction of the run (by steps or max_minutes) the lrs fall linearly to lr_final x
+    lr_final: float = 0.1  #   their value; 0: constant lrs
     ar_lr: float = 5e-5  # AR LoRA, online
     ar_head_lr: float = 2e-4
     co_train_ar: bool = True
@@ -134,6 +139,14 @@ def reconstruction_mse(ar: Reconstructor, texts: list[str], vectors: torch.Tenso
         pred = ar.reconstruct([texts[i] for i in idx], dtype=dtype, batch_size=256)
         m[idx] = mse_nrm(pred, vectors[idx]).float().cpu()
     return m
+
+
+def lr_scale(progress: float, decay: float, final: float) -> float:
+    """The learning rates' factor at `progress` (the fraction of the run done): 1 until the last `decay` of the run,
+    then linearly down to `final` at its end; always 1 with ``decay = 0``."""
+    if decay <= 0:
+        return 1.0
+    return final + (1.0 - final) * min(1.0, max(0.0, (1.0 - progress) / decay))
 
 
 def to_reward(mse: torch.Tensor, kind: str) -> torch.Tensor:
@@ -447,11 +460,16 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
     distributed.require_shares({"rl.n_prompts": cfg.n_prompts} if cfg.steps > 0 else {})
     if cfg.reward not in REWARDS:
         raise NlakitError(f"rl.reward = {cfg.reward!r} is not a known reward", f"set rl.reward to one of {', '.join(REWARDS)}")
+    for key in ("lr_decay", "lr_final"):
+        if not 0.0 <= getattr(cfg, key) <= 1.0:
+            raise NlakitError(f"rl.{key} = {getattr(cfg, key)!r} should be a fraction between 0 and 1",
+                              f"set rl.{key} to e.g. {0.2 if key == 'lr_decay' else 0.1}")
     ref_av = MergedAV(av, dtype).verbalizer  # frozen supervised AV (KL anchor), merged: a plain forward
     cast_frozen("rl.frozen_dtype", cfg.frozen_dtype, cfg.dtype, av.model, ar.backbone)  # after the reference copy
     av_params = [p for p in av.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(av_params, lr=cfg.lr, weight_decay=0.0)
     ar_opt = ar_optimizer(ar, cfg.ar_lr, cfg.ar_head_lr)
+    base_lrs = [group["lr"] for group in (*opt.param_groups, *ar_opt.param_groups)]  # the config's, before a resume's load
     B = fve_baseline(ref.mu_nrm)
     state_path = out / "rl_state.pt"
     history: list[dict] = []
@@ -498,6 +516,9 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
             break
         t0 = time.monotonic()
         timing: dict[str, float] = {}
+        scale = lr_scale(max(step / cfg.steps, spent / time_cap), cfg.lr_decay, cfg.lr_final)
+        for group, base in zip((*opt.param_groups, *ar_opt.param_groups), base_lrs):  # a load replaces the groups
+            group["lr"] = base * scale
         idx = torch.randint(0, len(data), (cfg.n_prompts,), generator=g)  # the same on every rank
         mine = distributed.shard(range(cfg.n_prompts))  # this rank's prompts, a contiguous share
         idx = idx[mine.start : mine.stop]
@@ -531,7 +552,7 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
                "ok_rate": ok.float().mean().item(), "kl": stats["kl"], "clip_frac": stats["clip_frac"],
                "length": lengths.mean().item(),
                "copy_rate_4gram": sum(copies) / len(copies),
-               "ar_loss": ar_l, "sec": time.monotonic() - t0, **timing}
+               "ar_loss": ar_l, "lr_scale": scale, "sec": time.monotonic() - t0, **timing}
         if av.device.type == "cuda":  # the graphs' pools, the engine and the passes together
             rec["cuda_reserved_gb"] = torch.cuda.memory_reserved(av.device) / 2**30
         if step == start:
