@@ -509,6 +509,8 @@ def test_rl_lr_decay_lowers_the_rates_over_the_end_of_the_run_and_a_resume_keeps
     assert lr_scale(1.0, 0.5, 0.1) == pytest.approx(0.1)
     with pytest.raises(NlakitError, match=r"rl\.lr_decay = 1\.5 should be a fraction"):
         load_config(overrides={"out": str(tmp_path / "x")}, settings={"rl.lr_decay": 1.5})
+    with pytest.raises(NlakitError, match=r"rl\.lr_final = 2\.0 should be a fraction"):  # a config built in code
+        train_all(tiny_config(tmp_path / "bad", corpus, rl=RLConfig(steps=1, n_prompts=2, group=2, max_new_tokens=8, lr_final=2.0)))
     rl = RLConfig(steps=4, n_prompts=2, group=2, max_new_tokens=8, save_every=1, eval_every=0, lr=1e-3, lr_decay=0.5,
                   lr_final=0.2, ar_lr=2e-3, ar_head_lr=4e-3)
     out = tmp_path / "run"

@@ -23,7 +23,7 @@ from nlakit.train.ar_sft import ARConfig
 from nlakit.train.av_sft import AVConfig
 from nlakit.train.datagen import SOURCES
 from nlakit.train.pipeline import TrainConfig
-from nlakit.train.rl import RLConfig
+from nlakit.train.rl import LR_SCHEDULE_EXAMPLES, RLConfig, lr_schedule_problem
 
 SECTIONS = {"ar": ARConfig, "av": AVConfig, "rl": RLConfig}
 CONFIG_FILE = "config.yaml"
@@ -151,10 +151,7 @@ def build(values: dict) -> TrainConfig:
     if rl.get("pack_groups") and _accepts(int, mb) and _accepts(int, group) and group > 0 and mb % group:
         problems.append(f"rl.pack_groups packs whole groups into each micro-batch, but rl.micro_batch = {mb} is not a "
                         f"multiple of rl.group = {group}: set rl.micro_batch to {max(group, mb // group * group)}, or rl.pack_groups: false")
-    for key in ("lr_decay", "lr_final"):
-        value = rl.get(key)
-        if _accepts(float, value) and not 0 <= value <= 1:
-            problems.append(f"rl.{key} = {value!r} should be a fraction between 0 and 1 (e.g. {0.2 if key == 'lr_decay' else 0.1})")
+    problems += [m for k in LR_SCHEDULE_EXAMPLES if _accepts(float, rl.get(k)) and (m := lr_schedule_problem(k, rl[k]))]
     if problems:
         raise NlakitError("bad training config: " + "; ".join(problems),
                           "fix the keys named above (see configs/smollm2-l20.yaml for every key)")

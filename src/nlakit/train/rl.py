@@ -141,6 +141,16 @@ def reconstruction_mse(ar: Reconstructor, texts: list[str], vectors: torch.Tenso
     return m
 
 
+LR_SCHEDULE_EXAMPLES = {"lr_decay": 0.2, "lr_final": 0.1}  # the schedule's keys, each a fraction in [0, 1]
+
+
+def lr_schedule_problem(key: str, value: float) -> str | None:
+    """What is wrong with `value` for rl.`key` (lr_decay or lr_final), or None when it is a fraction in [0, 1]."""
+    if 0.0 <= value <= 1.0:
+        return None
+    return f"rl.{key} = {value!r} should be a fraction between 0 and 1: set it to e.g. {LR_SCHEDULE_EXAMPLES[key]}"
+
+
 def lr_scale(progress: float, decay: float, final: float) -> float:
     """The learning rates' factor at `progress` (the fraction of the run done): 1 until the last `decay` of the run,
     then linearly down to `final` at its end; always 1 with ``decay = 0``."""
@@ -460,10 +470,9 @@ def train_rl(cfg: RLConfig, av: Verbalizer, ar: Reconstructor, pairs: Pairs, eva
     distributed.require_shares({"rl.n_prompts": cfg.n_prompts} if cfg.steps > 0 else {})
     if cfg.reward not in REWARDS:
         raise NlakitError(f"rl.reward = {cfg.reward!r} is not a known reward", f"set rl.reward to one of {', '.join(REWARDS)}")
-    for key in ("lr_decay", "lr_final"):
-        if not 0.0 <= getattr(cfg, key) <= 1.0:
-            raise NlakitError(f"rl.{key} = {getattr(cfg, key)!r} should be a fraction between 0 and 1",
-                              f"set rl.{key} to e.g. {0.2 if key == 'lr_decay' else 0.1}")
+    problems = [m for m in (lr_schedule_problem(k, getattr(cfg, k)) for k in LR_SCHEDULE_EXAMPLES) if m]
+    if problems:
+        raise NlakitError("; ".join(problems), "fix the rl keys named above")
     ref_av = MergedAV(av, dtype).verbalizer  # frozen supervised AV (KL anchor), merged: a plain forward
     cast_frozen("rl.frozen_dtype", cfg.frozen_dtype, cfg.dtype, av.model, ar.backbone)  # after the reference copy
     av_params = [p for p in av.model.parameters() if p.requires_grad]
