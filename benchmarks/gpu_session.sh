@@ -4,6 +4,8 @@
 #
 #   bash benchmarks/gpu_session.sh assemble            # the GGUF from its staged parts, the gguf wheel, the corpus
 #   bash benchmarks/gpu_session.sh start [ARGS...]     # benchmarks/train_eval.py detached; ARGS go to it (--set ...)
+#   bash benchmarks/gpu_session.sh ablate [ENV=...]    # benchmarks/gpu_ablation.sh detached instead (its VARIANTS,
+#                                                      # MINUTES, EVAL_EVERY, ... as ENV=VALUE words); watch it too
 #   bash benchmarks/gpu_session.sh watch [SECONDS]     # wait for the job (default 560 s), then put into $OUT its log
 #                                                      # tail, its run as it stands (--export-only: log, done files,
 #                                                      # the bundle of the last RL checkpoint) and, once it has
@@ -32,6 +34,15 @@ start)
   PYTHONUNBUFFERED=1 PYTHONPATH="src:$ROOT_DIR/site" setsid nohup python benchmarks/train_eval.py --target "$GGUF" \
     --out "$RUN" --data "$CORPUS/train.jsonl.gz" --eval-data "$CORPUS/heldout.jsonl.gz" --budget 1650 \
     --set bundle_target=smollm2 --export "$EXP" --export-bundle "$@" > "$ROOT_DIR/job.log" 2>&1 < /dev/null &
+  echo $! > "$ROOT_DIR/job.pid"
+  echo "started pid $(cat "$ROOT_DIR/job.pid")"
+  ;;
+ablate)
+  rm -rf "$JOB" "$EXP" && mkdir -p "$JOB" && cp -r benchmarks configs src "$JOB/"
+  cd "$JOB"
+  env "$@" TARGET="$GGUF" DATA="$CORPUS/train.jsonl.gz" EVAL_DATA="$CORPUS/heldout.jsonl.gz" WORK="$ROOT_DIR/abl_job" \
+    EXPORT="$EXP" PYTHONPATH="$ROOT_DIR/site" setsid nohup bash benchmarks/gpu_ablation.sh > "$ROOT_DIR/job.log" 2>&1 \
+    < /dev/null &
   echo $! > "$ROOT_DIR/job.pid"
   echo "started pid $(cat "$ROOT_DIR/job.pid")"
   ;;
