@@ -72,7 +72,8 @@ def test_float32_greedy_is_batch_invariant(lively):
     assert engine.generate(av, v.flip(0), max_new_tokens=16, engine="fast", batch_size=3)[::-1] == alone
 
 
-@pytest.mark.parametrize("attention,prefix_gemm", [("matmul", "float32"), ("reduce", "float32"), ("reduce", "model")])
+@pytest.mark.parametrize("attention,prefix_gemm", [("matmul", "float32"), ("reduce", "float32"), ("reduce", "model"),
+                                                   ("flex", "float32")])
 def test_small_queue_runs_in_passes(lively, attention, prefix_gemm):
     av = make_av(lively)
     v = vectors(7, lively.d_model, seed=1)
@@ -107,6 +108,39 @@ def test_prefix_gemms_in_bf16_stay_close_to_fp32():
     assert got.shape == ref.shape == (B, 6, 1, 16)
     assert torch.allclose(got, ref, atol=3e-2, rtol=3e-2)
     assert not torch.equal(got, ref)  # the bf16 path is a different computation, not the same one twice
+
+
+@pytest.mark.parametrize("cap", [None, 5.0])
+def test_flex_attention_matches_the_reduce_path(cap):
+    """FlexAttention for the row cache, joined to the shared prefix by its log-sum-exp, is the same attention as the
+    reduce path's one softmax in fp32: masks on both parts (a sliding window may hide the whole prefix), GQA, softcap."""
+    from nlakit.blocks import _attend_flex, _attend_reduce
+
+    class A:  # what the two attention functions read of an Arch
+        n_kv, n_heads, head_dim, attn_softcap = 2, 6, 16, cap
+
+        @staticmethod
+        def softcap(s):
+            return s if cap is None else torch.tanh(s / cap) * cap
+
+    g = torch.Generator().manual_seed(1)
+    B, S, L = 5, 9, 7
+    q, kc, vc = (torch.randn(*shape, generator=g) for shape in [(B, 6, 1, 16), (B, 2, L, 16), (B, 2, L, 16)])
+    kp, vp = (torch.randn(2, S, 16, generator=g) for _ in range(2))
+    pmask = torch.rand(B, S, generator=g) > 0.3
+    pmask[0] = False  # row 0 sees none of the prefix
+    rmask = torch.rand(B, L, generator=g) > 0.3
+    rmask[:, 0] = True
+    for pm in (pmask, None):
+        ref = _attend_reduce(A, q, kc, vc, kp, vp, pm, rmask, 0.25)
+        got = _attend_flex(A, q, kc, vc, kp, vp, pm, rmask, 0.25)
+        assert got.shape == ref.shape == (B, 6, 1, 16)
+        assert torch.allclose(got, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_unknown_attention_is_one_clear_error():
+    with pytest.raises(NlakitError, match="attention='sdpa' is not one of auto, reduce, matmul, flex"):
+        engine.EngineConfig(attention="sdpa")
 
 
 def test_unknown_prefix_gemm_is_one_clear_error():

@@ -305,14 +305,16 @@ def ar_rows(ar, explanations: list[str]) -> list[list[int]]:
 # ---- one block of the decode step ------------------------------------------------------------------------
 def decode_layer(a: Arch, layer: torch.nn.Module, fw: tuple | None, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                  kc: torch.Tensor, vc: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor, rows: torch.Tensor,
-                 t: torch.Tensor, pmask: torch.Tensor | None, rmask: torch.Tensor, scale: float, reduce: bool,
+                 t: torch.Tensor, pmask: torch.Tensor | None, rmask: torch.Tensor, scale: float, attn: str,
                  prefix_fp32: bool = True) -> torch.Tensor:
     """One block for one new token per row. x (B, 1, D); kc/vc (B, KV, L, hd) per-row cache, written at t (B,);
     kp/vp (KV, S, hd) shared prefix; pmask (B, S) / rmask (B, L) visible keys. Returns (B, 1, D).
 
-    `reduce=True` (the compiled path) writes the row part of attention as broadcast-multiply-and-sum: inductor
-    turns it into fused reductions that read the bf16 cache once and accumulate in fp32, where batched cuBLAS
-    calls of (g x hd) @ (hd x L) ran at a fraction of bandwidth (H100 profile). `reduce=False` uses matmuls (eager).
+    `attn` says how the row part of attention runs. "reduce" (the compiled default) writes it as
+    broadcast-multiply-and-sum: inductor turns it into fused reductions that read the bf16 cache once and accumulate
+    in fp32, where batched cuBLAS calls of (g x hd) @ (hd x L) ran at a fraction of bandwidth (H100 profile).
+    "matmul" uses matmuls (eager). "flex" hands it to PyTorch's FlexAttention (its decoding kernel when compiled on
+    CUDA; a reference loop in eager), whose log-sum-exp joins it to the shared prefix's part.
     `prefix_fp32=False` runs the reduce path's two shared-prefix GEMMs in the model's dtype (cuBLAS accumulates bf16
     in fp32; the scores are rounded to bf16 once, as in the matmul path) instead of casting q, K and V to fp32.
     """
@@ -321,8 +323,10 @@ def decode_layer(a: Arch, layer: torch.nn.Module, fw: tuple | None, x: torch.Ten
     def attend(q, k, v):  # q (B, H, 1, hd), k/v (B, KV, 1, hd)
         kc[rows, :, t] = k[:, :, 0]
         vc[rows, :, t] = v[:, :, 0]
-        if reduce:
+        if attn == "reduce":
             return _attend_reduce(a, q, kc, vc, kp, vp, pmask, rmask, scale, prefix_fp32)
+        if attn == "flex":
+            return _attend_flex(a, q, kc, vc, kp, vp, pmask, rmask, scale)
         qg = q.view(B, a.n_kv, -1, a.head_dim)  # (B, KV, g, hd)
         sp = a.softcap(torch.einsum("bkgd,ksd->bkgs", qg, kp) * scale)  # (B, KV, g, S): shared prefix
         sr = a.softcap(qg @ kc.transpose(-1, -2) * scale)  # (B, KV, g, L): the row's own keys
@@ -335,6 +339,32 @@ def decode_layer(a: Arch, layer: torch.nn.Module, fw: tuple | None, x: torch.Ten
         return o.reshape(B, a.n_heads, 1, a.head_dim)
 
     return a.block(layer, x, cos, sin, attend, fw)
+
+
+def _attend_flex(a: Arch, q, kc, vc, kp, vp, pmask, rmask, scale: float) -> torch.Tensor:
+    """Decode attention with the row cache in FlexAttention (GQA, the row's visible keys and any softcap in its
+    score_mod) and the shared prefix as small fp32 GEMMs; FlexAttention's log-sum-exp puts both under one softmax."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    B = q.shape[0]
+    cap = a.attn_softcap
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        if cap is not None:
+            score = torch.tanh(score / cap) * cap
+        return torch.where(rmask[b, kv_idx], score, -float("inf"))
+
+    o_r, lse_r = flex_attention(q, kc, vc, score_mod=score_mod, scale=scale, enable_gqa=True, return_lse=True)
+    o_r = o_r.float().view(B, a.n_kv, -1, a.head_dim)  # (B, KV, g, hd), normalised over the row's keys
+    lse_r = lse_r.float().view(B, a.n_kv, -1, 1)  # (B, KV, g, 1); finite: a row always sees its own new key
+    qm = q.view(B, a.n_kv, -1, a.head_dim).float()
+    sp = a.softcap(torch.einsum("bkgd,ksd->bkgs", qm, kp.float()) * scale)  # (B, KV, g, S)
+    if pmask is not None:
+        sp = sp.masked_fill(~pmask[:, None, None], float("-inf"))
+    m = torch.maximum(sp.amax(-1, keepdim=True), lse_r)
+    ep, wr = torch.exp(sp - m), torch.exp(lse_r - m)  # prefix weights and the row part's total weight
+    o = (torch.einsum("bkgs,ksd->bkgd", ep, vp.float()) + wr * o_r) / (ep.sum(-1, keepdim=True) + wr)
+    return o.to(q.dtype).reshape(B, a.n_heads, 1, a.head_dim)
 
 
 def _attend_reduce(a: Arch, q, kc, vc, kp, vp, pmask, rmask, scale: float, prefix_fp32: bool = True) -> torch.Tensor:

@@ -37,6 +37,7 @@ from nlakit.sampling import row_key, sample, uniform  # noqa: F401  (re-exported
 log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "fast", "hf")
+ATTENTIONS = ("auto", "reduce", "matmul", "flex")
 
 # ---- the engine ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -52,7 +53,8 @@ class EngineConfig:
     sync_every: int = 16  # CUDA: decode steps between host checks for "all rows done" (each check is one sync)
     queue: int = 0  # rows queued on the device per pass; 0 = max(16 x slots, 4096). Longer inputs run in passes
     dynamic_batch: bool = True  # compile with a symbolic batch size, so engines of other sizes reuse the kernels
-    attention: str = "auto"  # "reduce" (fused fp32 reductions), "matmul", or auto: reduce when compiled, else matmul
+    attention: str = "auto"  # "reduce" (fused fp32 reductions), "matmul", "flex" (FlexAttention for the row cache),
+    #                          or auto: reduce when compiled, else matmul
     prefix_gemm: str = "float32"  # reduce path: the shared-prefix GEMMs in "float32" or in the "model" dtype (bf16)
 
     def __post_init__(self):
@@ -64,8 +66,9 @@ class EngineConfig:
             raise NlakitError(f"sync_every={self.sync_every} is not positive", "pass sync_every >= 1")
         if self.queue < 0:
             raise NlakitError(f"queue={self.queue} is negative", "pass queue >= 0 (0 = automatic)")
-        if self.attention not in ("auto", "reduce", "matmul"):
-            raise NlakitError(f"attention={self.attention!r} is not auto, reduce or matmul", "pass one of those")
+        if self.attention not in ATTENTIONS:
+            raise NlakitError(f"attention={self.attention!r} is not one of {', '.join(ATTENTIONS)}",
+                              "pass one of those")
         if self.prefix_gemm not in ("float32", "model"):
             raise NlakitError(f"prefix_gemm={self.prefix_gemm!r} is not float32 or model", "pass one of those")
 
@@ -123,13 +126,19 @@ class Engine:
         self._windows = sorted(set(a.windows), key=lambda w: -1 if w is None else w)
         self._w_index = [self._windows.index(w) for w in a.windows]
         self._pre_fn, self._layer_fn, self._post_fn = self._pre, decode_layer, self._post
-        self._reduce = cfg.attention == "reduce"  # "auto" turns it on once the step compiles
+        self._attn = self._attention(compiled=False)  # "auto" turns "reduce" on once the step compiles
         self._prefix_fp32 = cfg.prefix_gemm == "float32"
         self._fingerprint = self._weights_fingerprint()
         self._graph = None
         self._ready = False
         self.mode = "eager"
         self.setup_s = 0.0
+
+    def _attention(self, compiled: bool) -> str:
+        """The decode step's attention: the configured one; "auto" is "reduce" compiled and "matmul" eager."""
+        if self.cfg.attention == "auto":
+            return "reduce" if compiled else "matmul"
+        return self.cfg.attention
 
     # ---- the decode step: every slot advances one position ----------------------------------------------
     # Three pieces, each compiled on its own: `_pre` (input embeddings, RoPE rows, masks), `decode_layer` (one
@@ -191,7 +200,7 @@ class Engine:
             cos, sin = rope[self._lt_index[i]]
             pmask, rmask = masks[self._w_index[i]]
             x = self._layer_fn(a, layer, self._fw[i], x, cos, sin, self.kc[i], self.vc[i], self.kp[i], self.vp[i],
-                               self.slots, self.t, pmask, rmask, a.scaling[i], self._reduce, self._prefix_fp32)
+                               self.slots, self.t, pmask, rmask, a.scaling[i], self._attn, self._prefix_fp32)
         self._post_fn(x)
 
     # ---- setup -------------------------------------------------------------------------------------------
@@ -241,7 +250,7 @@ class Engine:
                     torch._dynamo.maybe_mark_dynamic(buf, 0)
             for fullgraph in (True, False):  # PEFT or a new transformers may break the graph: allow breaks second
                 try:
-                    self._reduce = self.cfg.attention in ("auto", "reduce")
+                    self._attn = self._attention(compiled=True)
                     opts = dict(dynamic=False, fullgraph=fullgraph)
                     self._pre_fn = torch.compile(self._pre, **opts)
                     self._layer_fn = torch.compile(decode_layer, **opts)
@@ -253,10 +262,10 @@ class Engine:
                     log.warning("torch.compile(fullgraph=%s) of the decode step failed (%s: %s)", fullgraph,
                                 type(e).__name__, str(e)[:500])
                     self._pre_fn, self._layer_fn, self._post_fn = self._pre, decode_layer, self._post
-                    self._reduce = self.cfg.attention == "reduce"
+                    self._attn = self._attention(compiled=False)
                     self._reset()
-        if self._reduce:
-            self.mode += "+reduce-attn"
+        if self._attn != "matmul":
+            self.mode += f"+{self._attn}-attn"
         if self.use_graph:
             try:
                 stream = torch.cuda.Stream(device=self.device)

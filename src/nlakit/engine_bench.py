@@ -60,7 +60,7 @@ class BenchConfig:
     max_seq_len: int = 512
     corpus: str | None = None  # a .jsonl(.gz) with "text"; default: the shared corpus if present, else built-in text
     profile: bool = True
-    ablations: bool = True  # at the largest batch on CUDA: bf16 prefix GEMMs; the engine without fusion / graph / compile
+    ablations: bool = True  # largest batch, CUDA: prefix GEMM dtype, matmul/flex attention, no fusion/graph/compile
     compile: bool | None = None
     cuda_graph: bool | None = None
     sync_every: int = 16
@@ -310,6 +310,7 @@ def run(cfg: BenchConfig, *, out_path: str | Path | None = None,
     v = vecs[: B * cfg.n_batches]
     variants = [("shared-prefix GEMMs in the model dtype (prefix_gemm=model)", dict(prefix_gemm="model")),
                 ("attention as batched cuBLAS matmuls (first H100 run)", dict(attention="matmul")),
+                ("the row cache in FlexAttention's decoding kernel (attention=flex)", dict(attention="flex")),
                 ("no weight fusion", dict(fuse=False)),
                 ("no CUDA graph (compiled step launched op by op)", dict(cuda_graph=False)),
                 ("no torch.compile (eager step in a CUDA graph)", dict(compile=False))]
