@@ -355,8 +355,8 @@ def _attend_flex(a: Arch, q, kc, vc, kp, vp, pmask, rmask, scale: float) -> torc
         return torch.where(rmask[b, kv_idx], score, -float("inf"))
 
     o_r, lse_r = flex_attention(q, kc, vc, score_mod=score_mod, scale=scale, enable_gqa=True, return_lse=True)
-    o_r = o_r.float().view(B, a.n_kv, -1, a.head_dim)  # (B, KV, g, hd), normalised over the row's keys
-    lse_r = lse_r.float().view(B, a.n_kv, -1, 1)  # (B, KV, g, 1); finite: a row always sees its own new key
+    o_r = o_r.float().reshape(B, a.n_kv, -1, a.head_dim)  # (B, KV, g, hd), normalised over the row's keys; its
+    lse_r = lse_r.float().reshape(B, a.n_kv, -1, 1)  # memory layout is the kernel's. lse finite: a row sees its new key
     qm = q.view(B, a.n_kv, -1, a.head_dim).float()
     sp = a.softcap(torch.einsum("bkgd,ksd->bkgs", qm, kp.float()) * scale)  # (B, KV, g, S)
     if pmask is not None:
