@@ -113,6 +113,12 @@ def markdown(res: dict) -> str:
         p = res["profile"]
         out += ["", f"Profile ({p['source']}): {p['device_ms_per_step']:.3f} ms of kernels per step, "
                 f"{p['kernels_per_step']:.0f} kernels: " + ", ".join(f"{g} {v:.3f} ms" for g, v in p["groups_ms"].items())]
+    for key, what in (("extract_profile", "extraction"), ("ar_profile", "AR scoring")):
+        if res.get(key):
+            p = res[key]
+            out += ["", f"Profile of {what} over {p['tokens']:,} tokens: {p['wall_ms']:.1f} ms wall, "
+                    f"{p['device_ms']:.1f} ms of kernels ({p['kernels']:.0f} kernels, {k(p['device_tok_s'])} tok/s "
+                    "on kernel time alone): " + ", ".join(f"{g} {v:.2f} ms" for g, v in p["groups_ms"].items())]
     return "\n".join(out)
 
 

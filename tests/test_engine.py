@@ -341,3 +341,16 @@ def test_bench_config_round_trip_and_errors():
     assert isinstance(result.exception, NlakitError) and "batch-sizes" in str(result.exception)
     result = CliRunner().invoke(app, ["bench", "--compile", "maybe"])
     assert isinstance(result.exception, NlakitError) and "auto, on or off" in str(result.exception)
+
+
+def test_profile_forward_reports_wall_and_kernel_time(lively):
+    """The forward profile (extraction / AR scoring in `nlakit bench`) gives the unprofiled wall time beside the kernel
+    time; on the CPU there are no device kernels, so kernel time is 0 and no kernel-time throughput is claimed."""
+    from nlakit.engine_profile import profile_forward
+
+    rows = [[1, 2, 3, 4], [5, 6]]
+    calls = []
+    p = profile_forward(lambda: calls.append(list(engine.hidden_batches(lively.model, rows, 1))), "cpu", 6)
+    assert len(calls) == 3  # one call before profiling (a compile would happen there), one profiled, one timed
+    assert p["tokens"] == 6 and p["wall_ms"] > 0
+    assert p["device_ms"] == 0 and p["device_tok_s"] is None and p["groups_ms"] == {} and p["top"] == []

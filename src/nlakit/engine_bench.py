@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 
 from nlakit import engine
-from nlakit.engine_profile import ceiling, forward_ceiling, gpu_name, profile_step, step_ms, timed
+from nlakit.engine_profile import ceiling, forward_ceiling, gpu_name, profile_forward, profile_step, step_ms, timed
 from nlakit.errors import NlakitError
 
 log = logging.getLogger(__name__)
@@ -298,6 +298,13 @@ def run(cfg: BenchConfig, *, out_path: str | Path | None = None,
         except Exception as e:  # noqa: BLE001
             log.warning("%s failed: %s: %s", name, type(e).__name__, e)
             res[name.replace(" ", "_") + "_error"] = f"{type(e).__name__}: {str(e)[:300]}"
+    if cfg.profile and on_cuda and clock.left() > 60:  # where the forwards' time goes, on a tenth of their rows
+        c = cfg.compile is not False
+        for name, fn in (("extract", lambda: fwd.profile_extraction(c)), ("ar", lambda: fwd.profile_ar(ar, texts_ar, c))):
+            try:
+                res[f"{name}_profile"] = fn()
+            except Exception as e:  # noqa: BLE001
+                log.warning("profiling %s failed: %s: %s", name, type(e).__name__, e)
     res["extract_tok_s"] = max(res["extract_eager_tok_s"], res.get("extract_compiled_tok_s") or 0)
     res["ar_tok_s"] = max(res["ar_eager_tok_s"], res.get("ar_compiled_tok_s") or 0)
     if clock.left() > 60:
@@ -390,6 +397,18 @@ class _Forwards:
         engine.ar_score_rows(ar, rows[: max(1, len(rows) // 10)], max_batch_tokens=mbt, compile=compile_)
         _, dt = timed(lambda: engine.ar_score_rows(ar, rows, max_batch_tokens=mbt, compile=compile_), self.device)
         return {f"ar_{'compiled' if compile_ else 'eager'}_tok_s": n / dt, "ar_tokens": n, "ar_seq_len": n / max(1, len(rows))}
+
+    def profile_extraction(self, compile_: bool) -> dict:
+        rows = self.rows[: max(1, len(self.rows) // 10)]
+        return profile_forward(lambda: _consume(engine.hidden_batches(
+            self.target.model, rows, self.layer, max_batch_tokens=self.cfg.max_batch_tokens, compile=compile_)),
+            self.device, sum(map(len, rows)))
+
+    def profile_ar(self, ar, texts_ar: list[str], compile_: bool) -> dict:
+        rows = _cycle_rows([r[-self.cfg.max_seq_len :] for r in engine.ar_rows(ar, texts_ar)], self.cfg.ar_tokens)
+        rows = rows[: max(1, len(rows) // 10)]
+        return profile_forward(lambda: engine.ar_score_rows(ar, rows, max_batch_tokens=self.cfg.max_batch_tokens,
+                                                            compile=compile_), self.device, sum(map(len, rows)))
 
     def hf_baselines(self, ar, texts_ar: list[str]) -> dict:
         """The pre-engine paths on a subset: `activations.extract` (batch 16) and `Reconstructor.reconstruct` (batch 64)."""

@@ -179,6 +179,17 @@ def profile_step(eng: engine.Engine, n_steps: int = 10, top: int = 15) -> dict:
             "groups_ms": _groups_ms(rows), "top": [{**r, "share": r["ms_per_step"] / total} for r in rows[:top]]}
 
 
+def profile_forward(fn: Callable[[], None], device, n_tokens: int, top: int = 12) -> dict:
+    """Kernel time of one call of `fn` (e.g. extraction over a set of rows), by kind of kernel, beside its unprofiled
+    wall time: device time far below the wall time means the host (batching, padding, gathers) bounds it, not the GPU."""
+    rows = _profile(fn, device, 1)  # (calls fn once before it profiles: a compile happens there)
+    _, wall = timed(fn, device)
+    total = sum(r["ms_per_step"] for r in rows)
+    return {"tokens": n_tokens, "wall_ms": wall * 1e3, "device_ms": total, "kernels": sum(r["calls_per_step"] for r in rows),
+            "device_tok_s": n_tokens / (total / 1e3) if total else None, "groups_ms": _groups_ms(rows),
+            "top": [{**r, "share": r["ms_per_step"] / (total or 1.0)} for r in rows[:top]]}
+
+
 def step_ms(eng: engine.Engine, n: int = 50) -> float:
     eng.advance()
     _, dt = timed(lambda: [eng.advance() for _ in range(n)], eng.device)
