@@ -108,7 +108,9 @@ def markdown(res: dict) -> str:
         out += ["", f"Roofline at batch {c['batch']} (assumed {c['assumed_peak_tflops']:.0f} TFLOP/s, "
                 f"{c['assumed_peak_tb_s']:.2f} TB/s): matmul {c['matmul_ms_per_step']:.3f} ms, KV read "
                 f"{c['kv_read_ms_per_step']:.3f} ms (full static cache {c['kv_read_full_cache_ms_per_step']:.3f} ms), "
-                f"weights {c['weights_ms_per_step']:.3f} ms per step → ceiling {k(c['tok_s'])} tok/s ({c['bound']}-bound)."]
+                f"weights {c['weights_ms_per_step']:.3f} ms per step → ceiling {k(c['tok_s'])} tok/s ({c['bound']}-bound); "
+                f"for the engine's step shape (the whole static cache read, {c['generated_step_share']:.0%} of steps "
+                f"emitting a generated token) {k(c.get('tok_s_this_step_shape'))} tok/s."]
     if res.get("profile"):
         p = res["profile"]
         out += ["", f"Profile ({p['source']}): {p['device_ms_per_step']:.3f} ms of kernels per step, "
