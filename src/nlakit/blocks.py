@@ -341,6 +341,13 @@ def decode_layer(a: Arch, layer: torch.nn.Module, fw: tuple | None, x: torch.Ten
     return a.block(layer, x, cos, sin, attend, fw)
 
 
+def _prefix_scores(a: Arch, qm, kp, pmask, scale: float, pd: torch.dtype) -> torch.Tensor:
+    """fp32 scores of queries qm (B, KV, g, hd) against the shared prefix keys kp (KV, S, hd), the GEMM's inputs in
+    `pd`; keys pmask (B, S) hides are -inf. (B, KV, g, S)."""
+    sp = a.softcap(torch.einsum("bkgd,ksd->bkgs", qm.to(pd), kp.to(pd)).float() * scale)
+    return sp if pmask is None else sp.masked_fill(~pmask[:, None, None], float("-inf"))
+
+
 def _attend_flex(a: Arch, q, kc, vc, kp, vp, pmask, rmask, scale: float) -> torch.Tensor:
     """Decode attention with the row cache in FlexAttention (GQA, the row's visible keys and any softcap in its
     score_mod) and the shared prefix as small fp32 GEMMs; FlexAttention's log-sum-exp puts both under one softmax."""
@@ -357,10 +364,7 @@ def _attend_flex(a: Arch, q, kc, vc, kp, vp, pmask, rmask, scale: float) -> torc
     o_r, lse_r = flex_attention(q, kc, vc, score_mod=score_mod, scale=scale, enable_gqa=True, return_lse=True)
     o_r = o_r.float().reshape(B, a.n_kv, -1, a.head_dim)  # (B, KV, g, hd), normalised over the row's keys; its
     lse_r = lse_r.float().reshape(B, a.n_kv, -1, 1)  # memory layout is the kernel's. lse finite: a row sees its new key
-    qm = q.view(B, a.n_kv, -1, a.head_dim).float()
-    sp = a.softcap(torch.einsum("bkgd,ksd->bkgs", qm, kp.float()) * scale)  # (B, KV, g, S)
-    if pmask is not None:
-        sp = sp.masked_fill(~pmask[:, None, None], float("-inf"))
+    sp = _prefix_scores(a, q.view(B, a.n_kv, -1, a.head_dim), kp, pmask, scale, torch.float32)  # (B, KV, g, S)
     m = torch.maximum(sp.amax(-1, keepdim=True), lse_r)
     ep, wr = torch.exp(sp - m), torch.exp(lse_r - m)  # prefix weights and the row part's total weight
     o = (torch.einsum("bkgs,ksd->bkgd", ep, vp.float()) + wr * o_r) / (ep.sum(-1, keepdim=True) + wr)
@@ -374,10 +378,8 @@ def _attend_reduce(a: Arch, q, kc, vc, kp, vp, pmask, rmask, scale: float, prefi
     pd = torch.float32 if prefix_fp32 else kp.dtype  # the prefix GEMMs' input dtype; cuBLAS accumulates in fp32
     qm = q.view(B, a.n_kv, -1, a.head_dim)  # (B, KV, g, hd)
     qg = qm.float()
-    sp = a.softcap(torch.einsum("bkgd,ksd->bkgs", qm.to(pd), kp.to(pd)).float() * scale)  # (B, KV, g, S)
+    sp = _prefix_scores(a, qm, kp, pmask, scale, pd)  # (B, KV, g, S)
     sr = a.softcap((qg[:, :, :, None, :] * kc[:, :, None]).sum(-1) * scale)  # (B, KV, g, L)
-    if pmask is not None:
-        sp = sp.masked_fill(~pmask[:, None, None], float("-inf"))
     sr = sr.masked_fill(~rmask[:, None, None], float("-inf"))
     m = torch.maximum(sp.amax(-1), sr.amax(-1))[..., None]  # (B, KV, g, 1): one softmax over both parts
     ep, er = torch.exp(sp - m), torch.exp(sr - m)

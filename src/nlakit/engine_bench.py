@@ -384,29 +384,32 @@ class _Forwards:
             return engine.hidden_batches(self.target.model, rs, self.layer, max_batch_tokens=self.cfg.max_batch_tokens,
                                          compile=compile_)
 
-        _consume(batches(self.rows[: max(1, len(self.rows) // 10)]))  # warm-up (and compile) on the longest rows
+        _consume(batches(_tenth(self.rows)))  # warm-up (and compile) on the longest rows
         _, dt = timed(lambda: _consume(batches(self.rows)), self.device)
         return {f"extract_{'compiled' if compile_ else 'eager'}_tok_s": self.n / dt, "extract_tokens": self.n,
                 "extract_seq_len": self.n / max(1, len(self.rows)),
                 "extract_ceiling_tok_s": forward_ceiling(self.target.model, self.layer, gpu_name(self.device))}
 
+    def ar_rows(self, ar, texts_ar: list[str]) -> list[list[int]]:
+        """AR prompt rows of the explanations (their last max_seq_len tokens), cycled to cfg.ar_tokens."""
+        return _cycle_rows([r[-self.cfg.max_seq_len :] for r in engine.ar_rows(ar, texts_ar)], self.cfg.ar_tokens)
+
     def ar(self, ar, texts_ar: list[str], compile_: bool) -> dict:
-        rows = _cycle_rows([r[-self.cfg.max_seq_len :] for r in engine.ar_rows(ar, texts_ar)], self.cfg.ar_tokens)
+        rows = self.ar_rows(ar, texts_ar)
         n = sum(map(len, rows))
         mbt = self.cfg.max_batch_tokens
-        engine.ar_score_rows(ar, rows[: max(1, len(rows) // 10)], max_batch_tokens=mbt, compile=compile_)
+        engine.ar_score_rows(ar, _tenth(rows), max_batch_tokens=mbt, compile=compile_)
         _, dt = timed(lambda: engine.ar_score_rows(ar, rows, max_batch_tokens=mbt, compile=compile_), self.device)
         return {f"ar_{'compiled' if compile_ else 'eager'}_tok_s": n / dt, "ar_tokens": n, "ar_seq_len": n / max(1, len(rows))}
 
     def profile_extraction(self, compile_: bool) -> dict:
-        rows = self.rows[: max(1, len(self.rows) // 10)]
+        rows = _tenth(self.rows)
         return profile_forward(lambda: _consume(engine.hidden_batches(
             self.target.model, rows, self.layer, max_batch_tokens=self.cfg.max_batch_tokens, compile=compile_)),
             self.device, sum(map(len, rows)))
 
     def profile_ar(self, ar, texts_ar: list[str], compile_: bool) -> dict:
-        rows = _cycle_rows([r[-self.cfg.max_seq_len :] for r in engine.ar_rows(ar, texts_ar)], self.cfg.ar_tokens)
-        rows = rows[: max(1, len(rows) // 10)]
+        rows = _tenth(self.ar_rows(ar, texts_ar))
         return profile_forward(lambda: engine.ar_score_rows(ar, rows, max_batch_tokens=self.cfg.max_batch_tokens,
                                                             compile=compile_), self.device, sum(map(len, rows)))
 
@@ -439,6 +442,11 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
             break
         n += 1
     return n
+
+
+def _tenth(rows: list) -> list:
+    """The first tenth of the rows (at least one): the subset that warms up (compiles) and is profiled."""
+    return rows[: max(1, len(rows) // 10)]
 
 
 def _consume(batches) -> None:

@@ -166,6 +166,13 @@ def _groups_ms(rows: list[dict]) -> dict[str, float]:
     return {k: round(v, 4) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])}
 
 
+def _kernel_summary(rows: list[dict], top: int) -> dict:
+    """Kernel rows of a profile (`_kernel_rows`) summed: kernels and device ms per step, ms by kind, the top-N rows."""
+    total = sum(r["ms_per_step"] for r in rows)
+    return {"kernels": sum(r["calls_per_step"] for r in rows), "device_ms": total, "groups_ms": _groups_ms(rows),
+            "top": [{**r, "share": r["ms_per_step"] / (total or 1.0)} for r in rows[:top]]}
+
+
 def profile_step(eng: engine.Engine, n_steps: int = 10, top: int = 15) -> dict:
     """Device time per decode step by kernel (torch.profiler; over CUDA graph replays when the profiler sees
     their kernels, else over the same step launched op by op), grouped, plus the top-N kernels."""
@@ -174,9 +181,9 @@ def profile_step(eng: engine.Engine, n_steps: int = 10, top: int = 15) -> dict:
     if not rows:  # kernels inside graphs are invisible to some profiler builds
         source = "step launched without the graph (same kernels, launch overhead not included)"
         rows = _profile(eng._step, eng.device, n_steps)
-    total = sum(r["ms_per_step"] for r in rows) or 1.0
-    return {"source": source, "kernels_per_step": sum(r["calls_per_step"] for r in rows), "device_ms_per_step": total,
-            "groups_ms": _groups_ms(rows), "top": [{**r, "share": r["ms_per_step"] / total} for r in rows[:top]]}
+    k = _kernel_summary(rows, top)
+    return {"source": source, "kernels_per_step": k["kernels"], "device_ms_per_step": k["device_ms"] or 1.0,
+            "groups_ms": k["groups_ms"], "top": k["top"]}
 
 
 def profile_forward(fn: Callable[[], None], device, n_tokens: int, top: int = 12) -> dict:
@@ -184,10 +191,9 @@ def profile_forward(fn: Callable[[], None], device, n_tokens: int, top: int = 12
     wall time: device time far below the wall time means the host (batching, padding, gathers) bounds it, not the GPU."""
     rows = _profile(fn, device, 1)  # (calls fn once before it profiles: a compile happens there)
     _, wall = timed(fn, device)
-    total = sum(r["ms_per_step"] for r in rows)
-    return {"tokens": n_tokens, "wall_ms": wall * 1e3, "device_ms": total, "kernels": sum(r["calls_per_step"] for r in rows),
-            "device_tok_s": n_tokens / (total / 1e3) if total else None, "groups_ms": _groups_ms(rows),
-            "top": [{**r, "share": r["ms_per_step"] / (total or 1.0)} for r in rows[:top]]}
+    k = _kernel_summary(rows, top)
+    return {"tokens": n_tokens, "wall_ms": wall * 1e3, **k,
+            "device_tok_s": n_tokens / (k["device_ms"] / 1e3) if k["device_ms"] else None}
 
 
 def step_ms(eng: engine.Engine, n: int = 50) -> float:
