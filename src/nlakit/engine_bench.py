@@ -282,12 +282,13 @@ def run(cfg: BenchConfig, *, out_path: str | Path | None = None,
     res.update(fwd.extraction(compile_=False))
     ar = Reconstructor.from_target(target, meta)
     texts_ar = [t for t in (e.text for e in av.decode(explanations)) if t.strip()] or texts
-    res.update(fwd.ar(ar, texts_ar, compile_=False))
+    rows_ar = fwd.ar_rows(ar, texts_ar)
+    res.update(fwd.ar(ar, rows_ar, compile_=False))
     res["extract_tok_s"], res["ar_tok_s"] = res["extract_eager_tok_s"], res["ar_eager_tok_s"]
     save()
     say("extraction / AR", 1, 2)
     for name, fn, need in (("compiled extraction", lambda: fwd.extraction(compile_=True), 120),
-                           ("compiled AR scoring", lambda: fwd.ar(ar, texts_ar, compile_=True), 90)):
+                           ("compiled AR scoring", lambda: fwd.ar(ar, rows_ar, compile_=True), 90)):
         if not (on_cuda and cfg.compile is not False):
             continue
         if clock.left() < need:
@@ -300,7 +301,7 @@ def run(cfg: BenchConfig, *, out_path: str | Path | None = None,
             res[name.replace(" ", "_") + "_error"] = f"{type(e).__name__}: {str(e)[:300]}"
     if cfg.profile and on_cuda and clock.left() > 60:  # where the forwards' time goes, on a tenth of their rows
         c = cfg.compile is not False
-        for name, fn in (("extract", lambda: fwd.profile_extraction(c)), ("ar", lambda: fwd.profile_ar(ar, texts_ar, c))):
+        for name, fn in (("extract", lambda: fwd.profile_extraction(c)), ("ar", lambda: fwd.profile_ar(ar, rows_ar, c))):
             try:
                 res[f"{name}_profile"] = fn()
             except Exception as e:  # noqa: BLE001
@@ -379,13 +380,16 @@ class _Forwards:
         self.rows = _cycle_rows(self.base_rows, cfg.extract_tokens)
         self.n = sum(map(len, self.rows))
 
-    def extraction(self, compile_: bool) -> dict:
-        def batches(rs):
-            return engine.hidden_batches(self.target.model, rs, self.layer, max_batch_tokens=self.cfg.max_batch_tokens,
-                                         compile=compile_)
+    def _extract(self, rows: list[list[int]], compile_: bool) -> None:
+        _consume(engine.hidden_batches(self.target.model, rows, self.layer, max_batch_tokens=self.cfg.max_batch_tokens,
+                                       compile=compile_))
 
-        _consume(batches(_tenth(self.rows)))  # warm-up (and compile) on the longest rows
-        _, dt = timed(lambda: _consume(batches(self.rows)), self.device)
+    def _score(self, ar, rows: list[list[int]], compile_: bool) -> None:
+        engine.ar_score_rows(ar, rows, max_batch_tokens=self.cfg.max_batch_tokens, compile=compile_)
+
+    def extraction(self, compile_: bool) -> dict:
+        self._extract(_tenth(self.rows), compile_)  # warm-up (and compile) on the longest rows
+        _, dt = timed(lambda: self._extract(self.rows, compile_), self.device)
         return {f"extract_{'compiled' if compile_ else 'eager'}_tok_s": self.n / dt, "extract_tokens": self.n,
                 "extract_seq_len": self.n / max(1, len(self.rows)),
                 "extract_ceiling_tok_s": forward_ceiling(self.target.model, self.layer, gpu_name(self.device))}
@@ -394,24 +398,20 @@ class _Forwards:
         """AR prompt rows of the explanations (their last max_seq_len tokens), cycled to cfg.ar_tokens."""
         return _cycle_rows([r[-self.cfg.max_seq_len :] for r in engine.ar_rows(ar, texts_ar)], self.cfg.ar_tokens)
 
-    def ar(self, ar, texts_ar: list[str], compile_: bool) -> dict:
-        rows = self.ar_rows(ar, texts_ar)
+    def ar(self, ar, rows: list[list[int]], compile_: bool) -> dict:
+        """AR-scoring throughput over `rows` (from `ar_rows`)."""
         n = sum(map(len, rows))
-        mbt = self.cfg.max_batch_tokens
-        engine.ar_score_rows(ar, _tenth(rows), max_batch_tokens=mbt, compile=compile_)
-        _, dt = timed(lambda: engine.ar_score_rows(ar, rows, max_batch_tokens=mbt, compile=compile_), self.device)
+        self._score(ar, _tenth(rows), compile_)  # warm-up (and compile)
+        _, dt = timed(lambda: self._score(ar, rows, compile_), self.device)
         return {f"ar_{'compiled' if compile_ else 'eager'}_tok_s": n / dt, "ar_tokens": n, "ar_seq_len": n / max(1, len(rows))}
 
     def profile_extraction(self, compile_: bool) -> dict:
         rows = _tenth(self.rows)
-        return profile_forward(lambda: _consume(engine.hidden_batches(
-            self.target.model, rows, self.layer, max_batch_tokens=self.cfg.max_batch_tokens, compile=compile_)),
-            self.device, sum(map(len, rows)))
+        return profile_forward(lambda: self._extract(rows, compile_), self.device, sum(map(len, rows)))
 
-    def profile_ar(self, ar, texts_ar: list[str], compile_: bool) -> dict:
-        rows = _tenth(self.ar_rows(ar, texts_ar))
-        return profile_forward(lambda: engine.ar_score_rows(ar, rows, max_batch_tokens=self.cfg.max_batch_tokens,
-                                                            compile=compile_), self.device, sum(map(len, rows)))
+    def profile_ar(self, ar, rows: list[list[int]], compile_: bool) -> dict:
+        rows = _tenth(rows)
+        return profile_forward(lambda: self._score(ar, rows, compile_), self.device, sum(map(len, rows)))
 
     def hf_baselines(self, ar, texts_ar: list[str]) -> dict:
         """The pre-engine paths on a subset: `activations.extract` (batch 16) and `Reconstructor.reconstruct` (batch 64)."""
