@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--n-batches", type=int, default=2)
     p.add_argument("--layer", type=int, default=None)
+    p.add_argument("--no-hf", action="store_true")
     p.add_argument("--no-hf-static", action="store_true")
     p.add_argument("--no-ablations", action="store_true")
     p.add_argument("--no-sampling", action="store_true")
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto")
     p.add_argument("--cuda-graph", choices=("auto", "on", "off"), default="auto")
     p.add_argument("--sync-every", type=int, default=16)
+    p.add_argument("--attention", choices=("auto", "reduce", "matmul", "flex"), default="auto")
     p.add_argument("--time-budget", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="docs/benchmarks/engine.json")
@@ -60,11 +62,11 @@ def main(argv: list[str] | None = None) -> dict:
         return res
     sizes = tuple(int(x) for x in a.batch_sizes.split(","))
     cfg = BenchConfig(target=a.target, device=a.device, dtype=a.dtype, batch_sizes=sizes,
-                      max_new_tokens=a.max_new_tokens, n_batches=a.n_batches, layer=a.layer, hf_static=not a.no_hf_static,
+                      max_new_tokens=a.max_new_tokens, n_batches=a.n_batches, layer=a.layer, hf=not a.no_hf, hf_static=not a.no_hf_static,
                       ablations=not a.no_ablations, sampling=not a.no_sampling, profile=not a.no_profile,
                       extract_tokens=a.extract_tokens, ar_tokens=a.ar_tokens, hf_extract_tokens=a.hf_extract_tokens,
                       max_batch_tokens=a.max_batch_tokens, corpus=a.corpus, compile=_tri(a.compile),
-                      cuda_graph=_tri(a.cuda_graph), sync_every=a.sync_every, time_budget_s=a.time_budget, seed=a.seed,
+                      cuda_graph=_tri(a.cuda_graph), sync_every=a.sync_every, attention=a.attention, time_budget_s=a.time_budget, seed=a.seed,
                       command=" ".join(["python", "benchmarks/engine.py"] + [shlex.quote(x) for x in (argv or sys.argv[1:])]))
 
     def progress(stage: str, done: int, total: int | None) -> None:

@@ -313,8 +313,8 @@ def decode_layer(a: Arch, layer: torch.nn.Module, fw: tuple | None, x: torch.Ten
     `attn` says how the row part of attention runs. "reduce" (the compiled default) writes it as
     broadcast-multiply-and-sum: inductor turns it into fused reductions that read the bf16 cache once and accumulate
     in fp32, where batched cuBLAS calls of (g x hd) @ (hd x L) ran at a fraction of bandwidth (H100 profile).
-    "matmul" uses matmuls (eager). "flex" hands it to PyTorch's FlexAttention (its decoding kernel when compiled on
-    CUDA; a reference loop in eager), whose log-sum-exp joins it to the shared prefix's part.
+    "matmul" uses matmuls (eager). "flex" runs both parts through PyTorch's FlexAttention (its decoding kernel for the
+    row cache when compiled on CUDA; a reference loop in eager), joined by their log-sum-exps.
     `prefix_fp32=False` runs the reduce path's two shared-prefix GEMMs in the model's dtype (cuBLAS accumulates bf16
     in fp32; the scores are rounded to bf16 once, as in the matmul path) instead of casting q, K and V to fp32.
     """
@@ -349,26 +349,34 @@ def _prefix_scores(a: Arch, qm, kp, pmask, scale: float, pd: torch.dtype) -> tor
 
 
 def _attend_flex(a: Arch, q, kc, vc, kp, vp, pmask, rmask, scale: float) -> torch.Tensor:
-    """Decode attention with the row cache in FlexAttention (GQA, the row's visible keys and any softcap in its
-    score_mod) and the shared prefix as small fp32 GEMMs; FlexAttention's log-sum-exp puts both under one softmax."""
+    """Decode attention as two FlexAttention calls joined by their log-sum-exps under one softmax: the row cache
+    (B, KV, L, hd), one query per row (its decoding kernel when compiled on CUDA), and the shared prefix (KV, S, hd)
+    as one sequence of B queries, one per row, against the S prefix keys. GQA, visible keys and any softcap are in
+    the calls' score_mods. pmask (B, S) may hide every prefix key of a row (a sliding window); the row part always
+    has the row's own new key."""
     from torch.nn.attention.flex_attention import flex_attention
 
     B = q.shape[0]
     cap = a.attn_softcap
 
-    def score_mod(score, b, h, q_idx, kv_idx):
-        if cap is not None:
-            score = torch.tanh(score / cap) * cap
-        return torch.where(rmask[b, kv_idx], score, -float("inf"))
+    def capped(score):
+        return score if cap is None else torch.tanh(score / cap) * cap
 
-    o_r, lse_r = flex_attention(q, kc, vc, score_mod=score_mod, scale=scale, enable_gqa=True, return_lse=True)
-    o_r = o_r.float().reshape(B, a.n_kv, -1, a.head_dim)  # (B, KV, g, hd), normalised over the row's keys; its
-    lse_r = lse_r.float().reshape(B, a.n_kv, -1, 1)  # memory layout is the kernel's. lse finite: a row sees its new key
-    sp = _prefix_scores(a, q.view(B, a.n_kv, -1, a.head_dim), kp, pmask, scale, torch.float32)  # (B, KV, g, S)
-    m = torch.maximum(sp.amax(-1, keepdim=True), lse_r)
-    ep, wr = torch.exp(sp - m), torch.exp(lse_r - m)  # prefix weights and the row part's total weight
-    o = (torch.einsum("bkgs,ksd->bkgd", ep, vp.float()) + wr * o_r) / (ep.sum(-1, keepdim=True) + wr)
-    return o.to(q.dtype).reshape(B, a.n_heads, 1, a.head_dim)
+    def row_mod(score, b, h, q_idx, kv_idx):
+        return torch.where(rmask[b, kv_idx], capped(score), -float("inf"))
+
+    def prefix_mod(score, b, h, q_idx, kv_idx):  # q_idx is the row
+        return capped(score) if pmask is None else torch.where(pmask[q_idx, kv_idx], capped(score), -float("inf"))
+
+    o_r, lse_r = flex_attention(q, kc, vc, score_mod=row_mod, scale=scale, enable_gqa=True, return_lse=True)
+    o_p, lse_p = flex_attention(q.transpose(0, 2), kp[None], vp[None], score_mod=prefix_mod, scale=scale,
+                                enable_gqa=True, return_lse=True)  # (1, H, B, hd), (1, H, B)
+    o_p, lse_p = o_p.transpose(0, 2).float(), lse_p.transpose(0, 2).float()[..., None]  # (B, H, 1, hd), (B, H, 1, 1)
+    lse_r = lse_r.float()[..., None]
+    m = torch.maximum(lse_p, lse_r)  # finite: the row part is never empty
+    wp, wr = torch.exp(lse_p - m), torch.exp(lse_r - m)  # each part's share of the softmax's total weight
+    o = (torch.where(wp > 0, o_p, 0.0) * wp + o_r.float() * wr) / (wp + wr)
+    return o.to(q.dtype)
 
 
 def _attend_reduce(a: Arch, q, kc, vc, kp, vp, pmask, rmask, scale: float, prefix_fp32: bool = True) -> torch.Tensor:

@@ -50,7 +50,8 @@ class EngineConfig:
     compile: bool | None = None
     cuda_graph: bool | None = None
     fuse: bool | None = None  # concatenate q/k/v and gate/up weights (plain Linear only); None = on for CUDA
-    sync_every: int = 16  # CUDA: decode steps between host checks for "all rows done" (each check is one sync)
+    sync_every: int = 16  # CUDA: decode steps between host checks for "all rows done" (each check is one sync);
+    #                       every 2 steps once the last rows hold their slots
     queue: int = 0  # rows queued on the device per pass; 0 = max(16 x slots, 4096). Longer inputs run in passes
     dynamic_batch: bool = True  # compile with a symbolic batch size, so engines of other sizes reuse the kernels
     attention: str = "auto"  # "reduce" (fused fp32 reductions), "matmul", "flex" (FlexAttention for the row cache),
@@ -340,12 +341,15 @@ class Engine:
         self._reset(n)
         sync = self.cfg.sync_every if self.device.type == "cuda" else 1  # a CPU "sync" costs nothing: check every step
         max_steps = (n // B + 2) * (self.L + 1) + sync  # every row ends within L steps of admission
-        steps, reported = 0, 0
+        steps, reported, n_fin = 0, 0, 0
         while True:
-            for _ in range(sync):
+            # once every remaining row holds a slot, only the tail is left: check more often, so the pass ends within
+            # 2 steps of its last row instead of up to sync_every (a check costs one sync, far less than a step)
+            k = sync if n - n_fin > B else min(sync, 2)
+            for _ in range(k):
                 self.advance()
-            steps += sync
-            n_fin = int(self.n_fin)  # the one sync per sync_every steps
+            steps += k
+            n_fin = int(self.n_fin)  # the one sync per check
             if progress is not None and n_fin > reported:
                 progress(n_fin - reported)
                 reported = n_fin

@@ -64,6 +64,7 @@ class BenchConfig:
     compile: bool | None = None
     cuda_graph: bool | None = None
     sync_every: int = 16
+    attention: str = "auto"  # the engine's attention for the main rows and sampling (EngineConfig.attention)
     time_budget_s: float = 0.0  # 0 = no budget; else optional phases are skipped once it runs low
     seed: int = 0
     command: str = ""
@@ -77,6 +78,8 @@ class BenchConfig:
             problems.append((f"max_new_tokens={self.max_new_tokens}", "pass --max-new-tokens 1 or more"))
         if self.n_batches < 1:
             problems.append((f"n_batches={self.n_batches}", "pass --n-batches 1 or more"))
+        if self.attention not in engine.ATTENTIONS:
+            problems.append((f"attention={self.attention!r}", f"pass --attention one of {', '.join(engine.ATTENTIONS)}"))
         if problems:
             raise NlakitError("; ".join(p for p, _ in problems), "; ".join(f for _, f in problems))
 
@@ -222,7 +225,7 @@ def run(cfg: BenchConfig, *, out_path: str | Path | None = None,
 
     def make_engine(B: int, **over) -> engine.Engine:
         kw = dict(slots=B, max_new_tokens=cfg.max_new_tokens, compile=cfg.compile, cuda_graph=cfg.cuda_graph,
-                  sync_every=cfg.sync_every)
+                  sync_every=cfg.sync_every, attention=cfg.attention)
         kw.update(over)
         eng = engine.Engine(av, engine.EngineConfig(**kw))
         eng.warmup()
@@ -316,12 +319,17 @@ def run(cfg: BenchConfig, *, out_path: str | Path | None = None,
     # ---- what each engine ingredient buys, at the largest batch (CUDA only: on CPU they are all the same path) ----
     B = max(cfg.batch_sizes)
     v = vecs[: B * cfg.n_batches]
-    variants = [("shared-prefix GEMMs in the model dtype (prefix_gemm=model)", dict(prefix_gemm="model")),
-                ("attention as batched cuBLAS matmuls (first H100 run)", dict(attention="matmul")),
-                ("the row cache in FlexAttention's decoding kernel (attention=flex)", dict(attention="flex")),
-                ("no weight fusion", dict(fuse=False)),
-                ("no CUDA graph (compiled step launched op by op)", dict(cuda_graph=False)),
-                ("no torch.compile (eager step in a CUDA graph)", dict(compile=False))]
+    main_attention = "reduce" if cfg.attention == "auto" else cfg.attention  # what "auto" is when compiled
+    attentions = {"reduce": ("attention as fused fp32 reductions (attention=reduce)", dict(attention="reduce")),
+                  "matmul": ("attention as batched cuBLAS matmuls (first H100 run)", dict(attention="matmul")),
+                  "flex": ("both attention parts in FlexAttention (attention=flex)", dict(attention="flex"))}
+    variants = [("shared-prefix GEMMs in the model dtype (prefix_gemm=model)", dict(attention="reduce", prefix_gemm="model"))]
+    variants += [row for name, row in attentions.items() if name != main_attention]
+    if main_attention == "flex":  # a symbolic batch is the default; this says whether it costs the flex kernels speed
+        variants.append(("compiled for this batch size only (dynamic_batch=False)", dict(dynamic_batch=False)))
+    variants += [("no weight fusion", dict(fuse=False)),
+                 ("no CUDA graph (compiled step launched op by op)", dict(cuda_graph=False)),
+                 ("no torch.compile (eager step in a CUDA graph)", dict(compile=False))]
     res["ablations"] = []
     for name, over in variants if (on_cuda and cfg.ablations) else []:
         if clock.left() < 90:

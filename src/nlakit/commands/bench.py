@@ -61,6 +61,8 @@ def register(app: typer.Typer) -> None:
         compile: str = typer.Option("auto", "--compile", help="torch.compile the decode step: auto (CUDA), on, off."),
         cuda_graph: str = typer.Option("auto", "--cuda-graph", help="CUDA graph for the decode step: auto, on, off."),
         sync_every: int = typer.Option(16, "--sync-every", min=1, help="Decode steps between checks for finished rows."),
+        attention: str = typer.Option("auto", "--attention",
+                                      help="The engine's decode attention: auto, reduce, matmul or flex."),
         time_budget: float = typer.Option(0.0, "--time-budget", help="Seconds; optional phases are skipped when low (0 = none)."),
         seed: int = typer.Option(0, "--seed"),
         out: Optional[Path] = typer.Option(None, "--out", help="Write the results JSON here (e.g. docs/benchmarks/engine.json)."),
@@ -76,7 +78,7 @@ def register(app: typer.Typer) -> None:
                           hf_extract_tokens=hf_extract_tokens, max_batch_tokens=max_batch_tokens, corpus=corpus,
                           profile=profile, ablations=ablations,
                           compile=_tristate(compile, "compile"), cuda_graph=_tristate(cuda_graph, "cuda-graph"),
-                          sync_every=sync_every, time_budget_s=time_budget, seed=seed,
+                          sync_every=sync_every, attention=attention, time_budget_s=time_budget, seed=seed,
                           command=" ".join(["nlakit", "bench"] + [shlex.quote(a) for a in sys.argv[2:]]))
         with progress_bar(not as_json) as progress:
             res = run(cfg, out_path=out, progress=progress)
