@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto")
     p.add_argument("--cuda-graph", choices=("auto", "on", "off"), default="auto")
     p.add_argument("--sync-every", type=int, default=16)
-    p.add_argument("--attention", choices=("auto", "reduce", "matmul", "flex"), default="auto")
+    p.add_argument("--attention", choices=("auto", "reduce", "matmul", "flex", "triton"), default="auto")
     p.add_argument("--time-budget", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="docs/benchmarks/engine.json")

@@ -354,3 +354,68 @@ def test_profile_forward_reports_wall_and_kernel_time(lively):
     assert len(calls) == 3  # one call before profiling (a compile would happen there), one profiled, one timed
     assert p["tokens"] == 6 and p["wall_ms"] > 0
     assert p["device_ms"] == 0 and p["device_tok_s"] is None and p["groups_ms"] == {} and p["top"] == []
+
+
+_TRITON_SCRIPT = r'''
+import os, sys
+os.environ["TRITON_INTERPRET"] = "1"  # before nlakit.kernels is imported: its kernel runs on the CPU
+import torch
+from nlakit import engine
+from nlakit.blocks import _attend_reduce
+from nlakit.kernels import decode_attention
+from nlakit.targets import tiny_target
+from nlakit.verbalizer import Verbalizer, new_meta_for
+
+# the kernel against the reduce path's fp32 attention: masks on both parts, the whole prefix hidden, GQA, softcap
+for cap in (None, 5.0):
+    class A:
+        n_kv, n_heads, head_dim, attn_softcap = 2, 6, 16, cap
+
+        @staticmethod
+        def softcap(s):
+            return s if cap is None else torch.tanh(s / cap) * cap
+
+    g = torch.Generator().manual_seed(1)
+    B, S, L = 5, 9, 70  # L > the kernel's 64-key block: two blocks, the second partly masked
+    q, kc, vc = (torch.randn(*shape, generator=g) for shape in [(B, 6, 1, 16), (B, 2, L, 16), (B, 2, L, 16)])
+    kp, vp = (torch.randn(2, S, 16, generator=g) for _ in range(2))
+    pmask = torch.rand(B, S, generator=g) > 0.3
+    pmask[0] = False
+    rmask = torch.rand(B, L, generator=g) > 0.3
+    rmask[:, 0] = True
+    for pm in (pmask, None):
+        ref = _attend_reduce(A, q, kc, vc, kp, vp, pm, rmask, 0.25)
+        got = decode_attention(q, kc, vc, kp, vp, rmask if pm is None else pm, rmask, 0.25, float(cap or 0.0),
+                               pm is not None)
+        assert got.shape == ref.shape and torch.allclose(got, ref, atol=1e-5, rtol=1e-5), (cap, pm is None)
+
+# the engine with the kernel: greedy text token-identical to HF generate (Llama; Gemma-3 has sliding windows)
+for arch in ("llama", "gemma3"):
+    t = tiny_target(arch)
+    if arch == "llama":
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in t.model.parameters():
+                if p.ndim == 2:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.15)
+    meta = new_meta_for(t.tokenizer, d_model=t.d_model, layer=1, injection_scale=8.0, base_checkpoint="tiny")
+    av = Verbalizer(t.model, t.tokenizer, meta)
+    v = torch.randn(5, t.d_model, generator=torch.Generator().manual_seed(1))
+    eng = engine.Engine(av, engine.EngineConfig(slots=3, max_new_tokens=10, attention="triton"))
+    assert eng.run(v) == av.generate_ids(v, max_new_tokens=10), arch
+print("ok")
+'''
+
+
+def test_triton_decode_attention_matches_reduce_and_hf_generate(tmp_path):
+    """`nlakit.kernels.decode_attention` (the engine's attention="triton"), run by Triton's interpreter on the CPU in
+    a fresh process (the interpreter is chosen when the kernel is defined): the reduce path's fp32 attention to 1e-5,
+    and an engine using it writes HF generate's greedy tokens."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton")
+    script = tmp_path / "triton_check.py"
+    script.write_text(_TRITON_SCRIPT)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]

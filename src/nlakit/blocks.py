@@ -313,7 +313,7 @@ def decode_layer(a: Arch, layer: torch.nn.Module, fw: tuple | None, x: torch.Ten
     `attn` says how the row part of attention runs. "reduce" (the compiled default) writes it as
     broadcast-multiply-and-sum: inductor turns it into fused reductions that read the bf16 cache once and accumulate
     in fp32, where batched cuBLAS calls of (g x hd) @ (hd x L) ran at a fraction of bandwidth (H100 profile).
-    "matmul" uses matmuls (eager). "flex" runs both parts through PyTorch's FlexAttention (its decoding kernel for the
+    "matmul" uses matmuls (eager). "triton" is one Triton kernel a layer for both parts (`nlakit.kernels`). "flex" runs both parts through PyTorch's FlexAttention (its decoding kernel for the
     row cache when compiled on CUDA; a reference loop in eager), joined by their log-sum-exps.
     `prefix_fp32=False` runs the reduce path's two shared-prefix GEMMs in the model's dtype (cuBLAS accumulates bf16
     in fp32; the scores are rounded to bf16 once, as in the matmul path) instead of casting q, K and V to fp32.
@@ -327,6 +327,11 @@ def decode_layer(a: Arch, layer: torch.nn.Module, fw: tuple | None, x: torch.Ten
             return _attend_reduce(a, q, kc, vc, kp, vp, pmask, rmask, scale, prefix_fp32)
         if attn == "flex":
             return _attend_flex(a, q, kc, vc, kp, vp, pmask, rmask, scale)
+        if attn == "triton":
+            from nlakit.kernels import decode_attention
+
+            return decode_attention(q, kc, vc, kp, vp, rmask if pmask is None else pmask, rmask, scale,
+                                    float(a.attn_softcap or 0.0), pmask is not None)
         qg = q.view(B, a.n_kv, -1, a.head_dim)  # (B, KV, g, hd)
         sp = a.softcap(torch.einsum("bkgd,ksd->bkgs", qg, kp) * scale)  # (B, KV, g, S): shared prefix
         sr = a.softcap(qg @ kc.transpose(-1, -2) * scale)  # (B, KV, g, L): the row's own keys

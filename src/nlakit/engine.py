@@ -37,7 +37,7 @@ from nlakit.sampling import row_key, sample, uniform  # noqa: F401  (re-exported
 log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "fast", "hf")
-ATTENTIONS = ("auto", "reduce", "matmul", "flex")
+ATTENTIONS = ("auto", "reduce", "matmul", "flex", "triton")
 
 # ---- the engine ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -54,8 +54,8 @@ class EngineConfig:
     #                       every 2 steps once the last rows hold their slots
     queue: int = 0  # rows queued on the device per pass; 0 = max(16 x slots, 4096). Longer inputs run in passes
     dynamic_batch: bool = True  # compile with a symbolic batch size, so engines of other sizes reuse the kernels
-    attention: str = "auto"  # "reduce" (fused fp32 reductions), "matmul", "flex" (FlexAttention for the row cache),
-    #                          or auto: reduce when compiled, else matmul
+    attention: str = "auto"  # "reduce" (fused fp32 reductions), "matmul", "flex" (FlexAttention), "triton" (one
+    #                          Triton kernel a layer, nlakit.kernels), or auto: reduce when compiled, else matmul
     prefix_gemm: str = "float32"  # reduce path: the shared-prefix GEMMs in "float32" or in the "model" dtype (bf16)
 
     def __post_init__(self):

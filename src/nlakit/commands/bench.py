@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
         cuda_graph: str = typer.Option("auto", "--cuda-graph", help="CUDA graph for the decode step: auto, on, off."),
         sync_every: int = typer.Option(16, "--sync-every", min=1, help="Decode steps between checks for finished rows."),
         attention: str = typer.Option("auto", "--attention",
-                                      help="The engine's decode attention: auto, reduce, matmul or flex."),
+                                      help="The engine's decode attention: auto, reduce, matmul, flex or triton."),
         time_budget: float = typer.Option(0.0, "--time-budget", help="Seconds; optional phases are skipped when low (0 = none)."),
         seed: int = typer.Option(0, "--seed"),
         out: Optional[Path] = typer.Option(None, "--out", help="Write the results JSON here (e.g. docs/benchmarks/engine.json)."),
