@@ -419,3 +419,16 @@ def test_triton_decode_attention_matches_reduce_and_hf_generate(tmp_path):
     script.write_text(_TRITON_SCRIPT)
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+def test_grouped_heads_attention_equals_repeated_heads(tiny_llama):
+    """`causal_attention(gqa=True)` (SDPA's enable_gqa, what extraction uses under flash on CUDA) is the same
+    attention as repeating the K/V heads first."""
+    a = engine.Arch(tiny_llama.model)
+    if a.n_heads == a.n_kv:
+        pytest.skip("the tiny model has no grouped heads")
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, a.n_heads, 7, a.head_dim, generator=g)
+    k, v = (torch.randn(2, a.n_kv, 7, a.head_dim, generator=g) for _ in range(2))
+    ref = a.causal_attention(q, k, v, 0.3, None)
+    assert torch.allclose(a.causal_attention(q, k, v, 0.3, None, gqa=True), ref, atol=1e-6)

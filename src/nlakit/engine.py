@@ -20,6 +20,7 @@ Architectures outside `SUPPORTED` fall back to plain HF ``generate`` (``engine="
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import weakref
@@ -55,7 +56,8 @@ class EngineConfig:
     queue: int = 0  # rows queued on the device per pass; 0 = max(16 x slots, 4096). Longer inputs run in passes
     dynamic_batch: bool = True  # compile with a symbolic batch size, so engines of other sizes reuse the kernels
     attention: str = "auto"  # "reduce" (fused fp32 reductions), "matmul", "flex" (FlexAttention), "triton" (one
-    #                          Triton kernel a layer, nlakit.kernels), or auto: reduce when compiled, else matmul
+    #                          Triton kernel a layer, nlakit.kernels), or auto: triton on CUDA, else reduce when
+    #                          compiled and matmul eager
     prefix_gemm: str = "float32"  # reduce path: the shared-prefix GEMMs in "float32" or in the "model" dtype (bf16)
 
     def __post_init__(self):
@@ -136,8 +138,11 @@ class Engine:
         self.setup_s = 0.0
 
     def _attention(self, compiled: bool) -> str:
-        """The decode step's attention: the configured one; "auto" is "reduce" compiled and "matmul" eager."""
+        """The decode step's attention: the configured one; "auto" is the Triton kernel on CUDA (where Triton ships
+        with torch), else "reduce" compiled and "matmul" eager."""
         if self.cfg.attention == "auto":
+            if self.device.type == "cuda" and importlib.util.find_spec("triton") is not None:
+                return "triton"
             return "reduce" if compiled else "matmul"
         return self.cfg.attention
 
@@ -249,9 +254,12 @@ class Engine:
                 for buf in (self.t, self.tok, self.n_gen, self.key, self.row, self.active, self.inj, self.out, self.slots,
                             self.q_inj, self.q_key, self.res, self.res_len, *self.kc, *self.vc):
                     torch._dynamo.maybe_mark_dynamic(buf, 0)
-            for fullgraph in (True, False):  # PEFT or a new transformers may break the graph: allow breaks second
+            first = self._attention(compiled=True)  # "auto" falls back from the Triton kernel to "reduce" if needed
+            attempts = [(first, True), (first, False)] + ([("reduce", True)] if self.cfg.attention == "auto"
+                                                          and first != "reduce" else [])
+            for attn, fullgraph in attempts:  # PEFT or a new transformers may break the graph: allow breaks second
                 try:
-                    self._attn = self._attention(compiled=True)
+                    self._attn = attn
                     opts = dict(dynamic=False, fullgraph=fullgraph)
                     self._pre_fn = torch.compile(self._pre, **opts)
                     self._layer_fn = torch.compile(decode_layer, **opts)
@@ -260,8 +268,8 @@ class Engine:
                     self.mode = "compiled" if fullgraph else "compiled(graph breaks)"
                     break
                 except Exception as e:  # noqa: BLE001 - any compiler failure: try the next option, then eager
-                    log.warning("torch.compile(fullgraph=%s) of the decode step failed (%s: %s)", fullgraph,
-                                type(e).__name__, str(e)[:500])
+                    log.warning("torch.compile(fullgraph=%s, attention=%s) of the decode step failed (%s: %s)",
+                                fullgraph, attn, type(e).__name__, str(e)[:500])
                     self._pre_fn, self._layer_fn, self._post_fn = self._pre, decode_layer, self._post
                     self._attn = self._attention(compiled=False)
                     self._reset()

@@ -244,6 +244,7 @@ def run(cfg: BenchConfig, *, out_path: str | Path | None = None,
         eng = make_engine(B)
         eng.run(v[: min(N, B)])  # warm run: allocator, first replays
         eng_rows, dt = timed(lambda: eng.run(v), device)
+        res["engine_attention"] = eng._attn
         row.update(engine_tok_s=n_tokens(eng_rows) / dt, engine_expl_s=N / dt, engine_s=dt, engine_mode=eng.mode,
                    engine_fused=eng.fused is not None, engine_setup_s=eng.setup_s, engine_step_ms=step_ms(eng),
                    mean_new_tokens=n_tokens(eng_rows) / N)
@@ -319,13 +320,15 @@ def run(cfg: BenchConfig, *, out_path: str | Path | None = None,
     # ---- what each engine ingredient buys, at the largest batch (CUDA only: on CPU they are all the same path) ----
     B = max(cfg.batch_sizes)
     v = vecs[: B * cfg.n_batches]
-    main_attention = "reduce" if cfg.attention == "auto" else cfg.attention  # what "auto" is when compiled
+    main_attention = res.get("engine_attention", cfg.attention)  # what the main rows' engine ran ("auto" resolved)
     attentions = {"reduce": ("attention as fused fp32 reductions (attention=reduce)", dict(attention="reduce")),
                   "matmul": ("attention as batched cuBLAS matmuls (first H100 run)", dict(attention="matmul")),
-                  "flex": ("both attention parts in FlexAttention (attention=flex)", dict(attention="flex"))}
-    variants = [("shared-prefix GEMMs in the model dtype (prefix_gemm=model)", dict(attention="reduce", prefix_gemm="model"))]
-    variants += [row for name, row in attentions.items() if name != main_attention]
-    if main_attention == "flex":  # a symbolic batch is the default; this says whether it costs the flex kernels speed
+                  "triton": ("attention as one Triton kernel a layer (attention=triton)", dict(attention="triton"))}
+    # FlexAttention is left out: 221 ms a step on an H200 (docs/BENCHMARKS.md §2); time it with --attention flex
+    variants = [row for name, row in attentions.items() if name != main_attention]
+    if main_attention == "reduce":
+        variants.insert(0, ("shared-prefix GEMMs in the model dtype (prefix_gemm=model)", dict(prefix_gemm="model")))
+    if main_attention in ("flex", "triton"):  # a symbolic batch is the default: does it cost these kernels speed?
         variants.append(("compiled for this batch size only (dynamic_batch=False)", dict(dynamic_batch=False)))
     variants += [("no weight fusion", dict(fuse=False)),
                  ("no CUDA graph (compiled step launched op by op)", dict(cuda_graph=False)),

@@ -8,7 +8,8 @@ one launch a layer: one program per (row, KV head) holds the row's g query heads
 statistics, fp32 accumulation, products in the model's dtype) and the visibility masks and any logit softcap applied
 per key.
 
-`decode_attention` is a `torch.library.triton_op`, so `torch.compile` traces through it and a CUDA graph captures it.
+`decode_attention` is a `torch.library.custom_op`: `torch.compile` keeps it as one opaque call (inductor's own compile
+of a user Triton kernel failed on torch 2.11, where plain Triton compiles it) and a CUDA graph captures its launch.
 It needs Triton (shipped with CUDA builds of torch); on the CPU it runs only under Triton's interpreter
 (``TRITON_INTERPRET=1``, which the tests use).
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
 
 
 @triton.jit
@@ -85,7 +85,7 @@ def _decode_attention_kernel(Q, KC, VC, KP, VP, PM, RM, O,
     tl.store(O + b * so_b + h[:, None] * so_h + d[None, :] * so_d, o.to(O.dtype.element_ty), mask=qm)
 
 
-@triton_op("nlakit::decode_attention", mutates_args={})
+@torch.library.custom_op("nlakit::decode_attention", mutates_args=())
 def decode_attention(q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor,
                      pmask: torch.Tensor, rmask: torch.Tensor, scale: float, softcap: float,
                      has_pmask: bool) -> torch.Tensor:
@@ -98,7 +98,7 @@ def decode_attention(q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, kp: to
     KV, L, S = kc.shape[1], kc.shape[2], kp.shape[1]
     o = torch.empty((B, H, 1, D), device=q.device, dtype=q.dtype)
     prec = "ieee" if q.dtype == torch.float32 else "tf32"  # fp32 models get fp32 products; bf16/fp16 ignore it
-    wrap_triton(_decode_attention_kernel)[(B, KV)](
+    _decode_attention_kernel[(B, KV)](
         q, kc, vc, kp, vp, pmask, rmask, o,
         q.stride(0), q.stride(1), q.stride(3), *kc.stride(), *vc.stride(), *kp.stride(), *vp.stride(),
         pmask.stride(0), pmask.stride(1), rmask.stride(0), rmask.stride(1), o.stride(0), o.stride(1), o.stride(3),
@@ -106,3 +106,8 @@ def decode_attention(q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, kp: to
         G=H // KV, BLOCK_G=max(16, triton.next_power_of_2(H // KV)), D=D, BLOCK_D=max(16, triton.next_power_of_2(D)),
         BLOCK_N=64, HAS_PMASK=has_pmask, HAS_CAP=bool(softcap), PREC=prec, num_warps=4)
     return o
+
+
+@decode_attention.register_fake
+def _(q, kc, vc, kp, vp, pmask, rmask, scale, softcap, has_pmask):
+    return torch.empty((q.shape[0], q.shape[1], 1, q.shape[3]), device=q.device, dtype=q.dtype)
