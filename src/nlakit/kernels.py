@@ -85,6 +85,10 @@ def _decode_attention_kernel(Q, KC, VC, KP, VP, PM, RM, O,
     tl.store(O + b * so_b + h[:, None] * so_h + d[None, :] * so_d, o.to(O.dtype.element_ty), mask=qm)
 
 
+# launch settings of the kernel (keys per block, warps, pipeline stages), read at every launch
+TUNING = {"BLOCK_N": 64, "num_warps": 4, "num_stages": 3}  # num_stages 3 is Triton's default (the measured run)
+
+
 @torch.library.custom_op("nlakit::decode_attention", mutates_args=())
 def decode_attention(q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor,
                      pmask: torch.Tensor, rmask: torch.Tensor, scale: float, softcap: float,
@@ -104,7 +108,8 @@ def decode_attention(q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, kp: to
         pmask.stride(0), pmask.stride(1), rmask.stride(0), rmask.stride(1), o.stride(0), o.stride(1), o.stride(3),
         S, L, scale, softcap if softcap else 1.0,
         G=H // KV, BLOCK_G=max(16, triton.next_power_of_2(H // KV)), D=D, BLOCK_D=max(16, triton.next_power_of_2(D)),
-        BLOCK_N=64, HAS_PMASK=has_pmask, HAS_CAP=bool(softcap), PREC=prec, num_warps=4)
+        BLOCK_N=TUNING["BLOCK_N"], HAS_PMASK=has_pmask, HAS_CAP=bool(softcap), PREC=prec,
+        num_warps=TUNING["num_warps"], num_stages=TUNING["num_stages"])
     return o
 
 
