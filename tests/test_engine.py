@@ -432,3 +432,23 @@ def test_grouped_heads_attention_equals_repeated_heads(tiny_llama):
     k, v = (torch.randn(2, a.n_kv, 7, a.head_dim, generator=g) for _ in range(2))
     ref = a.causal_attention(q, k, v, 0.3, None)
     assert torch.allclose(a.causal_attention(q, k, v, 0.3, None, gqa=True), ref, atol=1e-6)
+
+
+def test_attention_kernel_benchmark_cpu_smoke(tmp_path):
+    """benchmarks/attention_kernel.py on the CPU (Triton's interpreter, a tiny shape): every launch setting gives the
+    reduce path's attention, and the JSON and its table come out (the timing itself needs a CUDA GPU)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("triton")
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "ak.json"
+    run = subprocess.run([sys.executable, str(root / "benchmarks" / "attention_kernel.py"), "--device", "cpu",
+                          "--shape", "3,6,2,16,9,70", "--settings", "32,1,1;64,4,3", "--out", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert [(r["BLOCK_N"], r["num_warps"]) for r in res["rows"]] == [(32, 1), (64, 4)]
+    assert all(r["max_abs_diff_vs_reduce"] < 1e-5 and "us" not in r for r in res["rows"])
+    assert "| BLOCK_N | warps |" in run.stdout
