@@ -4,6 +4,7 @@ and `nlakit bench` end to end on a tiny model."""
 from __future__ import annotations
 
 import copy
+import os
 import json
 import math
 
@@ -452,3 +453,17 @@ def test_attention_kernel_benchmark_cpu_smoke(tmp_path):
     assert [(r["BLOCK_N"], r["num_warps"]) for r in res["rows"]] == [(32, 1), (64, 4)]
     assert all(r["max_abs_diff_vs_reduce"] < 1e-5 and "us" not in r for r in res["rows"])
     assert "| BLOCK_N | warps |" in run.stdout
+
+
+def test_auto_attention_falls_back_when_the_triton_kernel_cannot_run(lively, monkeypatch):
+    """Uncompiled, "auto" picking the Triton kernel where it cannot launch (here: CPU tensors outside the
+    interpreter) falls back to matmul attention at warm-up and still writes HF generate's greedy tokens."""
+    pytest.importorskip("triton")
+    if os.environ.get("TRITON_INTERPRET"):
+        pytest.skip("under the interpreter the kernel runs on the CPU")
+    monkeypatch.setattr(engine.Engine, "_attention", lambda self, compiled: "triton")
+    av = make_av(lively)
+    v = vectors(4, lively.d_model, seed=2)
+    eng = engine.Engine(av, engine.EngineConfig(slots=2, max_new_tokens=8))
+    assert eng.run(v) == av.generate_ids(v, max_new_tokens=8)
+    assert eng._attn == "matmul" and eng.mode == "eager"

@@ -273,6 +273,14 @@ class Engine:
                     self._pre_fn, self._layer_fn, self._post_fn = self._pre, decode_layer, self._post
                     self._attn = self._attention(compiled=False)
                     self._reset()
+        if self.mode == "eager" and self._attn == "triton" and self.cfg.attention == "auto":
+            try:  # uncompiled, the kernel first runs here: if it cannot (no GPU Triton can use), auto takes matmul
+                self._step()
+            except Exception as e:  # noqa: BLE001
+                log.warning("the Triton attention kernel failed (%s: %s); using attention=matmul", type(e).__name__,
+                            str(e)[:300])
+                self._attn = "matmul"
+            self._reset()
         if self._attn != "matmul":
             self.mode += f"+{self._attn}-attn"
         if self.use_graph:

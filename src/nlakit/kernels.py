@@ -102,13 +102,15 @@ def decode_attention(q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, kp: to
     KV, L, S = kc.shape[1], kc.shape[2], kp.shape[1]
     o = torch.empty((B, H, 1, D), device=q.device, dtype=q.dtype)
     prec = "ieee" if q.dtype == torch.float32 else "tf32"  # fp32 models get fp32 products; bf16/fp16 ignore it
+    block_d = max(16, triton.next_power_of_2(D))
+    block_n = min(TUNING["BLOCK_N"], max(16, 8192 // block_d))  # wide heads (Gemma-3: 256) get smaller key blocks,
+    #                                                              so the staged K/V tiles fit in shared memory
     _decode_attention_kernel[(B, KV)](
         q, kc, vc, kp, vp, pmask, rmask, o,
         q.stride(0), q.stride(1), q.stride(3), *kc.stride(), *vc.stride(), *kp.stride(), *vp.stride(),
         pmask.stride(0), pmask.stride(1), rmask.stride(0), rmask.stride(1), o.stride(0), o.stride(1), o.stride(3),
         S, L, scale, softcap if softcap else 1.0,
-        G=H // KV, BLOCK_G=max(16, triton.next_power_of_2(H // KV)), D=D, BLOCK_D=max(16, triton.next_power_of_2(D)),
-        BLOCK_N=TUNING["BLOCK_N"], HAS_PMASK=has_pmask, HAS_CAP=bool(softcap), PREC=prec,
+        G=H // KV, BLOCK_G=max(16, triton.next_power_of_2(H // KV)), D=D, BLOCK_D=block_d, BLOCK_N=block_n, HAS_PMASK=has_pmask, HAS_CAP=bool(softcap), PREC=prec,
         num_warps=TUNING["num_warps"], num_stages=TUNING["num_stages"])
     return o
 
