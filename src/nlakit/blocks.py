@@ -248,12 +248,20 @@ def sorted_batches(lengths: list[int], max_batch_tokens: int, max_rows: int = 40
     return batches
 
 
+def _to_device(x: torch.Tensor, device) -> torch.Tensor:
+    """A host tensor on `device`; to CUDA from pinned memory, so the copy does not wait for the queued kernels
+    (a copy from pageable memory synchronises the stream, and the host then falls behind the GPU)."""
+    if torch.device(device).type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
+
+
 def _pad(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     T = max(len(r) for r in rows)
     ids = torch.full((len(rows), T), pad, dtype=torch.long)
     for j, r in enumerate(rows):
         ids[j, : len(r)] = torch.tensor(r, dtype=torch.long)
-    return ids.to(device, non_blocking=True), torch.tensor([len(r) for r in rows], device=device)
+    return _to_device(ids, device), _to_device(torch.tensor([len(r) for r in rows]), device)
 
 
 @torch.no_grad()
@@ -326,7 +334,7 @@ def ar_score_rows(ar, rows: list[list[int]], *, max_batch_tokens: int = 65536, d
     for idx, h, lengths in hidden_batches(ar.backbone, rows, ar.meta.layer, max_batch_tokens=max_batch_tokens,
                                           pad_id=0, dtype=dtype, compile=compile, fuse=fuse):
         last = h[torch.arange(h.shape[0], device=h.device), lengths - 1]  # (b, D) read at the last real token
-        out[torch.tensor(idx, device=out.device)] = ar.value_head(last.to(ar.value_head.weight.dtype)).float()
+        out[_to_device(torch.tensor(idx), out.device)] = ar.value_head(last.to(ar.value_head.weight.dtype)).float()
     return out
 
 
