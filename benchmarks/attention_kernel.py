@@ -5,6 +5,7 @@
     # CPU smoke run: a tiny shape under Triton's interpreter, correctness only (no timing)
     python benchmarks/attention_kernel.py --device cpu --shape 3,6,2,16,9,70 --settings 32,1,1 --out /tmp/ak.json
 
+Each call is the op as the engine makes it (the step's key and value written into the caches, then the kernel).
 The engine replays its step as one CUDA graph, so each setting is timed the same way: one graph of `--calls` kernel
 calls, replayed `--reps` times between CUDA events (the custom op's Python launch, ~64-98 us a call when timed
 without a graph, is then not counted). In the same run the compiled reduce path (`attention="reduce"`) is timed the
@@ -96,8 +97,11 @@ def main(argv: list[str] | None = None) -> dict:
         def softcap(s):
             return s
 
-    def kernel():
-        return kernels.decode_attention(q, kc, vc, kp, vp, rmask, rmask, scale, 0.0, False)
+    rows, t = torch.arange(B, device=a.device), rmask.sum(-1) - 1  # each row's newest visible position
+    k_new, v_new = kc[rows, :, t][:, :, None].clone(), vc[rows, :, t][:, :, None].clone()  # rewrites what is there
+
+    def kernel():  # the op as the engine calls it: write the step's key and value, then attend
+        return kernels.decode_attention(q, k_new, v_new, kc, vc, kp, vp, rmask, rmask, rows, t, scale, 0.0, False)
 
     ref = _attend_reduce(_Heads, q, kc, vc, kp, vp, None, rmask, scale).float()
     settings = ([tuple(int(x) for x in s.split(",")) for s in a.settings.split(";") if s] if a.settings else

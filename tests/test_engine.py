@@ -384,11 +384,17 @@ for cap in (None, 5.0):
     pmask[0] = False
     rmask = torch.rand(B, L, generator=g) > 0.3
     rmask[:, 0] = True
+    rows, t = torch.arange(B), torch.randint(0, L, (B,), generator=g)
+    k_new, v_new = (torch.randn(B, 2, 1, 16, generator=g) for _ in range(2))
+    kc_ref, vc_ref = kc.clone(), vc.clone()
+    kc_ref[rows, :, t], vc_ref[rows, :, t] = k_new[:, :, 0], v_new[:, :, 0]
     for pm in (pmask, None):
-        ref = _attend_reduce(A, q, kc, vc, kp, vp, pm, rmask, 0.25)
-        got = decode_attention(q, kc, vc, kp, vp, rmask if pm is None else pm, rmask, 0.25, float(cap or 0.0),
-                               pm is not None)
+        ref = _attend_reduce(A, q, kc_ref, vc_ref, kp, vp, pm, rmask, 0.25)
+        kc_op, vc_op = kc.clone(), vc.clone()
+        got = decode_attention(q, k_new, v_new, kc_op, vc_op, kp, vp, rmask if pm is None else pm, rmask, rows, t,
+                               0.25, float(cap or 0.0), pm is not None)
         assert got.shape == ref.shape and torch.allclose(got, ref, atol=1e-5, rtol=1e-5), (cap, pm is None)
+        assert torch.equal(kc_op, kc_ref) and torch.equal(vc_op, vc_ref)  # the op wrote the new key and value
 
 # the engine with the kernel: greedy text token-identical to HF generate (Llama; Gemma-3 has sliding windows)
 for arch in ("llama", "gemma3"):
@@ -402,8 +408,12 @@ for arch in ("llama", "gemma3"):
     meta = new_meta_for(t.tokenizer, d_model=t.d_model, layer=1, injection_scale=8.0, base_checkpoint="tiny")
     av = Verbalizer(t.model, t.tokenizer, meta)
     v = torch.randn(5, t.d_model, generator=torch.Generator().manual_seed(1))
+    want = av.generate_ids(v, max_new_tokens=10)
     eng = engine.Engine(av, engine.EngineConfig(slots=3, max_new_tokens=10, attention="triton"))
-    assert eng.run(v) == av.generate_ids(v, max_new_tokens=10), arch
+    assert eng.run(v) == want, arch
+    if arch == "llama":  # compiled: the op's in-place cache writes survive functionalisation
+        eng = engine.Engine(av, engine.EngineConfig(slots=3, max_new_tokens=10, attention="triton", compile=True))
+        assert eng.run(v) == want and eng.mode.startswith("compiled"), eng.mode
 print("ok")
 '''
 

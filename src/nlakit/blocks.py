@@ -362,17 +362,17 @@ def decode_layer(a: Arch, layer: torch.nn.Module, fw: tuple | None, x: torch.Ten
     B = x.shape[0]
 
     def attend(q, k, v):  # q (B, H, 1, hd), k/v (B, KV, 1, hd)
+        if attn == "triton":  # the op writes the new k/v into the caches itself: see nlakit.kernels
+            from nlakit.kernels import decode_attention
+
+            return decode_attention(q, k, v, kc, vc, kp, vp, rmask if pmask is None else pmask, rmask, rows, t,
+                                    scale, float(a.attn_softcap or 0.0), pmask is not None)
         kc[rows, :, t] = k[:, :, 0]
         vc[rows, :, t] = v[:, :, 0]
         if attn == "reduce":
             return _attend_reduce(a, q, kc, vc, kp, vp, pmask, rmask, scale, prefix_fp32)
         if attn == "flex":
             return _attend_flex(a, q, kc, vc, kp, vp, pmask, rmask, scale)
-        if attn == "triton":
-            from nlakit.kernels import decode_attention
-
-            return decode_attention(q, kc, vc, kp, vp, rmask if pmask is None else pmask, rmask, scale,
-                                    float(a.attn_softcap or 0.0), pmask is not None)
         qg = q.view(B, a.n_kv, -1, a.head_dim)  # (B, KV, g, hd)
         sp = a.softcap(torch.einsum("bkgd,ksd->bkgs", qg, kp) * scale)  # (B, KV, g, S): shared prefix
         sr = a.softcap(qg @ kc.transpose(-1, -2) * scale)  # (B, KV, g, L): the row's own keys

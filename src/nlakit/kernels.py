@@ -89,15 +89,22 @@ def _decode_attention_kernel(Q, KC, VC, KP, VP, PM, RM, O,
 TUNING = {"BLOCK_N": 64, "num_warps": 4, "num_stages": 3}  # num_stages 3 is Triton's default (the measured run)
 
 
-@torch.library.custom_op("nlakit::decode_attention", mutates_args=())
-def decode_attention(q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor,
-                     pmask: torch.Tensor, rmask: torch.Tensor, scale: float, softcap: float,
-                     has_pmask: bool) -> torch.Tensor:
-    """Attention of one new query per row over the shared prefix and the row's cache, under one softmax.
+@torch.library.custom_op("nlakit::decode_attention", mutates_args=("kc", "vc"))
+def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor,
+                     kp: torch.Tensor, vp: torch.Tensor, pmask: torch.Tensor, rmask: torch.Tensor, rows: torch.Tensor,
+                     t: torch.Tensor, scale: float, softcap: float, has_pmask: bool) -> torch.Tensor:
+    """Write each row's new key and value into its cache at position t, then attend: one new query per row over the
+    shared prefix and the row's cache, under one softmax.
 
-    q (B, H, 1, hd); kc/vc (B, KV, L, hd) the rows' caches; kp/vp (KV, S, hd) the shared prefix; rmask (B, L) and,
-    when `has_pmask`, pmask (B, S) say which keys each row sees (else pmask is ignored: pass any tensor);
-    softcap 0 = none. Returns (B, H, 1, hd) in q's dtype."""
+    q (B, H, 1, hd), k/v (B, KV, 1, hd) the step's new query, key and value; kc/vc (B, KV, L, hd) the rows' caches,
+    written in place at (rows, :, t); kp/vp (KV, S, hd) the shared prefix; rmask (B, L) and, when `has_pmask`,
+    pmask (B, S) say which keys each row sees (else pmask is ignored: pass any tensor); softcap 0 = none.
+    Returns (B, H, 1, hd) in q's dtype.
+
+    The write is inside the op (declared as mutating kc and vc) because an opaque op that only reads the caches
+    makes the compiled step materialise the updated caches first: a pass over both whole caches every layer."""
+    kc[rows, :, t] = k[:, :, 0]
+    vc[rows, :, t] = v[:, :, 0]
     B, H, _, D = q.shape
     KV, L, S = kc.shape[1], kc.shape[2], kp.shape[1]
     o = torch.empty((B, H, 1, D), device=q.device, dtype=q.dtype)
@@ -110,11 +117,12 @@ def decode_attention(q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, kp: to
         q.stride(0), q.stride(1), q.stride(3), *kc.stride(), *vc.stride(), *kp.stride(), *vp.stride(),
         pmask.stride(0), pmask.stride(1), rmask.stride(0), rmask.stride(1), o.stride(0), o.stride(1), o.stride(3),
         S, L, scale, softcap if softcap else 1.0,
-        G=H // KV, BLOCK_G=max(16, triton.next_power_of_2(H // KV)), D=D, BLOCK_D=block_d, BLOCK_N=block_n, HAS_PMASK=has_pmask, HAS_CAP=bool(softcap), PREC=prec,
+        G=H // KV, BLOCK_G=max(16, triton.next_power_of_2(H // KV)), D=D, BLOCK_D=block_d, BLOCK_N=block_n,
+        HAS_PMASK=has_pmask, HAS_CAP=bool(softcap), PREC=prec,
         num_warps=TUNING["num_warps"], num_stages=TUNING["num_stages"])
     return o
 
 
 @decode_attention.register_fake
-def _(q, kc, vc, kp, vp, pmask, rmask, scale, softcap, has_pmask):
+def _(q, k, v, kc, vc, kp, vp, pmask, rmask, rows, t, scale, softcap, has_pmask):
     return torch.empty((q.shape[0], q.shape[1], 1, q.shape[3]), device=q.device, dtype=q.dtype)
