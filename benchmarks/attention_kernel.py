@@ -25,9 +25,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-HBM_TB_S = {"h200": 4.8, "h100": 3.35}  # assumed peaks, as nlakit.engine_profile.PEAKS
-
-
 def _inputs(shape: tuple[int, ...], device: str, dtype):
     import torch
 
@@ -83,6 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from nlakit import kernels
     from nlakit.blocks import _attend_reduce
+    from nlakit.engine_profile import _peaks
 
     shape = tuple(int(x) for x in a.shape.split(","))
     B, H, KV, D, S, L = shape
@@ -107,7 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
     settings = ([tuple(int(x) for x in s.split(",")) for s in a.settings.split(";") if s] if a.settings else
                 list(itertools.product((16, 32, 64, 128), (1, 2, 4, 8), (1, 2, 3))))
     gpu = "cpu (Triton interpreter)" if cpu else torch.cuda.get_device_name()
-    bw = next((v for k, v in HBM_TB_S.items() if k in gpu.lower()), None)
+    peaks = _peaks(gpu)  # the assumed vendor peaks the engine's roofline uses
+    bw = peaks[1] / 1e12 if peaks else None
     read = (2 * B * KV * L * D + 2 * KV * S * D + B * H * D) * q.element_size()  # row caches, prefix, queries
     res = {"command": " ".join(["python", "benchmarks/attention_kernel.py"] + (argv or sys.argv[1:])), "gpu": gpu,
            "torch": torch.__version__, "shape": dict(zip("B H KV hd S L".split(), shape)), "bytes_read": read,

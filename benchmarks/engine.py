@@ -62,11 +62,13 @@ def main(argv: list[str] | None = None) -> dict:
         return res
     sizes = tuple(int(x) for x in a.batch_sizes.split(","))
     cfg = BenchConfig(target=a.target, device=a.device, dtype=a.dtype, batch_sizes=sizes,
-                      max_new_tokens=a.max_new_tokens, n_batches=a.n_batches, layer=a.layer, hf=not a.no_hf, hf_static=not a.no_hf_static,
+                      max_new_tokens=a.max_new_tokens, n_batches=a.n_batches, layer=a.layer, hf=not a.no_hf,
+                      hf_static=not a.no_hf_static,
                       ablations=not a.no_ablations, sampling=not a.no_sampling, profile=not a.no_profile,
                       extract_tokens=a.extract_tokens, ar_tokens=a.ar_tokens, hf_extract_tokens=a.hf_extract_tokens,
                       max_batch_tokens=a.max_batch_tokens, corpus=a.corpus, compile=_tri(a.compile),
-                      cuda_graph=_tri(a.cuda_graph), sync_every=a.sync_every, attention=a.attention, time_budget_s=a.time_budget, seed=a.seed,
+                      cuda_graph=_tri(a.cuda_graph), sync_every=a.sync_every, attention=a.attention,
+                      time_budget_s=a.time_budget, seed=a.seed,
                       command=" ".join(["python", "benchmarks/engine.py"] + [shlex.quote(x) for x in (argv or sys.argv[1:])]))
 
     def progress(stage: str, done: int, total: int | None) -> None:

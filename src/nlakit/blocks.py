@@ -118,8 +118,8 @@ class Arch:
         `gqa=True` (what `hidden_batches` passes in bf16/fp16 on CUDA, where it runs SDPA under the flash backend
         alone) gives SDPA the K/V heads as they are (`enable_gqa`): flash reads grouped heads natively. Otherwise the
         K/V heads are repeated for the query heads first (as HF's `repeat_kv`): the GQA flag could send the inputs
-        to the math kernel, which materialises every (T x T) score matrix. Repeating on CUDA costs extraction a third of its speed (H200 profile:
-        compiled, the copies feeding cuDNN's attention took most of the time)."""
+        to the math kernel, which materialises every (T x T) score matrix. On CUDA, repeating them (and cuDNN's
+        attention) held compiled extraction at 0.49M tok/s against 1.09M this way (H200 probe, BENCHMARKS §2)."""
         T = q.shape[2]
         g = self.n_heads // self.n_kv
         plain = self.attn_softcap is None and (window is None or T <= window)
@@ -158,13 +158,9 @@ class Arch:
         for i in range(layer + 1):
             cos, sin = tables[self.layer_types[i]]
             fw = fused.per_layer[i] if fused is not None else None
-            x = block_fn(self, self.layers[i], fw, x, cos[None, :T], sin[None, :T], self.scaling[i], self.windows[i], gqa)
+            x = block_fn(self, self.layers[i], fw, x, cos[None, :T], sin[None, :T], self.scaling[i], self.windows[i],
+                         gqa)
         return x
-
-
-def flash_gqa(x: torch.Tensor) -> bool:
-    """True when causal attention on tensors like x runs as flash attention with grouped K/V heads (CUDA, bf16/fp16)."""
-    return x.is_cuda and x.dtype in (torch.bfloat16, torch.float16)
 
 
 def causal_block(a: Arch, layer: torch.nn.Module, fw: tuple | None, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
@@ -282,34 +278,28 @@ def hidden_batches(model: torch.nn.Module, rows: list[list[int]], layer: int, *,
     fused = FusedWeights(a) if fuse and FusedWeights.possible(a) else None
     block_fn = torch.compile(causal_block, dynamic=True) if compile else causal_block
     tables = None
-    probe = torch.empty(0, device=p.device, dtype=dtype or p.dtype)
-    backends = _flash_first() if flash_gqa(probe) else None  # see Arch.causal_attention
+    # bf16/fp16 on CUDA: grouped K/V heads straight into SDPA's flash kernel (see Arch.causal_attention)
+    gqa = p.device.type == "cuda" and (dtype or p.dtype) in (torch.bfloat16, torch.float16)
     for idx in sorted_batches([len(r) for r in rows], max_batch_tokens):
         ids, lengths = _pad([rows[i] for i in idx], pad_id, p.device)
         if tables is None or tables[a.layer_types[0]][0].shape[0] < ids.shape[1]:
             tables = a.rope_tables(max(ids.shape[1], 512), p.device, dtype or p.dtype)
         with torch.autocast(device_type=p.device.type, dtype=dtype, enabled=dtype is not None and dtype != p.dtype), \
-                _sdpa_backends(backends):
-            h = a.hidden_at(ids, layer, tables, block_fn, fused, gqa=backends is not None)
+                _flash_only(gqa):
+            h = a.hidden_at(ids, layer, tables, block_fn, fused, gqa=gqa)
         yield idx, h, lengths
 
 
-def _flash_first() -> list:
-    from torch.nn.attention import SDPBackend
-
-    return [SDPBackend.FLASH_ATTENTION]
-
-
-def _sdpa_backends(backends: list | None):
-    """SDPA restricted to `backends` (the flash kernel for grouped heads) while a batch runs, None = as configured.
-    Set around the compiled blocks, not inside them: the backend is chosen when the graph is traced."""
+def _flash_only(on: bool):
+    """SDPA restricted to its flash kernel while a batch runs (when `on`), else as configured. Set around the
+    compiled blocks, not inside them: the backend is chosen when the graph is traced."""
     import contextlib
 
-    if backends is None:
+    if not on:
         return contextlib.nullcontext()
-    from torch.nn.attention import sdpa_kernel
+    from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    return sdpa_kernel(backends)
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION])
 
 
 @torch.no_grad()
@@ -354,8 +344,9 @@ def decode_layer(a: Arch, layer: torch.nn.Module, fw: tuple | None, x: torch.Ten
     `attn` says how the row part of attention runs. "reduce" (the compiled default) writes it as
     broadcast-multiply-and-sum: inductor turns it into fused reductions that read the bf16 cache once and accumulate
     in fp32, where batched cuBLAS calls of (g x hd) @ (hd x L) ran at a fraction of bandwidth (H100 profile).
-    "matmul" uses matmuls (eager). "triton" is one Triton kernel a layer for both parts (`nlakit.kernels`). "flex" runs both parts through PyTorch's FlexAttention (its decoding kernel for the
-    row cache when compiled on CUDA; a reference loop in eager), joined by their log-sum-exps.
+    "matmul" uses matmuls (eager). "triton" is one Triton kernel a layer for both parts (`nlakit.kernels`), which also
+    writes the new k/v into the caches. "flex" runs both parts through PyTorch's FlexAttention (its decoding kernel
+    for the row cache when compiled on CUDA; a reference loop in eager), joined by their log-sum-exps.
     `prefix_fp32=False` runs the reduce path's two shared-prefix GEMMs in the model's dtype (cuBLAS accumulates bf16
     in fp32; the scores are rounded to bf16 once, as in the matmul path) instead of casting q, K and V to fp32.
     """
