@@ -384,12 +384,13 @@ for cap in (None, 5.0):
     pmask[0] = False
     rmask = torch.rand(B, L, generator=g) > 0.3
     rmask[:, 0] = True
-    rows, t = torch.arange(B), torch.randint(0, L, (B,), generator=g)
+    t = torch.randint(0, L, (B,), generator=g)
+    rmask[torch.arange(B), t] = True  # a row always sees its own new key (the engine's masks)
     k_new, v_new = (torch.randn(B, 2, 1, 16, generator=g) for _ in range(2))
-    kc_ref, vc_ref = kc.clone(), vc.clone()
-    kc_ref[rows, :, t], vc_ref[rows, :, t] = k_new[:, :, 0], v_new[:, :, 0]
-    for pm in (pmask, None):
-        ref = _attend_reduce(A, q, kc_ref, vc_ref, kp, vp, pm, rmask, 0.25)
+    for rows, pm in ((torch.arange(B), pmask), (torch.arange(B), None), (torch.randperm(B, generator=g), pmask)):
+        kc_ref, vc_ref = kc.clone(), vc.clone()
+        kc_ref[rows, :, t], vc_ref[rows, :, t] = k_new[:, :, 0], v_new[:, :, 0]
+        ref = _attend_reduce(A, q, kc_ref[rows], vc_ref[rows], kp, vp, pm, rmask, 0.25)  # batch row b: cache rows[b]
         kc_op, vc_op = kc.clone(), vc.clone()
         got = decode_attention(q, k_new, v_new, kc_op, vc_op, kp, vp, rmask if pm is None else pm, rmask, rows, t,
                                0.25, float(cap or 0.0), pm is not None)

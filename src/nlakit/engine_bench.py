@@ -245,6 +245,10 @@ def run(cfg: BenchConfig, *, out_path: str | Path | None = None,
         eng.run(v[: min(N, B)])  # warm run: allocator, first replays
         eng_rows, dt = timed(lambda: eng.run(v), device)
         res["engine_attention"] = eng._attn
+        if eng._attn == "triton":  # the launch settings the kernel ran with
+            from nlakit import kernels
+
+            res["kernel_tuning"] = dict(kernels.TUNING)
         row.update(engine_tok_s=n_tokens(eng_rows) / dt, engine_expl_s=N / dt, engine_s=dt, engine_mode=eng.mode,
                    engine_fused=eng.fused is not None, engine_setup_s=eng.setup_s, engine_step_ms=step_ms(eng),
                    mean_new_tokens=n_tokens(eng_rows) / N)

@@ -32,9 +32,9 @@ def _softcapped(s, cap, HAS_CAP: tl.constexpr):
 @triton.jit
 def _attend_keys(q, m_i, l_i, acc, K, V, M, n_keys, sk_n, sk_d, sv_n, sv_d, sm_n, scale, cap,
                  HAS_MASK: tl.constexpr, HAS_CAP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
-                 BLOCK_N: tl.constexpr, PREC: tl.constexpr):
+                 BLOCK_N: tl.constexpr, PREC: tl.constexpr, skip):
     """Fold n_keys keys (K, V: (n, d) with the given strides; M: their visibility, when HAS_MASK) into the online
-    softmax state (m_i, l_i, acc) of the queries q (BLOCK_G, BLOCK_D)."""
+    softmax state (m_i, l_i, acc) of the queries q (BLOCK_G, BLOCK_D), leaving out key `skip` (-1: none)."""
     d = tl.arange(0, BLOCK_D)
     dm = d < D
     for n0 in range(0, n_keys, BLOCK_N):
@@ -43,7 +43,7 @@ def _attend_keys(q, m_i, l_i, acc, K, V, M, n_keys, sk_n, sk_d, sv_n, sv_d, sm_n
         k = tl.load(K + n[:, None] * sk_n + d[None, :] * sk_d, mask=nm[:, None] & dm[None, :], other=0.0)
         s = tl.dot(q, tl.trans(k), input_precision=PREC) * scale  # (BLOCK_G, BLOCK_N) fp32
         s = _softcapped(s, cap, HAS_CAP)
-        vis = nm
+        vis = nm & (n != skip)
         if HAS_MASK:
             vis = vis & (tl.load(M + n * sm_n, mask=nm, other=0) != 0)
         s = tl.where(vis[None, :], s, float("-inf"))
@@ -58,8 +58,9 @@ def _attend_keys(q, m_i, l_i, acc, K, V, M, n_keys, sk_n, sk_d, sv_n, sv_d, sm_n
 
 
 @triton.jit
-def _decode_attention_kernel(Q, KC, VC, KP, VP, PM, RM, O,
-                             sq_b, sq_h, sq_d, skc_b, skc_k, skc_l, skc_d, svc_b, svc_k, svc_l, svc_d,
+def _decode_attention_kernel(Q, KN, VN, T, R, KC, VC, KP, VP, PM, RM, O,
+                             sq_b, sq_h, sq_d, skn_b, skn_k, skn_d, svn_b, svn_k, svn_d, st_b, sr_b,
+                             skc_b, skc_k, skc_l, skc_d, svc_b, svc_k, svc_l, svc_d,
                              skp_k, skp_s, skp_d, svp_k, svp_s, svp_d, spm_b, spm_s, srm_b, srm_l, so_b, so_h, so_d,
                              S, L, scale, cap,
                              G: tl.constexpr, BLOCK_G: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -77,10 +78,26 @@ def _decode_attention_kernel(Q, KC, VC, KP, VP, PM, RM, O,
     acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
     m_i, l_i, acc = _attend_keys(q, m_i, l_i, acc, KP + kv * skp_k, VP + kv * svp_k, PM + b * spm_b, S,
                                  skp_s, skp_d, svp_s, svp_d, spm_s, scale, cap, HAS_PMASK, HAS_CAP, D, BLOCK_D,
-                                 BLOCK_N, PREC)
-    m_i, l_i, acc = _attend_keys(q, m_i, l_i, acc, KC + b * skc_b + kv * skc_k, VC + b * svc_b + kv * svc_k,
+                                 BLOCK_N, PREC, -1)
+    # the step's own key and value: written into the row's cache at t, and folded in from registers (the cached
+    # keys' loop skips position t, so no program reads back what it has just stored)
+    t = tl.load(T + b * st_b)
+    c = tl.load(R + b * sr_b)  # the row's cache row
+    dm = d < D
+    k_new = tl.load(KN + b * skn_b + kv * skn_k + d * skn_d, mask=dm, other=0.0)
+    v_new = tl.load(VN + b * svn_b + kv * svn_k + d * svn_d, mask=dm, other=0.0)
+    tl.store(KC + c * skc_b + kv * skc_k + t * skc_l + d * skc_d, k_new, mask=dm)
+    tl.store(VC + c * svc_b + kv * svc_k + t * svc_l + d * svc_d, v_new, mask=dm)
+    m_i, l_i, acc = _attend_keys(q, m_i, l_i, acc, KC + c * skc_b + kv * skc_k, VC + c * svc_b + kv * svc_k,
                                  RM + b * srm_b, L, skc_l, skc_d, svc_l, svc_d, srm_l, scale, cap, True, HAS_CAP, D,
-                                 BLOCK_D, BLOCK_N, PREC)
+                                 BLOCK_D, BLOCK_N, PREC, t)
+    s = tl.sum(q.to(tl.float32) * k_new.to(tl.float32)[None, :], 1) * scale  # (BLOCK_G,)
+    s = _softcapped(s, cap, HAS_CAP)
+    m_new = tl.maximum(m_i, s)
+    alpha = tl.exp(m_i - m_new)
+    p = tl.exp(s - m_new)
+    l_i = l_i * alpha + p
+    acc = acc * alpha[:, None] + p[:, None] * v_new.to(tl.float32)[None, :]
     o = acc / l_i[:, None]  # l_i > 0: a row always sees its own newest key
     tl.store(O + b * so_b + h[:, None] * so_h + d[None, :] * so_d, o.to(O.dtype.element_ty), mask=qm)
 
@@ -98,13 +115,14 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kc: torc
 
     q (B, H, 1, hd), k/v (B, KV, 1, hd) the step's new query, key and value; kc/vc (B, KV, L, hd) the rows' caches,
     written in place at (rows, :, t); kp/vp (KV, S, hd) the shared prefix; rmask (B, L) and, when `has_pmask`,
-    pmask (B, S) say which keys each row sees (else pmask is ignored: pass any tensor); softcap 0 = none.
+    pmask (B, S) say which keys each row sees (else pmask is ignored: pass any tensor; the new key at t is always
+    seen); batch row b reads and writes cache row rows[b]; softcap 0 = none.
     Returns (B, H, 1, hd) in q's dtype.
 
     The write is inside the op (declared as mutating kc and vc) because an opaque op that only reads the caches
-    makes the compiled step materialise the updated caches first: a pass over both whole caches every layer."""
-    kc[rows, :, t] = k[:, :, 0]
-    vc[rows, :, t] = v[:, :, 0]
+    makes the compiled step materialise the updated caches first: a pass over both whole caches every layer. It is
+    inside the kernel, too: each program stores its row's new key and value and folds them in from registers, so a
+    layer's attention is one launch with no index_put kernels beside it."""
     B, H, _, D = q.shape
     KV, L, S = kc.shape[1], kc.shape[2], kp.shape[1]
     o = torch.empty((B, H, 1, D), device=q.device, dtype=q.dtype)
@@ -113,8 +131,9 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kc: torc
     block_n = min(TUNING["BLOCK_N"], max(16, 8192 // block_d))  # wide heads (Gemma-3: 256) get smaller key blocks,
     #                                                              so the staged K/V tiles fit in shared memory
     _decode_attention_kernel[(B, KV)](
-        q, kc, vc, kp, vp, pmask, rmask, o,
-        q.stride(0), q.stride(1), q.stride(3), *kc.stride(), *vc.stride(), *kp.stride(), *vp.stride(),
+        q, k, v, t, rows, kc, vc, kp, vp, pmask, rmask, o,
+        q.stride(0), q.stride(1), q.stride(3), k.stride(0), k.stride(1), k.stride(3), v.stride(0), v.stride(1),
+        v.stride(3), t.stride(0), rows.stride(0), *kc.stride(), *vc.stride(), *kp.stride(), *vp.stride(),
         pmask.stride(0), pmask.stride(1), rmask.stride(0), rmask.stride(1), o.stride(0), o.stride(1), o.stride(3),
         S, L, scale, softcap if softcap else 1.0,
         G=H // KV, BLOCK_G=max(16, triton.next_power_of_2(H // KV)), D=D, BLOCK_D=block_d, BLOCK_N=block_n,
