@@ -107,7 +107,9 @@ def main(argv: list[str] | None = None) -> dict:
     gpu = "cpu (Triton interpreter)" if cpu else torch.cuda.get_device_name()
     peaks = _peaks(gpu)  # the assumed vendor peaks the engine's roofline uses
     bw = peaks[1] / 1e12 if peaks else None
-    read = (2 * B * KV * L * D + 2 * KV * S * D + B * H * D) * q.element_size()  # row caches, prefix, queries
+    # what the kernel must read: each row's keys and values up to its t (later positions hold nothing yet; the reduce
+    # path reads all L), the shared prefix once, the queries
+    read = (2 * KV * D * int((t + 1).sum()) + 2 * KV * S * D + B * H * D) * q.element_size()
     res = {"command": " ".join(["python", "benchmarks/attention_kernel.py"] + (argv or sys.argv[1:])), "gpu": gpu,
            "torch": torch.__version__, "shape": dict(zip("B H KV hd S L".split(), shape)), "bytes_read": read,
            "assumed_hbm_tb_s": bw, "floor_us": read / (bw * 1e12) * 1e6 if bw else None, "rows": []}

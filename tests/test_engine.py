@@ -377,7 +377,7 @@ for cap in (None, 5.0):
             return s if cap is None else torch.tanh(s / cap) * cap
 
     g = torch.Generator().manual_seed(1)
-    B, S, L = 5, 9, 70  # L > the kernel's 64-key block: two blocks, the second partly masked
+    B, S, L = 5, 9, 70  # several of the kernel's key blocks, the last partly masked
     q, kc, vc = (torch.randn(*shape, generator=g) for shape in [(B, 6, 1, 16), (B, 2, L, 16), (B, 2, L, 16)])
     kp, vp = (torch.randn(2, S, 16, generator=g) for _ in range(2))
     pmask = torch.rand(B, S, generator=g) > 0.3
@@ -385,7 +385,9 @@ for cap in (None, 5.0):
     rmask = torch.rand(B, L, generator=g) > 0.3
     rmask[:, 0] = True
     t = torch.randint(0, L, (B,), generator=g)
-    rmask[torch.arange(B), t] = True  # a row always sees its own new key (the engine's masks)
+    t[0], t[1] = L - 1, 0  # one row sees its whole cache, one only its new key
+    rmask[torch.arange(B), t] = True  # a row always sees its own new key and no later one (the engine's masks)
+    rmask &= torch.arange(L)[None] <= t[:, None]
     k_new, v_new = (torch.randn(B, 2, 1, 16, generator=g) for _ in range(2))
     for rows, pm in ((torch.arange(B), pmask), (torch.arange(B), None), (torch.randperm(B, generator=g), pmask)):
         kc_ref, vc_ref = kc.clone(), vc.clone()

@@ -32,9 +32,9 @@ def _softcapped(s, cap, HAS_CAP: tl.constexpr):
 @triton.jit
 def _attend_keys(q, m_i, l_i, acc, K, V, M, n_keys, sk_n, sk_d, sv_n, sv_d, sm_n, scale, cap,
                  HAS_MASK: tl.constexpr, HAS_CAP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
-                 BLOCK_N: tl.constexpr, PREC: tl.constexpr, skip):
+                 BLOCK_N: tl.constexpr, PREC: tl.constexpr):
     """Fold n_keys keys (K, V: (n, d) with the given strides; M: their visibility, when HAS_MASK) into the online
-    softmax state (m_i, l_i, acc) of the queries q (BLOCK_G, BLOCK_D), leaving out key `skip` (-1: none)."""
+    softmax state (m_i, l_i, acc) of the queries q (BLOCK_G, BLOCK_D)."""
     d = tl.arange(0, BLOCK_D)
     dm = d < D
     for n0 in range(0, n_keys, BLOCK_N):
@@ -43,7 +43,7 @@ def _attend_keys(q, m_i, l_i, acc, K, V, M, n_keys, sk_n, sk_d, sv_n, sv_d, sm_n
         k = tl.load(K + n[:, None] * sk_n + d[None, :] * sk_d, mask=nm[:, None] & dm[None, :], other=0.0)
         s = tl.dot(q, tl.trans(k), input_precision=PREC) * scale  # (BLOCK_G, BLOCK_N) fp32
         s = _softcapped(s, cap, HAS_CAP)
-        vis = nm & (n != skip)
+        vis = nm
         if HAS_MASK:
             vis = vis & (tl.load(M + n * sm_n, mask=nm, other=0) != 0)
         s = tl.where(vis[None, :], s, float("-inf"))
@@ -78,9 +78,9 @@ def _decode_attention_kernel(Q, KN, VN, T, R, KC, VC, KP, VP, PM, RM, O,
     acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
     m_i, l_i, acc = _attend_keys(q, m_i, l_i, acc, KP + kv * skp_k, VP + kv * svp_k, PM + b * spm_b, S,
                                  skp_s, skp_d, svp_s, svp_d, spm_s, scale, cap, HAS_PMASK, HAS_CAP, D, BLOCK_D,
-                                 BLOCK_N, PREC, -1)
-    # the step's own key and value: written into the row's cache at t, and folded in from registers (the cached
-    # keys' loop skips position t, so no program reads back what it has just stored)
+                                 BLOCK_N, PREC)
+    # the row's cached keys before t (later positions hold nothing yet), then the step's own key and value: stored
+    # into the cache at t and folded in from registers, so no program reads back what it has just written
     t = tl.load(T + b * st_b)
     c = tl.load(R + b * sr_b)  # the row's cache row
     dm = d < D
@@ -89,8 +89,8 @@ def _decode_attention_kernel(Q, KN, VN, T, R, KC, VC, KP, VP, PM, RM, O,
     tl.store(KC + c * skc_b + kv * skc_k + t * skc_l + d * skc_d, k_new, mask=dm)
     tl.store(VC + c * svc_b + kv * svc_k + t * svc_l + d * svc_d, v_new, mask=dm)
     m_i, l_i, acc = _attend_keys(q, m_i, l_i, acc, KC + c * skc_b + kv * skc_k, VC + c * svc_b + kv * svc_k,
-                                 RM + b * srm_b, L, skc_l, skc_d, svc_l, svc_d, srm_l, scale, cap, True, HAS_CAP, D,
-                                 BLOCK_D, BLOCK_N, PREC, t)
+                                 RM + b * srm_b, t, skc_l, skc_d, svc_l, svc_d, srm_l, scale, cap, True, HAS_CAP, D,
+                                 BLOCK_D, BLOCK_N, PREC)
     s = tl.sum(q.to(tl.float32) * k_new.to(tl.float32)[None, :], 1) * scale  # (BLOCK_G,)
     s = _softcapped(s, cap, HAS_CAP)
     m_new = tl.maximum(m_i, s)
@@ -103,7 +103,7 @@ def _decode_attention_kernel(Q, KN, VN, T, R, KC, VC, KP, VP, PM, RM, O,
 
 
 # launch settings of the kernel (keys per block, warps, pipeline stages), read at every launch
-TUNING = {"BLOCK_N": 64, "num_warps": 4, "num_stages": 3}  # num_stages 3 is Triton's default (the measured run)
+TUNING = {"BLOCK_N": 16, "num_warps": 1, "num_stages": 3}  # the fastest of 48 settings on an H200 (BENCHMARKS §2)
 
 
 @torch.library.custom_op("nlakit::decode_attention", mutates_args=("kc", "vc"))
@@ -116,7 +116,7 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kc: torc
     q (B, H, 1, hd), k/v (B, KV, 1, hd) the step's new query, key and value; kc/vc (B, KV, L, hd) the rows' caches,
     written in place at (rows, :, t); kp/vp (KV, S, hd) the shared prefix; rmask (B, L) and, when `has_pmask`,
     pmask (B, S) say which keys each row sees (else pmask is ignored: pass any tensor; the new key at t is always
-    seen); batch row b reads and writes cache row rows[b]; softcap 0 = none.
+    seen, keys after t never); batch row b reads and writes cache row rows[b]; softcap 0 = none.
     Returns (B, H, 1, hd) in q's dtype.
 
     The write is inside the op (declared as mutating kc and vc) because an opaque op that only reads the caches
