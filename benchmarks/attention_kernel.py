@@ -2,10 +2,12 @@
 
     # one H200 (no model or staging needed: random tensors of SmolLM2's batch-1024 decode step)
     python benchmarks/attention_kernel.py --out $OUT/attention_kernel.json
+    python benchmarks/attention_kernel.py --markdown docs/benchmarks/attention_kernel.json   # the table, from the JSON
     # CPU smoke run: a tiny shape under Triton's interpreter, correctness only (no timing)
     python benchmarks/attention_kernel.py --device cpu --shape 3,6,2,16,9,70 --settings 32,1,1 --out /tmp/ak.json
 
-Each call is the op as the engine makes it (the step's key and value written into the caches, then the kernel).
+Each call is the op as the engine makes it: one kernel that writes the step's key and value into the caches and
+attends.
 The engine replays its step as one CUDA graph, so each setting is timed the same way: one graph of `--calls` kernel
 calls, replayed `--reps` times between CUDA events (the custom op's Python launch, ~64-98 us a call when timed
 without a graph, is then not counted). In the same run the compiled reduce path (`attention="reduce"`) is timed the
@@ -72,7 +74,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--calls", type=int, default=30, help="kernel calls per graph (the engine makes one a layer)")
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--out", default="attention_kernel.json")
+    p.add_argument("--markdown", default="", help="print the table of this results JSON and exit")
     a = p.parse_args(argv)
+    if a.markdown:
+        res = json.loads(Path(a.markdown).read_text())
+        print(markdown(res))
+        return res
     cpu = a.device == "cpu"
     if cpu:
         os.environ["TRITON_INTERPRET"] = "1"  # before nlakit.kernels is imported
