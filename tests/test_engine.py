@@ -466,6 +466,9 @@ def test_attention_kernel_benchmark_cpu_smoke(tmp_path):
     assert [(r["BLOCK_N"], r["num_warps"]) for r in res["rows"]] == [(32, 1), (64, 4)]
     assert all(r["max_abs_diff_vs_reduce"] < 1e-5 and "us" not in r for r in res["rows"])
     assert "| BLOCK_N | warps |" in run.stdout
+    table = subprocess.run([sys.executable, str(root / "benchmarks" / "attention_kernel.py"), "--markdown", str(out)],
+                           capture_output=True, text=True, timeout=120)  # the table again, from the JSON alone
+    assert table.returncode == 0 and "| BLOCK_N | warps |" in table.stdout and "| 32 | 1 | 1 |" in table.stdout
 
 
 def test_auto_attention_falls_back_when_the_triton_kernel_cannot_run(lively, monkeypatch):
