@@ -86,15 +86,13 @@ class Arch:
             q, k, v = at.q_proj(h), at.k_proj(h), at.v_proj(h)
         else:
             q, k, v = F.linear(h, fw[0], fw[1]).split([self.n_heads * hd, self.n_kv * hd, self.n_kv * hd], dim=-1)
-        q = q.view(B, T, -1, hd).transpose(1, 2)  # (B, H, T, hd)
-        k = k.view(B, T, -1, hd).transpose(1, 2)  # (B, KV, T, hd)
-        v = v.view(B, T, -1, hd).transpose(1, 2)  # (B, KV, T, hd)
+        q, k, v = q.view(B, T, -1, hd), k.view(B, T, -1, hd), v.view(B, T, -1, hd)  # (B, T, heads, hd)
         if self.qk_norm:
             q, k = at.q_norm(q), at.k_norm(k)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        q = q * cos + _rotate_half(q) * sin
+        cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)  # (B or 1, T, 1, hd)
+        q = q * cos + _rotate_half(q) * sin  # rotated in the projections' layout; attention reads a transposed view
         k = k * cos + _rotate_half(k) * sin
-        o = attend(q, k, v)  # (B, H, T, hd)
+        o = attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # (B, H, T, hd)
         o = at.o_proj(o.transpose(1, 2).reshape(B, T, -1))
         if self.sandwich:
             x = x + layer.post_attention_layernorm(o)
@@ -155,11 +153,16 @@ class Arch:
         T = ids.shape[1]
         tables = tables or self.rope_tables(T, ids.device, x.dtype)
         block_fn = block_fn or causal_block
+        # cos/sin written out at (B, T, hd) once a batch: a table broadcast over rows makes the compiled RoPE index
+        # it by position modulo the symbolic T, an integer division per element that held the kernel far below
+        # bandwidth; a full table is indexed by token (the same flat index as q's (B, T) rows)
+        B = ids.shape[0]
+        rows = {lt: (c[:T].expand(B, T, -1).contiguous(), s[:T].expand(B, T, -1).contiguous())
+                for lt, (c, s) in tables.items()}
         for i in range(layer + 1):
-            cos, sin = tables[self.layer_types[i]]
+            cos, sin = rows[self.layer_types[i]]
             fw = fused.per_layer[i] if fused is not None else None
-            x = block_fn(self, self.layers[i], fw, x, cos[None, :T], sin[None, :T], self.scaling[i], self.windows[i],
-                         gqa)
+            x = block_fn(self, self.layers[i], fw, x, cos, sin, self.scaling[i], self.windows[i], gqa)
         return x
 
 
