@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--sync-every", type=int, default=16)
     p.add_argument("--attention", choices=("auto", "reduce", "matmul", "flex", "triton"), default="auto")
     p.add_argument("--time-budget", type=float, default=0.0)
+    p.add_argument("--repeats", type=int, default=3, help="Timed runs per figure; the median is reported.")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="docs/benchmarks/engine.json")
     p.add_argument("--markdown", metavar="JSON", default=None, help="Print the markdown tables of a results JSON and exit.")
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
                       extract_tokens=a.extract_tokens, ar_tokens=a.ar_tokens, hf_extract_tokens=a.hf_extract_tokens,
                       max_batch_tokens=a.max_batch_tokens, corpus=a.corpus, compile=_tri(a.compile),
                       cuda_graph=_tri(a.cuda_graph), sync_every=a.sync_every, attention=a.attention,
-                      time_budget_s=a.time_budget, seed=a.seed,
+                      time_budget_s=a.time_budget, repeats=a.repeats, seed=a.seed,
                       command=" ".join(["python", "benchmarks/engine.py"] + [shlex.quote(x) for x in (argv or sys.argv[1:])]))
 
     def progress(stage: str, done: int, total: int | None) -> None:
@@ -97,6 +98,12 @@ def markdown(res: dict) -> str:
         out.append(f"| {r['batch']} | {k(r.get('hf_tok_s'))} | {k(r.get('hf_static_tok_s'))} | {k(r.get('engine_tok_s'))} "
                    f"| {x_(r, 'ratio')} | {x_(r, 'ratio_static')} | {k(r.get('hf_expl_s'))} → {k(r.get('engine_expl_s'))} "
                    f"| {gm} |")
+    top = max(res["rows"], key=lambda r: r["batch"]) if res["rows"] else {}
+    if top.get("engine_s_runs"):
+        runs = ", ".join(f"{t:.3f}" for t in top["engine_s_runs"])
+        out += ["", f"Each figure is the median of {res['config'].get('repeats', 1)} timed runs. The engine's runs at batch "
+                f"{top['batch']} took {runs} s; the median run spent {top['engine_outside_steps_ms']:.0f} ms beyond its "
+                f"{top['engine_steps']} decode steps at {top['engine_step_ms']:.2f} ms."]
     out += ["", f"| forward to layer L | nlakit (sorted, no mask, {res['dtype']}) | pre-engine HF path | roofline ceiling |",
             "|---|---:|---:|---:|",
             f"| extraction (layer {res['layer']}) | {k(res.get('extract_tok_s'))} | {k(res.get('extract_hf_tok_s'))} "

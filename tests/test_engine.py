@@ -315,7 +315,7 @@ def test_bench_cli_on_cpu(tmp_path, docs):
     out = tmp_path / "engine.json"
     args = ["bench", "--target", "tiny:llama", "--device", "cpu", "--batch-sizes", "2,3", "--max-new-tokens", "4",
             "--n-batches", "2", "--extract-tokens", "400", "--ar-tokens", "300", "--hf-extract-tokens", "100",
-            "--corpus", str(corpus), "--out", str(out)]
+            "--corpus", str(corpus), "--repeats", "2", "--out", str(out)]
     result = CliRunner().invoke(app, args)
     assert result.exception is None, result.output
     res = json.loads(out.read_text())
@@ -324,6 +324,9 @@ def test_bench_cli_on_cpu(tmp_path, docs):
     for r in res["rows"]:
         assert r["hf_tok_s"] > 0 and r["engine_tok_s"] > 0 and math.isclose(r["ratio"], r["engine_tok_s"] / r["hf_tok_s"])
         assert r["greedy_match_rate"] == 1.0  # fp32 on CPU: token-identical
+        # every figure is the median of --repeats timed runs, each run kept; the engine says how many steps it took
+        assert len(r["hf_s_runs"]) == len(r["engine_s_runs"]) == 2 and min(r["engine_s_runs"]) <= r["engine_s"]
+        assert r["engine_steps"] >= r["mean_new_tokens"] and "engine_outside_steps_ms" in r
     assert res["extract_tok_s"] > 0 and res["ar_tok_s"] > 0 and res["sampling"]["reproducible"]
     assert [s["batch"] for s in res["sampling_rows"]] == [3, 2] and all(s["reproducible"] for s in res["sampling_rows"])
     assert res["sampling_rows"][1]["same_as_largest_batch_rate"] == 1.0  # fp32: the same seed reads the same at any batch
@@ -338,6 +341,8 @@ def test_bench_config_round_trip_and_errors():
     assert BenchConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(NlakitError, match="batch sizes"):
         BenchConfig(batch_sizes=(0,))
+    with pytest.raises(NlakitError, match="--repeats"):
+        BenchConfig(repeats=0)
     result = CliRunner().invoke(app, ["bench", "--batch-sizes", "a,b"])
     assert isinstance(result.exception, NlakitError) and "batch-sizes" in str(result.exception)
     result = CliRunner().invoke(app, ["bench", "--compile", "maybe"])

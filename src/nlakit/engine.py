@@ -136,6 +136,7 @@ class Engine:
         self._ready = False
         self.mode = "eager"
         self.setup_s = 0.0
+        self.last_steps = 0  # decode steps the last `run` took, over all its passes
 
     def _attention(self, compiled: bool) -> str:
         """The decode step's attention: the configured one; "auto" is the Triton kernel on CUDA (where Triton ships
@@ -346,6 +347,7 @@ class Engine:
         if self.cfg.sampling:
             self.temperature.fill_(float(temperature))
         out: list[list[int]] = []
+        self.last_steps = 0
         for start in range(0, vectors.shape[0], self.cfg.capacity):
             out += self._run_pass(vectors[start : start + self.cfg.capacity], seed, first_row + start, progress)
         return out
@@ -372,6 +374,7 @@ class Engine:
             if n_fin >= n:
                 break
             assert steps <= max_steps, f"the engine made no progress: {n_fin}/{n} rows after {steps} steps"
+        self.last_steps += steps
         res, lens = self.res[:n].cpu().tolist(), self.res_len[:n].cpu().tolist()
         eos = set(int(e) for e in self.v.eos)
         rows = []

@@ -6,7 +6,8 @@
 For each batch size B the same N = B x n_batches activation vectors go through plain HF ``generate`` (default
 cache, chunks of B), HF ``generate`` with ``cache_implementation="static"`` (compiled by transformers) and
 `nlakit.engine` (B slots, refilled). Tokens/s counts generated tokens (EOS included) over wall time after a
-warm-up; compile and graph-capture time is reported apart (``*_setup_s``). The greedy match rate is the share
+warm-up, the median of ``repeats`` timed runs (every run's time is kept, ``*_s_runs``); compile and graph-capture
+time is reported apart (``*_setup_s``). The greedy match rate is the share
 of rows whose engine output equals HF's token for token. Extraction and AR scoring are timed on
 pre-tokenised rows (tokenisation excluded), in the model's dtype, length-sorted, stopping at layer L.
 The ceiling is a roofline estimate from assumed peak numbers of the GPU, stated in the JSON (`nlakit.engine_profile`).
@@ -24,7 +25,8 @@ from typing import Any, Callable
 import torch
 
 from nlakit import engine
-from nlakit.engine_profile import ceiling, forward_ceiling, gpu_name, profile_forward, profile_step, step_ms, timed
+from nlakit.engine_profile import (ceiling, forward_ceiling, gpu_name, profile_forward, profile_step, step_ms, timed,
+                                   timed_runs)
 from nlakit.errors import NlakitError
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ class BenchConfig:
     sync_every: int = 16
     attention: str = "auto"  # the engine's attention for the main rows and sampling (EngineConfig.attention)
     time_budget_s: float = 0.0  # 0 = no budget; else optional phases are skipped once it runs low
+    repeats: int = 3  # every timing is the median of this many runs (each run's seconds kept in the JSON)
     seed: int = 0
     command: str = ""
     batch_sizes_order: str = "desc"  # run the largest batch first (the headline row)
@@ -78,6 +81,8 @@ class BenchConfig:
             problems.append((f"max_new_tokens={self.max_new_tokens}", "pass --max-new-tokens 1 or more"))
         if self.n_batches < 1:
             problems.append((f"n_batches={self.n_batches}", "pass --n-batches 1 or more"))
+        if self.repeats < 1:
+            problems.append((f"repeats={self.repeats}", "pass --repeats 1 or more"))
         if self.attention not in engine.ATTENTIONS:
             problems.append((f"attention={self.attention!r}", f"pass --attention one of {', '.join(engine.ATTENTIONS)}"))
         if problems:
@@ -239,19 +244,23 @@ def run(cfg: BenchConfig, *, out_path: str | Path | None = None,
         hf_rows = None
         if cfg.hf:
             hf_generate(av, v[:2], max_new_tokens=2, batch_size=2)  # warm-up
-            hf_rows, dt = timed(lambda: hf_generate(av, v, max_new_tokens=cfg.max_new_tokens, batch_size=B), device)
-            row.update(hf_tok_s=n_tokens(hf_rows) / dt, hf_expl_s=N / dt, hf_s=dt)
+            hf_rows, dt, runs = timed_runs(lambda: hf_generate(av, v, max_new_tokens=cfg.max_new_tokens, batch_size=B),
+                                           device, cfg.repeats)
+            row.update(hf_tok_s=n_tokens(hf_rows) / dt, hf_expl_s=N / dt, hf_s=dt, hf_s_runs=runs)
         eng = make_engine(B)
         eng.run(v[: min(N, B)])  # warm run: allocator, first replays
-        eng_rows, dt = timed(lambda: eng.run(v), device)
+        eng_rows, dt, runs = timed_runs(lambda: eng.run(v), device, cfg.repeats)
+        steps = eng.last_steps
         res["engine_attention"] = eng._attn
         if eng._attn == "triton":  # the launch settings the kernel ran with
             from nlakit import kernels
 
             res["kernel_tuning"] = dict(kernels.TUNING)
-        row.update(engine_tok_s=n_tokens(eng_rows) / dt, engine_expl_s=N / dt, engine_s=dt, engine_mode=eng.mode,
-                   engine_fused=eng.fused is not None, engine_setup_s=eng.setup_s, engine_step_ms=step_ms(eng),
-                   mean_new_tokens=n_tokens(eng_rows) / N)
+        row.update(engine_tok_s=n_tokens(eng_rows) / dt, engine_expl_s=N / dt, engine_s=dt, engine_s_runs=runs,
+                   engine_mode=eng.mode, engine_fused=eng.fused is not None, engine_setup_s=eng.setup_s,
+                   engine_step_ms=step_ms(eng), engine_steps=steps, mean_new_tokens=n_tokens(eng_rows) / N)
+        # the run's time beyond its decode steps at the measured step time: host checks, queue writes, copies out
+        row["engine_outside_steps_ms"] = dt * 1e3 - steps * row["engine_step_ms"]
         if hf_rows is not None:
             row["ratio"] = row["engine_tok_s"] / row["hf_tok_s"]
             row["greedy_match_rate"] = sum(a == b for a, b in zip(eng_rows, hf_rows)) / N
@@ -262,9 +271,10 @@ def run(cfg: BenchConfig, *, out_path: str | Path | None = None,
             try:
                 _, setup = timed(lambda: hf_generate(av, v[:B], max_new_tokens=cfg.max_new_tokens, batch_size=B,
                                                       cache_implementation="static"), device)
-                st_rows, dt = timed(lambda: hf_generate(av, v, max_new_tokens=cfg.max_new_tokens, batch_size=B,
-                                                         cache_implementation="static"), device)
+                st_rows, dt, runs = timed_runs(lambda: hf_generate(av, v, max_new_tokens=cfg.max_new_tokens, batch_size=B,
+                                                                    cache_implementation="static"), device, cfg.repeats)
                 row.update(hf_static_tok_s=n_tokens(st_rows) / dt, hf_static_expl_s=N / dt, hf_static_setup_s=setup,
+                           hf_static_s_runs=runs,
                            ratio_static=row["engine_tok_s"] / (n_tokens(st_rows) / dt),
                            static_greedy_match_rate=sum(a == b for a, b in zip(st_rows, hf_rows or st_rows)) / N)
             except Exception as e:  # noqa: BLE001 - report, keep benchmarking
@@ -345,9 +355,10 @@ def run(cfg: BenchConfig, *, out_path: str | Path | None = None,
         try:
             eng = make_engine(B, **over)
             eng.run(v[:B])
-            rows_, dt = timed(lambda: eng.run(v), device)
+            rows_, dt, runs = timed_runs(lambda: eng.run(v), device, cfg.repeats)
             res["ablations"].append({"name": name, "batch": B, "engine_tok_s": n_tokens(rows_) / dt, "mode": eng.mode,
-                                     "fused": eng.fused is not None, "setup_s": eng.setup_s, "step_ms": step_ms(eng)})
+                                     "fused": eng.fused is not None, "setup_s": eng.setup_s, "step_ms": step_ms(eng),
+                                     "s_runs": runs, "steps": eng.last_steps})
             del eng
         except Exception as e:  # noqa: BLE001
             res["ablations"].append({"name": name, "error": f"{type(e).__name__}: {str(e)[:300]}"})
@@ -364,9 +375,9 @@ def run(cfg: BenchConfig, *, out_path: str | Path | None = None,
         vs = vecs[: Bs * cfg.n_batches]
         eng = make_engine(Bs, sampling=True)
         eng.run(vs[:Bs], temperature=1.0, seed=cfg.seed)
-        rows_, dt = timed(lambda: eng.run(vs, temperature=1.0, seed=cfg.seed), device)
+        rows_, dt, runs = timed_runs(lambda: eng.run(vs, temperature=1.0, seed=cfg.seed), device, cfg.repeats)
         again = eng.run(vs[:Bs], temperature=1.0, seed=cfg.seed)
-        srow = {"batch": Bs, "temperature": 1.0, "engine_tok_s": n_tokens(rows_) / dt,
+        srow = {"batch": Bs, "temperature": 1.0, "engine_tok_s": n_tokens(rows_) / dt, "s_runs": runs,
                 "reproducible": again == rows_[:Bs], "setup_s": eng.setup_s, "mode": eng.mode}
         if largest is None:
             largest = rows_
@@ -404,8 +415,9 @@ class _Forwards:
 
     def extraction(self, compile_: bool) -> dict:
         self._extract(_tenth(self.rows), compile_)  # warm-up (and compile) on the longest rows
-        _, dt = timed(lambda: self._extract(self.rows, compile_), self.device)
-        return {f"extract_{'compiled' if compile_ else 'eager'}_tok_s": self.n / dt, "extract_tokens": self.n,
+        _, dt, runs = timed_runs(lambda: self._extract(self.rows, compile_), self.device, self.cfg.repeats)
+        kind = "compiled" if compile_ else "eager"
+        return {f"extract_{kind}_tok_s": self.n / dt, f"extract_{kind}_s_runs": runs, "extract_tokens": self.n,
                 "extract_seq_len": self.n / max(1, len(self.rows)),
                 "extract_ceiling_tok_s": forward_ceiling(self.target.model, self.layer, gpu_name(self.device))}
 
@@ -417,8 +429,9 @@ class _Forwards:
         """AR-scoring throughput over `rows` (from `ar_rows`)."""
         n = sum(map(len, rows))
         self._score(ar, _tenth(rows), compile_)  # warm-up (and compile)
-        _, dt = timed(lambda: self._score(ar, rows, compile_), self.device)
-        return {f"ar_{'compiled' if compile_ else 'eager'}_tok_s": n / dt, "ar_tokens": n, "ar_seq_len": n / max(1, len(rows))}
+        _, dt, runs = timed_runs(lambda: self._score(ar, rows, compile_), self.device, self.cfg.repeats)
+        kind = "compiled" if compile_ else "eager"
+        return {f"ar_{kind}_tok_s": n / dt, f"ar_{kind}_s_runs": runs, "ar_tokens": n, "ar_seq_len": n / max(1, len(rows))}
 
     def profile_extraction(self, compile_: bool) -> dict:
         rows = _tenth(self.rows)
@@ -438,12 +451,13 @@ class _Forwards:
                 break
             sub.append(t)
             n_sub += len(r)
-        _, dt = timed(lambda: extract(self.target, sub, self.layer, batch_size=16, max_length=self.cfg.max_seq_len),
-                       self.device)
-        out = {"extract_hf_tok_s": n_sub / dt}
+        _, dt, runs = timed_runs(lambda: extract(self.target, sub, self.layer, batch_size=16,
+                                                 max_length=self.cfg.max_seq_len), self.device, self.cfg.repeats)
+        out = {"extract_hf_tok_s": n_sub / dt, "extract_hf_s_runs": runs}
         ar_tokens = sum(len(r) for r in engine.ar_rows(ar, texts_ar))
         reps = max(1, self.cfg.hf_extract_tokens // max(1, ar_tokens))
-        _, dt = timed(lambda: ar.reconstruct(texts_ar * reps, batch_size=64), self.device)
+        _, dt, out["ar_hf_s_runs"] = timed_runs(lambda: ar.reconstruct(texts_ar * reps, batch_size=64), self.device,
+                                                self.cfg.repeats)
         out["ar_hf_tok_s"] = ar_tokens * reps / dt
         return out
 

@@ -7,6 +7,7 @@ The ceilings use assumed peak numbers of the GPU (`PEAKS`, vendor sheets); they 
 from __future__ import annotations
 
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,19 @@ def timed(fn: Callable[[], Any], device) -> tuple[Any, float]:
     out = fn()
     _sync(device)
     return out, time.perf_counter() - t0
+
+
+def timed_runs(fn: Callable[[], Any], device, repeats: int) -> tuple[Any, float, list[float]]:
+    """`fn()` run `repeats` times: the first run's output, the median wall time and every run's time (seconds).
+
+    The median keeps a one-off stall (a lazy first use outside the warm-up) out of the figure; the list keeps it in the
+    results, so it can still be seen."""
+    out, times = None, []
+    for i in range(max(1, repeats)):
+        o, dt = timed(fn, device)
+        out = o if i == 0 else out
+        times.append(dt)
+    return out, statistics.median(times), times
 
 
 def gpu_name(device) -> str:

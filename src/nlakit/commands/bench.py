@@ -64,6 +64,7 @@ def register(app: typer.Typer) -> None:
         attention: str = typer.Option("auto", "--attention",
                                       help="The engine's decode attention: auto, reduce, matmul, flex or triton."),
         time_budget: float = typer.Option(0.0, "--time-budget", help="Seconds; optional phases are skipped when low (0 = none)."),
+        repeats: int = typer.Option(3, "--repeats", min=1, help="Timed runs per figure; the median is reported."),
         seed: int = typer.Option(0, "--seed"),
         out: Optional[Path] = typer.Option(None, "--out", help="Write the results JSON here (e.g. docs/benchmarks/engine.json)."),
         as_json: bool = typer.Option(False, "--json", help="Print the results JSON instead of the table."),
@@ -78,7 +79,7 @@ def register(app: typer.Typer) -> None:
                           hf_extract_tokens=hf_extract_tokens, max_batch_tokens=max_batch_tokens, corpus=corpus,
                           profile=profile, ablations=ablations,
                           compile=_tristate(compile, "compile"), cuda_graph=_tristate(cuda_graph, "cuda-graph"),
-                          sync_every=sync_every, attention=attention, time_budget_s=time_budget, seed=seed,
+                          sync_every=sync_every, attention=attention, time_budget_s=time_budget, repeats=repeats, seed=seed,
                           command=" ".join(["nlakit", "bench"] + [shlex.quote(a) for a in sys.argv[2:]]))
         with progress_bar(not as_json) as progress:
             res = run(cfg, out_path=out, progress=progress)
