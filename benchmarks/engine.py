@@ -103,7 +103,9 @@ def markdown(res: dict) -> str:
         runs = ", ".join(f"{t:.3f}" for t in top["engine_s_runs"])
         out += ["", f"Each figure is the median of {res['config'].get('repeats', 1)} timed runs. The engine's runs at batch "
                 f"{top['batch']} took {runs} s; the median run spent {top['engine_outside_steps_ms']:.0f} ms beyond its "
-                f"{top['engine_steps']} decode steps at {top['engine_step_ms']:.2f} ms."]
+                f"{top['engine_steps']} decode steps at {top['engine_step_ms']:.2f} ms"
+                + (f" (the tail stepped {' → '.join(map(str, top['engine_sizes']))} slots)."
+                   if len(top.get("engine_sizes") or []) > 1 else ".")]
     out += ["", f"| forward to layer L | nlakit (sorted, no mask, {res['dtype']}) | pre-engine HF path | roofline ceiling |",
             "|---|---:|---:|---:|",
             f"| extraction (layer {res['layer']}) | {k(res.get('extract_tok_s'))} | {k(res.get('extract_hf_tok_s'))} "

@@ -84,6 +84,41 @@ def test_small_queue_runs_in_passes(lively, attention, prefix_gemm):
     assert eng.run(v[:2]) == av.generate_ids(v[:2], max_new_tokens=12)  # reusable, fewer rows than slots
 
 
+def test_tail_shrink_keeps_every_row(lively):
+    """Once the queue is empty and at most half the slots hold a row, the engine moves those rows (state and cache) to
+    the front slots and steps fewer slots: greedy rows stay HF generate's, sampled rows stay those of an engine that
+    never shrinks, and the run goes through smaller step sizes."""
+    av = make_av(lively)
+    v = vectors(11, lively.d_model, seed=4)
+    av = with_early_eos(av, v, 16)
+    ref = av.generate_ids(v, max_new_tokens=16)
+    assert len({len(r) for r in ref}) > 1  # rows end at different steps: the tail has something to shrink
+    shrink = engine.Engine(av, engine.EngineConfig(slots=8, max_new_tokens=16, tail_min_slots=1, sync_every=3))
+    assert shrink.run(v) == ref
+    assert shrink.last_sizes[0] == 8 and len(shrink.last_sizes) > 1 and shrink.last_sizes == sorted(shrink.last_sizes,
+                                                                                                    reverse=True)
+    assert shrink.run(v[:5]) == ref[:5] and shrink.n_slots == 8  # reusable: a new run starts on every slot again
+    kw = dict(slots=8, max_new_tokens=16, sampling=True, sync_every=3)
+    sampled = engine.Engine(av, engine.EngineConfig(tail_min_slots=2, **kw)).run(v, temperature=1.0, seed=3)
+    assert sampled == engine.Engine(av, engine.EngineConfig(tail_shrink=False, **kw)).run(v, temperature=1.0, seed=3)
+
+
+def test_tail_shrink_compiled_matches_hf_generate(tiny_llama):
+    """The compiled step (symbolic batch) run on the front slots' views after a shrink: still HF generate's tokens."""
+    av = make_av(tiny_llama)
+    v = vectors(9, tiny_llama.d_model, seed=2)
+    av = with_early_eos(av, v, 10)
+    eng = engine.Engine(av, engine.EngineConfig(slots=8, max_new_tokens=10, tail_min_slots=2, sync_every=2,
+                                                compile=True, attention="reduce"))
+    assert eng.run(v) == av.generate_ids(v, max_new_tokens=10) and eng.mode.startswith("compiled"), eng.mode
+    assert min(eng.last_sizes) < 8
+
+
+def test_tail_min_slots_must_be_positive():
+    with pytest.raises(NlakitError, match="tail_min_slots"):
+        engine.EngineConfig(tail_min_slots=0)
+
+
 def test_prefix_gemms_in_bf16_stay_close_to_fp32():
     """The reduce path's shared-prefix GEMMs in bf16 (prefix_gemm="model") give the fp32 attention output to bf16
     precision, masks and the one softmax over prefix and row cache included."""

@@ -8,6 +8,8 @@ Every AV prompt is the same except the injected slot, so the engine
    time, every row at its own position, into a preallocated per-row KV cache ``(B, KV, R0 + max_new, hd)``;
 3. keeps the pending rows in a device queue: the step itself copies an ended row's tokens out and admits the next
    row into the freed slot, so finished rows never idle and the host only checks every ``sync_every`` steps;
+   once the queue is empty and at most half the slots still hold a row, it moves those rows to the front slots and
+   runs the step on half as many (halving again as rows end, down to ``tail_min_slots``);
 4. on CUDA concatenates q/k/v and gate/up weights, compiles the step with ``torch.compile`` (one block compiled
    once, reused by every layer) and replays it as one CUDA graph; on CPU it runs the same step eagerly, and
    greedy output is token-identical to plain HF ``generate`` (tests).
@@ -59,6 +61,9 @@ class EngineConfig:
     #                          Triton kernel a layer, nlakit.kernels), or auto: triton on CUDA, else reduce when
     #                          compiled and matmul eager
     prefix_gemm: str = "float32"  # reduce path: the shared-prefix GEMMs in "float32" or in the "model" dtype (bf16)
+    tail_shrink: bool = True  # queue empty and <= half the slots live: move those rows to the front, step half the
+    #                           slots (one more CUDA graph per size; off when compiled with dynamic_batch=False)
+    tail_min_slots: int = 64  # the smallest step the tail shrinks to
 
     def __post_init__(self):
         if self.slots < 1:
@@ -67,6 +72,8 @@ class EngineConfig:
             raise NlakitError(f"max_new_tokens={self.max_new_tokens} generates nothing", "pass max_new_tokens >= 1")
         if self.sync_every < 1:
             raise NlakitError(f"sync_every={self.sync_every} is not positive", "pass sync_every >= 1")
+        if self.tail_min_slots < 1:
+            raise NlakitError(f"tail_min_slots={self.tail_min_slots} is not positive", "pass tail_min_slots >= 1")
         if self.queue < 0:
             raise NlakitError(f"queue={self.queue} is negative", "pass queue >= 0 (0 = automatic)")
         if self.attention not in ATTENTIONS:
@@ -124,6 +131,14 @@ class Engine:
         self.q_n, self.q_next, self.n_fin = z(()), z(()), z(())  # rows queued, next row to admit, rows finished
         self.temperature = torch.ones((), device=dev)
         self.slots = torch.arange(B, device=dev)
+        # the step reads the per-slot state through attributes; `_use_slots(k)` points them at their first k rows
+        self._full = {name: getattr(self, name) for name in self._PER_SLOT + ("slots",)}
+        self._full.update(kc=self.kc, vc=self.vc)
+        self.n_slots = B
+        shrink = cfg.tail_shrink and not (self.use_compile and not cfg.dynamic_batch)  # a fixed batch: no recompiles
+        self._sizes = [B]  # step sizes, largest first
+        while shrink and self._sizes[-1] // 2 >= cfg.tail_min_slots:
+            self._sizes.append(self._sizes[-1] // 2)
         self._tables = tuple(self.tables[lt] for lt in sorted(set(a.layer_types)))
         self._lt_index = [sorted(set(a.layer_types)).index(lt) for lt in a.layer_types]
         self._windows = sorted(set(a.windows), key=lambda w: -1 if w is None else w)
@@ -132,11 +147,12 @@ class Engine:
         self._attn = self._attention(compiled=False)  # "auto" turns "reduce" on once the step compiles
         self._prefix_fp32 = cfg.prefix_gemm == "float32"
         self._fingerprint = self._weights_fingerprint()
-        self._graph = None
+        self._graphs: dict[int, torch.cuda.CUDAGraph] = {}  # step size -> its captured step
         self._ready = False
         self.mode = "eager"
         self.setup_s = 0.0
         self.last_steps = 0  # decode steps the last `run` took, over all its passes
+        self.last_sizes: list[int] = []  # the step sizes (slots) the last `run` went through, in order
 
     def _attention(self, compiled: bool) -> str:
         """The decode step's attention: the configured one; "auto" is the Triton kernel on CUDA (where Triton ships
@@ -146,6 +162,28 @@ class Engine:
                 return "triton"
             return "reduce" if compiled else "matmul"
         return self.cfg.attention
+
+    _PER_SLOT = ("t", "tok", "n_gen", "key", "row", "active", "inj", "out")  # state that moves with its row
+
+    def _use_slots(self, k: int) -> None:
+        """Point the step at the first k slots: every per-slot buffer and per-row cache becomes a view of its first k
+        rows (the same memory, so a graph captured on these views replays on them)."""
+        for name in self._PER_SLOT + ("slots",):
+            setattr(self, name, self._full[name][:k])
+        self.kc, self.vc = [x[:k] for x in self._full["kc"]], [x[:k] for x in self._full["vc"]]
+        self.n_slots = k
+
+    def _shrink(self, live: int) -> None:
+        """With the queue empty (no freed slot is needed again), move the live rows, state and cache, to the front
+        slots in slot order, and step the smallest size that holds them."""
+        k = min(s for s in self._sizes if s >= live)
+        if k >= self.n_slots:
+            return
+        order = torch.argsort((~self.active).to(torch.int8), stable=True)[:k]  # live slots first
+        for x in [getattr(self, name) for name in self._PER_SLOT] + self.kc + self.vc:
+            x[:k] = x[order]  # the gather is materialised before the copy
+        self._use_slots(k)
+        self.last_sizes.append(k)
 
     # ---- the decode step: every slot advances one position ----------------------------------------------
     # Three pieces, each compiled on its own: `_pre` (input embeddings, RoPE rows, masks), `decode_layer` (one
@@ -285,33 +323,44 @@ class Engine:
         if self._attn != "matmul":
             self.mode += f"+{self._attn}-attn"
         if self.use_graph:
-            try:
-                stream = torch.cuda.Stream(device=self.device)
-                stream.wait_stream(torch.cuda.current_stream(self.device))
-                with torch.cuda.stream(stream):
-                    for _ in range(3):
-                        self._step()
-                torch.cuda.current_stream(self.device).wait_stream(stream)
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    self._step()
-                self._graph = graph
+            for k in self._sizes:  # the full step first; the tail's smaller steps share its memory pool
+                try:
+                    self._use_slots(k)
+                    self._graphs[k] = self._capture(pool=self._graphs[self._sizes[0]].pool() if self._graphs else None)
+                except Exception as e:  # noqa: BLE001
+                    log.warning("CUDA graph capture of the decode step at %d slots failed (%s: %s); %s", k,
+                                type(e).__name__, e, "launching it step by step" if not self._graphs else
+                                "the tail does not shrink below that")
+                    break
+            self._use_slots(self._sizes[0])
+            self._reset()
+            self._sizes = [k for k in self._sizes if k in self._graphs] or self._sizes
+            if self._graphs:
                 self.mode += "+cudagraph"
-            except Exception as e:  # noqa: BLE001
-                log.warning("CUDA graph capture of the decode step failed (%s: %s); launching it step by step",
-                            type(e).__name__, e)
-                self._graph = None
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.setup_s = time.perf_counter() - t0
         self._ready = True
         log.info("engine ready (%s, %d slots) in %.1fs", self.mode, self.cfg.slots, self.setup_s)
 
+    def _capture(self, pool=None) -> "torch.cuda.CUDAGraph":
+        """The step at the current slot count, warmed on a side stream and captured as a CUDA graph."""
+        stream = torch.cuda.Stream(device=self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                self._step()
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool):
+            self._step()
+        return graph
+
     @torch.no_grad()
     def advance(self) -> None:
-        """One decode step for every slot."""
-        if self._graph is not None:
-            self._graph.replay()
+        """One decode step for every slot in use."""
+        if self._graphs:
+            self._graphs[self.n_slots].replay()
         else:
             self._step()
 
@@ -347,7 +396,7 @@ class Engine:
         if self.cfg.sampling:
             self.temperature.fill_(float(temperature))
         out: list[list[int]] = []
-        self.last_steps = 0
+        self.last_steps, self.last_sizes = 0, []
         for start in range(0, vectors.shape[0], self.cfg.capacity):
             out += self._run_pass(vectors[start : start + self.cfg.capacity], seed, first_row + start, progress)
         return out
@@ -356,6 +405,8 @@ class Engine:
         n, B = vectors.shape[0], self.cfg.slots
         self.q_inj[:n] = self.injected(vectors)
         self.q_key[:n] = torch.tensor([row_key(seed, offset + i) for i in range(n)], device=self.device)
+        self._use_slots(B)
+        self.last_sizes.append(B)
         self._reset(n)
         sync = self.cfg.sync_every if self.device.type == "cuda" else 1  # a CPU "sync" costs nothing: check every step
         max_steps = (n // B + 2) * (self.L + 1) + sync  # every row ends within L steps of admission
@@ -367,14 +418,17 @@ class Engine:
             for _ in range(k):
                 self.advance()
             steps += k
-            n_fin = int(self.n_fin)  # the one sync per check
+            n_fin, admitted = torch.stack((self.n_fin, self.q_next)).tolist()  # the one sync per check
             if progress is not None and n_fin > reported:
                 progress(n_fin - reported)
                 reported = n_fin
             if n_fin >= n:
                 break
             assert steps <= max_steps, f"the engine made no progress: {n_fin}/{n} rows after {steps} steps"
+            if admitted >= n and len(self._sizes) > 1 and admitted - n_fin <= self.n_slots // 2:
+                self._shrink(admitted - n_fin)
         self.last_steps += steps
+        self._use_slots(B)
         res, lens = self.res[:n].cpu().tolist(), self.res_len[:n].cpu().tolist()
         eos = set(int(e) for e in self.v.eos)
         rows = []

@@ -250,7 +250,7 @@ def run(cfg: BenchConfig, *, out_path: str | Path | None = None,
         eng = make_engine(B)
         eng.run(v[: min(N, B)])  # warm run: allocator, first replays
         eng_rows, dt, runs = timed_runs(lambda: eng.run(v), device, cfg.repeats)
-        steps = eng.last_steps
+        steps, sizes = eng.last_steps, eng.last_sizes
         res["engine_attention"] = eng._attn
         if eng._attn == "triton":  # the launch settings the kernel ran with
             from nlakit import kernels
@@ -258,8 +258,9 @@ def run(cfg: BenchConfig, *, out_path: str | Path | None = None,
             res["kernel_tuning"] = dict(kernels.TUNING)
         row.update(engine_tok_s=n_tokens(eng_rows) / dt, engine_expl_s=N / dt, engine_s=dt, engine_s_runs=runs,
                    engine_mode=eng.mode, engine_fused=eng.fused is not None, engine_setup_s=eng.setup_s,
-                   engine_step_ms=step_ms(eng), engine_steps=steps, mean_new_tokens=n_tokens(eng_rows) / N)
-        # the run's time beyond its decode steps at the measured step time: host checks, queue writes, copies out
+                   engine_step_ms=step_ms(eng), engine_steps=steps, engine_sizes=sizes, mean_new_tokens=n_tokens(eng_rows) / N)
+        # the run's time beyond its decode steps at the full step's time (host checks, queue writes, copies out); negative
+        # when the tail's smaller steps save more than that
         row["engine_outside_steps_ms"] = dt * 1e3 - steps * row["engine_step_ms"]
         if hf_rows is not None:
             row["ratio"] = row["engine_tok_s"] / row["hf_tok_s"]
@@ -344,7 +345,8 @@ def run(cfg: BenchConfig, *, out_path: str | Path | None = None,
         variants.insert(0, ("shared-prefix GEMMs in the model dtype (prefix_gemm=model)", dict(prefix_gemm="model")))
     if main_attention in ("flex", "triton"):  # a symbolic batch is the default: does it cost these kernels speed?
         variants.append(("compiled for this batch size only (dynamic_batch=False)", dict(dynamic_batch=False)))
-    variants += [("no weight fusion", dict(fuse=False)),
+    variants += [("no tail shrink (every step runs all slots)", dict(tail_shrink=False)),
+                 ("no weight fusion", dict(fuse=False)),
                  ("no CUDA graph (compiled step launched op by op)", dict(cuda_graph=False)),
                  ("no torch.compile (eager step in a CUDA graph)", dict(compile=False))]
     res["ablations"] = []
