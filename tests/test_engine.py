@@ -103,19 +103,6 @@ def test_tail_shrink_keeps_every_row(lively):
     assert sampled == engine.Engine(av, engine.EngineConfig(tail_shrink=False, **kw)).run(v, temperature=1.0, seed=3)
 
 
-def test_first_rows_skip_their_prompt_tail_steps(lively):
-    """A pass's first rows get their prompt tail but its last token in one batched forward: a single wave takes as
-    many steps as its longest row has tokens (EOS included), not R0 - 1 more, and still writes HF generate's rows."""
-    av = make_av(lively)
-    v = vectors(5, lively.d_model, seed=6)
-    av = with_early_eos(av, v, 12)
-    eng = engine.Engine(av, engine.EngineConfig(slots=5, max_new_tokens=12))
-    assert eng.R0 > 1  # the template has a prompt tail after the slot
-    rows = eng.run(v)
-    assert rows == av.generate_ids(v, max_new_tokens=12)
-    assert eng.last_steps == max(len(r) - 1 if r[-1:] == [-1] else len(r) + 1 for r in rows)
-
-
 def test_tail_shrink_compiled_matches_hf_generate(tiny_llama):
     """The compiled step (symbolic batch) run on the front slots' views after a shrink: still HF generate's tokens."""
     av = make_av(tiny_llama)

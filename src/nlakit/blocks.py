@@ -133,22 +133,6 @@ class Arch:
         s = self.softcap(q @ k.transpose(-1, -2) * scale).masked_fill(~mask, float("-inf"))
         return s.softmax(-1, dtype=torch.float32).to(q.dtype) @ v
 
-    def attention_after(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
-                        window: int | None) -> torch.Tensor:
-        """Causal (and sliding-window) attention of the last T positions of a sequence over all its K keys: q
-        (B, H, T, hd) at positions K-T..K-1, k/v (B, KV, K, hd). Plain math with an fp32 softmax, any softcap included
-        (what the engine runs once per pass for its first rows' prompt tails, after the shared prefix)."""
-        T, K = q.shape[2], k.shape[2]
-        g = self.n_heads // self.n_kv
-        k, v = (k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)) if g > 1 else (k, v)
-        qpos = torch.arange(K - T, K, device=q.device)[:, None]
-        kpos = torch.arange(K, device=q.device)[None]
-        mask = kpos <= qpos  # (T, K)
-        if window is not None:
-            mask &= kpos > qpos - window
-        s = self.softcap(q @ k.transpose(-1, -2) * scale).masked_fill(~mask, float("-inf"))
-        return s.softmax(-1, dtype=torch.float32).to(q.dtype) @ v
-
     def softcap(self, s: torch.Tensor) -> torch.Tensor:
         if self.attn_softcap is None:
             return s

@@ -5,8 +5,7 @@
 Every AV prompt is the same except the injected slot, so the engine
 1. runs the prompt prefix *before* the slot once and keeps its K/V (``(KV, S, hd)`` per layer), shared by all rows;
 2. feeds the rest of the prompt (slot onwards, ``R0`` tokens) and then the generated tokens one decode step at a
-   time, every row at its own position, into a preallocated per-row KV cache ``(B, KV, R0 + max_new, hd)``; a
-   pass's first rows (one per slot) get their prompt tail but its last token in one batched forward instead;
+   time, every row at its own position, into a preallocated per-row KV cache ``(B, KV, R0 + max_new, hd)``;
 3. keeps the pending rows in a device queue: the step itself copies an ended row's tokens out and admits the next
    row into the freed slot, so finished rows never idle and the host only checks every ``sync_every`` steps;
    once the queue is empty and at most half the slots still hold a row, it moves those rows to the front slots and
@@ -271,30 +270,6 @@ class Engine:
             cos, sin = self.tables[a.layer_types[i]]
             x = a.block(layer, x, cos[None, : self.S], sin[None, : self.S], attend)
 
-    def _admit_first_rows(self, k: int) -> None:
-        """Admit rows 0..k-1 of the queue into slots 0..k-1 before the first step. Their prompt tail but its last
-        token (the injected vector and the suffix tokens before the last: P = R0 - 1 positions) runs as one batched
-        forward against the shared prefix, its K/V written into the slots' caches, so each slot starts at t = P
-        instead of spending P steps on it. Rows admitted later by the step itself start at t = 0."""
-        a, S, P, rows = self.arch, self.S, self.R0 - 1, slice(0, k)
-        self.row[rows] = torch.arange(k, device=self.device)
-        self.active[rows] = True
-        self.inj[rows], self.key[rows] = self.q_inj[rows], self.q_key[rows]
-        self.n_gen[rows] = 0
-        self.t[rows] = P
-        self.q_next.fill_(k)
-        if P == 0:
-            return
-        x = torch.cat([self.inj[rows, None], a.embed(self.suffix_ids[1:P])[None].expand(k, -1, -1)], 1)  # (k, P, D)
-        for i, layer in enumerate(a.layers):
-            def attend(q, kn, vn, i=i):  # kn/vn (k, KV, P, hd): this layer's keys and values of the P positions
-                self.kc[i][rows, :, :P], self.vc[i][rows, :, :P] = kn, vn
-                kp, vp = (x_[None].expand(k, -1, -1, -1) for x_ in (self.kp[i], self.vp[i]))
-                return a.attention_after(q, torch.cat([kp, kn], 2), torch.cat([vp, vn], 2), a.scaling[i], a.windows[i])
-
-            cos, sin = self.tables[a.layer_types[i]]
-            x = a.block(layer, x, cos[None, S : S + P], sin[None, S : S + P], attend, self._fw[i])
-
     def _reset(self, n: int = 0) -> None:
         """Empty every slot and queue `n` rows (their q_inj / q_key must be written by the caller)."""
         self.active.zero_()
@@ -433,7 +408,6 @@ class Engine:
         self._use_slots(B)
         self.last_sizes.append(B)
         self._reset(n)
-        self._admit_first_rows(min(n, B))
         sync = self.cfg.sync_every if self.device.type == "cuda" else 1  # a CPU "sync" costs nothing: check every step
         max_steps = (n // B + 2) * (self.L + 1) + sync  # every row ends within L steps of admission
         steps, reported, n_fin = 0, 0, 0
