@@ -39,12 +39,9 @@ def timed_runs(fn: Callable[[], Any], device, repeats: int) -> tuple[Any, float,
 
     The median keeps a one-off stall (a lazy first use outside the warm-up) out of the figure; the list keeps it in the
     results, so it can still be seen."""
-    out, times = None, []
-    for i in range(max(1, repeats)):
-        o, dt = timed(fn, device)
-        out = o if i == 0 else out
-        times.append(dt)
-    return out, statistics.median(times), times
+    runs = [timed(fn, device) for _ in range(max(1, repeats))]
+    times = [dt for _, dt in runs]
+    return runs[0][0], statistics.median(times), times
 
 
 def gpu_name(device) -> str:
